@@ -1,0 +1,1 @@
+"""The REST API: submit, poll, list and cancel jobs."""

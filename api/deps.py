@@ -1,0 +1,60 @@
+"""Per-process services of the API and the dependencies handlers receive them through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.errors import ApiError
+from irq.jobs import JobManager
+from irq.keys import Principal, authenticate
+from irq.settings import Settings
+from irq.store.db import Database
+
+
+@dataclass
+class Services:
+    """Created once in the app's lifespan, closed on shutdown."""
+
+    settings: Settings
+    db: Database
+    jobs: JobManager
+    redis: redis.Redis
+
+    @classmethod
+    def open(cls, settings: Settings) -> Services:
+        db = Database(settings.database_url)
+        return cls(settings=settings, db=db, jobs=JobManager(db),
+                   redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2))
+
+    def close(self) -> None:
+        self.redis.close()
+        self.db.dispose()
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `irq keys create NAME`.")
+
+
+def principal(
+    svc: Annotated[Services, Depends(services)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise ApiError(401, "unauthorized", "missing API key: send `Authorization: Bearer <key>`",
+                       headers={"WWW-Authenticate": "Bearer"})
+    found = authenticate(svc.db, credentials.credentials)
+    if found is None:
+        raise ApiError(401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+PrincipalDep = Annotated[Principal, Depends(principal)]

@@ -1,0 +1,110 @@
+"""`/v1/jobs`: submit, poll (with long-poll), list with cursor pagination, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import PrincipalDep, ServicesDep
+from api.errors import ApiError
+from api.schemas import JobPage, JobRequest, JobView
+from irq.ir_schema import ir_json_schema
+from irq.jobs import NewJob
+from irq.schema_check import SchemaProblem, check_schema
+from irq.settings import Settings
+from irq.store.models import JobStatus
+from worker.celery_app import enqueue
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+POLL_INTERVAL_S = 0.1
+_NOT_FOUND = {404: {"description": "No such job for this API key."}}
+
+
+def to_new_job(body: JobRequest, settings: Settings, idempotency_key: str | None) -> NewJob:
+    """Check a request against the service's limits and the schema compiler; raise 4xx `ApiError`s."""
+    if len(body.prompt) > settings.max_prompt_chars:
+        raise ApiError(413, "prompt_too_large",
+                       f"prompt is {len(body.prompt)} characters; the limit is {settings.max_prompt_chars}")
+    max_tokens = body.max_tokens or settings.default_max_tokens
+    if max_tokens > settings.max_max_tokens:
+        raise ApiError(422, "invalid_request", f"max_tokens must be at most {settings.max_max_tokens}")
+    timeout = body.timeout or settings.default_timeout_s
+    if timeout > settings.max_timeout_s:
+        raise ApiError(422, "invalid_request", f"timeout must be at most {settings.max_timeout_s:g} s")
+    schema = body.schema_ if body.schema_ is not None else ir_json_schema()
+    if body.schema_ is not None:
+        try:
+            check_schema(schema, max_bytes=settings.max_schema_bytes, timeout_s=settings.schema_compile_timeout_s)
+        except SchemaProblem as exc:
+            raise ApiError(413 if exc.code == "schema_too_large" else 422, exc.code, str(exc)) from None
+    return NewJob(prompt=body.prompt, schema=schema, model=body.model or settings.default_model,
+                  max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, priority=body.priority,
+                  timeout_s=timeout, max_attempts=settings.max_attempts, idempotency_key=idempotency_key)
+
+
+@router.post("", status_code=202, response_model=JobView,
+             responses={200: {"description": "The job this Idempotency-Key already created."}})
+def submit_job(
+    body: JobRequest,
+    svc: ServicesDep,
+    who: PrincipalDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobView:
+    new = to_new_job(body, svc.settings, idempotency_key)
+    job, created = svc.jobs.create(who.key_id, new)
+    if created:
+        try:
+            enqueue(job.id, job.priority)
+        except Exception as exc:
+            svc.jobs.delete_unstarted(job.id)  # not accepted: the client is told to retry
+            raise ApiError(503, "broker_unavailable", f"could not enqueue the job: {type(exc).__name__}",
+                           headers={"Retry-After": "5"}) from None
+    else:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobView.of(job)
+
+
+@router.get("/{job_id}", response_model=JobView, responses=_NOT_FOUND)
+async def get_job(
+    job_id: str,
+    svc: ServicesDep,
+    who: PrincipalDep,
+    wait: Annotated[float, Query(ge=0, description="Long-poll: seconds to wait for a terminal status.")] = 0,
+) -> JobView:
+    deadline = time.monotonic() + min(wait, svc.settings.max_wait_s)
+    while True:
+        job = await run_in_threadpool(svc.jobs.get, job_id, who.key_id)
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id}")
+        if JobStatus(job.status).terminal or time.monotonic() >= deadline:
+            return JobView.of(job)
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    svc: ServicesDep,
+    who: PrincipalDep,
+    status: JobStatus | None = None,
+    batch_id: str | None = None,
+    cursor: str | None = Query(default=None, description="`next_cursor` of the previous page."),
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobPage:
+    jobs = svc.jobs.list(who.key_id, status=status, batch_id=batch_id, before=cursor, limit=limit + 1)
+    page = jobs[:limit]
+    return JobPage(jobs=[JobView.of(j) for j in page], next_cursor=page[-1].id if len(jobs) > limit else None)
+
+
+@router.post("/{job_id}/cancel", response_model=JobView, responses=_NOT_FOUND)
+def cancel_job(job_id: str, svc: ServicesDep, who: PrincipalDep) -> JobView:
+    job = svc.jobs.cancel(job_id, who.key_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    return JobView.of(job)

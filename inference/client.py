@@ -1,0 +1,96 @@
+"""The HTTP client workers use to call an inference endpoint, with faults typed for the retry policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from inference.protocol import GenerateResponse
+from irq.settings import Settings
+
+
+class InferenceError(Exception):
+    """An inference call that did not produce a document; `code` is stored on the job."""
+
+    retryable = False
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RetryableInferenceError(InferenceError):
+    """Worth another attempt: connection errors, timeouts, 5xx, 429, cold starts."""
+
+    retryable = True
+
+
+class PermanentInferenceError(InferenceError):
+    """Another attempt would fail the same way: the endpoint refused this request (4xx)."""
+
+
+def _error_detail(response: httpx.Response) -> tuple[str | None, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return None, response.text[:500]
+    if isinstance(body, dict):
+        detail = body.get("detail", body)
+        if isinstance(detail, dict):
+            return detail.get("code"), str(detail.get("message", detail))
+        return body.get("code"), str(body.get("message", detail))
+    return None, str(body)[:500]
+
+
+class InferenceClient:
+    """Speaks the inference protocol to one generate URL; one instance per worker process."""
+
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
+        self.url = settings.inference_url
+        headers = {k: v.get_secret_value() for k, v in settings.inference_headers.items()}
+        self._http = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(settings.default_timeout_s, connect=settings.inference_connect_timeout_s),
+            transport=transport,
+        )
+
+    def generate(
+        self,
+        *,
+        prompt: str,
+        schema: dict[str, Any],
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        timeout_s: float,
+    ) -> GenerateResponse:
+        body = {"prompt": prompt, "schema": schema, "max_tokens": max_tokens,
+                "temperature": temperature, "top_p": top_p}
+        try:
+            response = self._http.post(self.url, json=body, timeout=timeout_s)
+        except httpx.TimeoutException as exc:
+            raise RetryableInferenceError("inference_timeout", f"no answer within {timeout_s:.0f} s") from exc
+        except httpx.TransportError as exc:
+            raise RetryableInferenceError("inference_unreachable", f"{type(exc).__name__}: {exc}") from exc
+        return self._parse(response)
+
+    def _parse(self, response: httpx.Response) -> GenerateResponse:
+        status = response.status_code
+        if status == 429 or status >= 500:
+            code, message = _error_detail(response)
+            raise RetryableInferenceError(code or f"inference_http_{status}", f"HTTP {status}: {message}")
+        if status >= 400:
+            code, message = _error_detail(response)
+            raise PermanentInferenceError(code or f"inference_http_{status}", f"HTTP {status}: {message}")
+        try:
+            body = response.json()
+            if isinstance(body, dict) and "text" not in body and "ir_json" in body:
+                body["text"] = body.pop("ir_json")  # the older deployments' key
+            return GenerateResponse.model_validate(body)
+        except (ValueError, ValidationError) as exc:
+            raise RetryableInferenceError("inference_bad_response", f"unreadable response: {exc}") from exc
+
+    def close(self) -> None:
+        self._http.close()

@@ -1,0 +1,44 @@
+"""The interface every inference engine implements."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+
+class SchemaRejected(ValueError):
+    """The engine's structured-output backend cannot compile this schema (a permanent error)."""
+
+
+@dataclass
+class EngineResult:
+    text: str  # the generated JSON text
+    finish_reason: str  # "stop" when the grammar completed, "length" when max_tokens cut it
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float
+    generation_time_ms: float
+    backend: str
+
+
+class Engine(abc.ABC):
+    """Loads a model once and generates JSON constrained to a schema; safe to call from many coroutines."""
+
+    model_name: str
+    gpu: str
+    backend: str
+
+    @property
+    @abc.abstractmethod
+    def loaded(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def load(self) -> None:
+        """Load the model (idempotent); may take minutes on a cold start."""
+
+    @abc.abstractmethod
+    async def generate(
+        self, prompt: str, schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
+    ) -> EngineResult:
+        """Generate a document matching `schema`; raise `SchemaRejected` for a schema the backend refuses."""

@@ -1,0 +1,1 @@
+"""irq: an asynchronous job system for schema-constrained IR generation."""

@@ -1,0 +1,3 @@
+from irq.cli import app
+
+app(prog_name="irq")

@@ -1,0 +1,147 @@
+"""The `irq` command: thin wrappers that parse arguments and call the same functions as the API and tests."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from irq.settings import get_settings
+
+app = typer.Typer(help="irq: schema-constrained IR generation jobs.", no_args_is_help=True)
+db_app = typer.Typer(help="The SQL store.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+inference_app = typer.Typer(help="The inference service.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(inference_app, name="inference")
+
+
+@app.command()
+def dev() -> None:
+    """Run the whole system on one machine: store, Redis, inference service, worker, API and Flower."""
+    from irq.dev import run_dev
+
+    raise typer.Exit(run_dev(get_settings()))
+
+
+@app.command()
+def api() -> None:
+    """Serve the REST API."""
+    import uvicorn
+
+    s = get_settings()
+    uvicorn.run("api.app:create_app", factory=True, host=s.api_host, port=s.api_port, log_level="info")
+
+
+@app.command()
+def worker() -> None:
+    """Run a Celery worker that executes jobs."""
+    from worker.celery_app import QUEUE, celery_app
+
+    s = get_settings()
+    celery_app.worker_main(["worker", "--pool=threads", f"--concurrency={s.worker_concurrency}", "-Q", QUEUE,
+                            "--loglevel=INFO", "-E"] + ([f"--hostname={s.worker_name}"] if s.worker_name else []))
+
+
+@app.command()
+def flower() -> None:
+    """Serve Flower, Celery's dashboard, behind basic auth (IRQ_FLOWER_BASIC_AUTH=user:password)."""
+    from worker.celery_app import celery_app
+
+    s = get_settings()
+    auth = s.flower_basic_auth.get_secret_value()
+    if not auth:
+        typer.echo("IRQ_FLOWER_BASIC_AUTH (user:password) must be set: Flower is never served without auth.",
+                   err=True)
+        raise typer.Exit(2)
+    celery_app.start(["flower", f"--port={s.flower_port}", "--address=127.0.0.1", f"--basic-auth={auth}"])
+
+
+@inference_app.command("serve")
+def inference_serve(engine: Annotated[str | None, typer.Option(help="Engine: local.")] = None) -> None:
+    """Serve the inference protocol (/generate, /health, /warmup) over an engine."""
+    from inference.service import serve
+
+    s = get_settings()
+    if engine is not None:
+        s = s.model_copy(update={"engine": engine})
+    serve(s)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the migrations to IRQ_DATABASE_URL."""
+    from irq.migrate import upgrade
+
+    upgrade(get_settings().database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@keys_app.command("create")
+def keys_create(name: str, admin: bool = False) -> None:
+    """Create an API key and print it (it is shown only this once)."""
+    from irq.keys import create_key
+    from irq.store.db import Database
+
+    db = Database(get_settings().database_url)
+    typer.echo(create_key(db, name, admin=admin))
+    db.dispose()
+
+
+def _client(api_url: str | None, key: str | None) -> httpx.Client:
+    s = get_settings()
+    key = key or s.api_key.get_secret_value()
+    if not key:
+        typer.echo("an API key is needed: --key or IRQ_API_KEY", err=True)
+        raise typer.Exit(2)
+    return httpx.Client(base_url=api_url or f"http://{s.api_host}:{s.api_port}",
+                        headers={"Authorization": f"Bearer {key}"}, timeout=90)
+
+
+def _show(response: httpx.Response) -> dict[str, Any]:
+    body: dict[str, Any] = response.json()
+    typer.echo(json.dumps(body, indent=2))
+    if response.status_code >= 400:
+        raise typer.Exit(1)
+    return body
+
+
+ApiOpt = Annotated[str | None, typer.Option("--api", help="API base URL.")]
+KeyOpt = Annotated[str | None, typer.Option("--key", help="API key (default IRQ_API_KEY).")]
+
+
+@app.command()
+def submit(
+    prompt: str,
+    schema: Annotated[Path | None, typer.Option(help="JSON Schema file (default: the IR schema).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the job to finish.")] = False,
+    api_url: ApiOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Submit a job and print it; with --wait, print it once it has finished."""
+    body: dict[str, Any] = {"prompt": prompt}
+    if schema is not None:
+        body["schema"] = json.loads(schema.read_text())
+    with _client(api_url, key) as http:
+        response = http.post("/v1/jobs", json=body)
+        if not wait or response.status_code >= 400:
+            _show(response)
+            return
+        job_id = response.json()["id"]
+        while True:
+            job = http.get(f"/v1/jobs/{job_id}", params={"wait": 60})
+            if job.status_code >= 400 or job.json()["status"] in ("succeeded", "failed", "cancelled"):
+                body = _show(job)
+                raise typer.Exit(0 if body.get("status") == "succeeded" else 1)
+
+
+@app.command()
+def status(job_id: str, api_url: ApiOpt = None, key: KeyOpt = None) -> None:
+    """Print a job."""
+    with _client(api_url, key) as http:
+        _show(http.get(f"/v1/jobs/{job_id}"))

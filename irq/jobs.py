@@ -1,0 +1,258 @@
+"""The job state machine: the one place that moves a job between statuses in the store.
+
+queued → running → succeeded | failed | cancelled; a retryable fault sends a running job back to
+queued until its attempts or its deadline run out. Every transition is a single conditional UPDATE,
+so a repeated or late call (a duplicate delivery, a result after cancel) changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from irq.store.db import Database
+from irq.store.models import Job, JobStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    """A time-ordered UUID (version 7 layout): 48 bits of Unix milliseconds, then random bits."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 64) & 0x0FFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    return str(uuid.UUID(int=value))
+
+
+def schema_hash(schema: dict[str, Any]) -> str:
+    canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated job request, as the API hands it to the store."""
+
+    prompt: str
+    schema: dict[str, Any]
+    model: str
+    max_tokens: int
+    temperature: float
+    top_p: float
+    priority: int
+    timeout_s: float
+    max_attempts: int
+    batch_id: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one inference call produced, ready to be stored on the job."""
+
+    result: Any
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float | None
+    generation_ms: float
+    backend: str
+    endpoint: str
+    validation_error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _ms(later: datetime, earlier: datetime | None) -> float | None:
+    return None if earlier is None else (later - earlier).total_seconds() * 1000.0
+
+
+class JobManager:
+    """Creates, claims, finishes, retries and cancels jobs; API and workers call this, never raw SQL."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- API side -------------------------------------------------------------------------
+
+    def create(self, owner_id: int, new: NewJob) -> tuple[Job, bool]:
+        """Insert a queued job; with an idempotency key already used by this owner, return that job."""
+        if new.idempotency_key is not None:
+            existing = self._by_idempotency_key(owner_id, new.idempotency_key)
+            if existing is not None:
+                return existing, False
+        now = utcnow()
+        job = Job(
+            id=new_job_id(),
+            owner_id=owner_id,
+            batch_id=new.batch_id,
+            idempotency_key=new.idempotency_key,
+            prompt=new.prompt,
+            schema_=new.schema,
+            schema_hash=schema_hash(new.schema),
+            model=new.model,
+            max_tokens=new.max_tokens,
+            temperature=new.temperature,
+            top_p=new.top_p,
+            priority=new.priority,
+            timeout_s=new.timeout_s,
+            status=JobStatus.queued,
+            attempts=0,
+            max_attempts=new.max_attempts,
+            created_at=now,
+            enqueued_at=now,
+            deadline_at=now + timedelta(seconds=new.timeout_s),
+        )
+        try:
+            with self.db.session() as s:
+                s.add(job)
+        except IntegrityError:
+            # Two requests raced with the same idempotency key: the other one won.
+            assert new.idempotency_key is not None
+            existing = self._by_idempotency_key(owner_id, new.idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+        return job, True
+
+    def delete_unstarted(self, job_id: str) -> None:
+        """Undo `create` when the job could not be enqueued and the client was told so."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is not None and job.status == JobStatus.queued and job.attempts == 0:
+                s.delete(job)
+
+    def get(self, job_id: str, owner_id: int | None = None) -> Job | None:
+        """The job, or None when it does not exist or belongs to another owner."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+        if job is None or (owner_id is not None and job.owner_id != owner_id):
+            return None
+        return job
+
+    def list(
+        self,
+        owner_id: int,
+        *,
+        status: str | None = None,
+        batch_id: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Newest first; `before` is the id of the last job of the previous page."""
+        q = select(Job).where(Job.owner_id == owner_id)
+        if status is not None:
+            q = q.where(Job.status == status)
+        if batch_id is not None:
+            q = q.where(Job.batch_id == batch_id)
+        if before is not None:
+            q = q.where(Job.id < before)
+        q = q.order_by(Job.id.desc()).limit(limit)
+        with self.db.session() as s:
+            return list(s.scalars(q))
+
+    def cancel(self, job_id: str, owner_id: int) -> Job | None:
+        """Cancel a queued or running job; a finished job stays as it is. None if not the owner's."""
+        with self.db.session() as s:
+            s.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.owner_id == owner_id,
+                    Job.status.in_([JobStatus.queued, JobStatus.running]),
+                )
+                .values(status=JobStatus.cancelled, finished_at=utcnow(), error_code="cancelled",
+                        error_message="cancelled by the client")
+            )
+        return self.get(job_id, owner_id)
+
+    # --- worker side ----------------------------------------------------------------------
+
+    def claim(self, job_id: str, worker: str) -> Job | None:
+        """Atomically move a queued job to running and count the attempt; None if it is not queued."""
+        with self.db.session() as s:
+            job = s.scalars(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.queued)
+                .values(status=JobStatus.running, attempts=Job.attempts + 1, started_at=utcnow(),
+                        worker=worker)
+                .returning(Job)
+            ).one_or_none()
+        return job
+
+    def succeed(self, job: Job, outcome: Outcome) -> bool:
+        """Store the result of a running job; False if the job was cancelled or finished meanwhile."""
+        now = utcnow()
+        generation_s = outcome.generation_ms / 1000.0
+        values: dict[str, Any] = dict(
+            status=JobStatus.succeeded,
+            result=outcome.result,
+            validation_error=outcome.validation_error,
+            finish_reason=outcome.finish_reason,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            backend=outcome.backend,
+            endpoint=outcome.endpoint,
+            ttft_ms=outcome.ttft_ms,
+            generation_ms=outcome.generation_ms,
+            tokens_per_s=(outcome.completion_tokens / generation_s) if generation_s > 0 else None,
+            error_code=None,
+            error_message=None,
+        )
+        return self._finish(job, now, values)
+
+    def fail(self, job: Job, code: str, message: str, *, endpoint: str | None = None,
+             result: Any = None, validation_error: str | None = None) -> bool:
+        """Fail a running job for good with a machine-readable code; False if it was no longer running."""
+        values: dict[str, Any] = dict(status=JobStatus.failed, error_code=code, error_message=message[:4000])
+        if endpoint is not None:
+            values["endpoint"] = endpoint
+        if result is not None:
+            values["result"] = result
+            values["validation_error"] = validation_error
+        return self._finish(job, utcnow(), values)
+
+    def requeue(self, job: Job, code: str, message: str) -> bool:
+        """Send a running job back to the queue after a retryable fault; False if it must fail instead."""
+        now = utcnow()
+        if job.attempts >= job.max_attempts or now >= job.deadline_at:
+            reason = "timeout" if now >= job.deadline_at else code
+            self.fail(job, reason, f"gave up after {job.attempts} attempt(s): {message}")
+            return False
+        with self.db.session() as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == JobStatus.running, Job.attempts == job.attempts)
+                .values(status=JobStatus.queued, enqueued_at=now, error_code=code, error_message=message[:4000])
+            )
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def _finish(self, job: Job, now: datetime, values: dict[str, Any]) -> bool:
+        values.update(
+            finished_at=now,
+            queue_wait_ms=_ms(job.started_at, job.enqueued_at) if job.started_at else None,
+            total_ms=_ms(now, job.created_at),
+        )
+        with self.db.session() as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == JobStatus.running, Job.attempts == job.attempts)
+                .values(**values)
+            )
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def _by_idempotency_key(self, owner_id: int, key: str) -> Job | None:
+        with self.db.session() as s:
+            return s.scalars(
+                select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key)
+            ).one_or_none()

@@ -1,0 +1,45 @@
+"""API keys: created once and shown once, stored only as a SHA-256 hash."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from irq.jobs import utcnow
+from irq.store.db import Database
+from irq.store.models import ApiKey
+
+KEY_PREFIX = "irq_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for."""
+
+    key_id: int
+    name: str
+    is_admin: bool
+
+
+def hash_key(key: str) -> str:
+    # Keys are 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(db: Database, name: str, *, admin: bool = False) -> str:
+    """Create a key and return it; this is the only time the key itself is known."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with db.session() as s:
+        s.add(ApiKey(name=name, prefix=key[:10], key_hash=hash_key(key), is_admin=admin, created_at=utcnow()))
+    return key
+
+
+def authenticate(db: Database, key: str) -> Principal | None:
+    with db.session() as s:
+        row = s.scalars(
+            select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+        ).one_or_none()
+    return None if row is None else Principal(key_id=row.id, name=row.name, is_admin=row.is_admin)

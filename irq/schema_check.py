@@ -1,0 +1,53 @@
+"""Submit-time checks of a job's JSON Schema: valid JSON Schema, and compilable by llguidance in bounded time."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import SchemaError
+from llguidance import LLMatcher
+
+
+class SchemaProblem(ValueError):
+    """A schema the service will not queue; `code` is machine-readable, the message says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_compiler = ThreadPoolExecutor(max_workers=2, thread_name_prefix="schema-check")
+
+
+def _llguidance_reason(schema: dict[str, Any]) -> str:
+    try:
+        return LLMatcher.validate_grammar(LLMatcher.grammar_from_json_schema(schema))
+    except Exception as exc:  # llguidance raises for some malformed inputs instead of returning a reason
+        return str(exc) or type(exc).__name__
+
+
+def check_schema(schema: Any, *, max_bytes: int, timeout_s: float) -> None:
+    """Raise `SchemaProblem` unless `schema` is a JSON Schema that llguidance accepts."""
+    if not isinstance(schema, dict):
+        raise SchemaProblem("invalid_schema", "schema must be a JSON object")
+    size = len(json.dumps(schema, separators=(",", ":")).encode())
+    if size > max_bytes:
+        raise SchemaProblem("schema_too_large", f"schema is {size} bytes; the limit is {max_bytes}")
+    try:
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "(root)"
+        raise SchemaProblem("invalid_schema", f"not a valid JSON Schema at {where}: {exc.message}") from None
+    future = _compiler.submit(_llguidance_reason, schema)
+    try:
+        reason = future.result(timeout=timeout_s)
+    except FutureTimeout:
+        raise SchemaProblem(
+            "schema_too_complex", f"llguidance did not compile the schema within {timeout_s:g} s"
+        ) from None
+    if reason:
+        raise SchemaProblem("schema_unsupported", f"llguidance cannot compile this schema: {reason}")

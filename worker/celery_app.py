@@ -1,0 +1,45 @@
+"""The Celery application shared by the API (to enqueue) and the workers (to run jobs)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from irq.settings import Settings, get_settings
+
+TASK_RUN_JOB = "irq.run_job"
+QUEUE = "irq"
+# Redis redelivers an unacknowledged message after this long; it must exceed the longest job
+# (acks are late), or a long job would be delivered twice while it still runs.
+VISIBILITY_MARGIN_S = 300
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("irq", broker=settings.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_ignore_result=True,  # results live in the SQL store
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": int(settings.max_timeout_s + VISIBILITY_MARGIN_S),
+            "queue_order_strategy": "priority",
+            "priority_steps": list(range(10)),
+        },
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+celery_app = make_celery(get_settings())
+
+
+def enqueue(job_id: str, priority: int, countdown: float | None = None) -> None:
+    """Put a job id on the broker; the API and the worker's retry path both use this.
+
+    Job priority runs 0..9 with 9 most urgent; Celery's Redis transport serves 0 first.
+    """
+    celery_app.send_task(TASK_RUN_JOB, args=[job_id], priority=9 - priority, countdown=countdown)
