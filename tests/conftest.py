@@ -1,0 +1,144 @@
+"""Fixtures that start real stores, a real Redis database, and real irq processes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from irq.keys import create_key
+from irq.migrate import upgrade
+from irq.store.db import Database
+from worker.celery_app import queue_keys
+from tests.procs import Service, free_port, wait_until
+
+PG_ADMIN_URL = os.environ.get("IRQ_TEST_PG", "postgresql://127.0.0.1:5432/postgres")
+REDIS_SERVER = os.environ.get("IRQ_TEST_REDIS", "redis://127.0.0.1:6379")
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("IRQ_MODEL_CACHE_DIR", str(Path.home() / ".cache" / "irq"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'irq.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    name = f"irq_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+_redis_dbs = itertools.cycle(range(1, 16))  # each test empties its database after use
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database number of its own on the machine's Redis, emptied before and after."""
+    url = f"{REDIS_SERVER}/{next(_redis_dbs)}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def inference_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real inference service with the local engine (SmolLM2-135M, llguidance), warmed up once."""
+    port = free_port()
+    svc = Service("inference", ["inference", "serve"], {"IRQ_INFERENCE_PORT": str(port)},
+                  tmp_path_factory.mktemp("inference"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        svc.wait_ready(base + "/health")
+        httpx.post(base + "/warmup", timeout=600).raise_for_status()
+        yield base + "/generate"
+    finally:
+        svc.stop()
+
+
+@dataclass
+class Stack:
+    """An API process (and optionally a worker) over one store and one Redis database."""
+
+    api: str
+    db: Database
+    redis: redis.Redis
+    key: str
+    other_key: str
+    services: list[Service]
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {key or self.key}"},
+                            timeout=30)
+
+    def queue_length(self) -> int:
+        return sum(int(self.redis.llen(key)) for key in queue_keys())
+
+    def wait_for(self, http: httpx.Client, job_id: str, timeout_s: float) -> dict:  # type: ignore[type-arg]
+        def finished() -> dict | None:  # type: ignore[type-arg]
+            job = http.get(f"/v1/jobs/{job_id}", params={"wait": 5}).json()
+            return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+        return wait_until(finished, timeout_s, f"job {job_id} to finish")  # type: ignore[return-value]
+
+
+def start_stack(database_url: str, redis_url: str, inference_url: str | None, log_dir: Path) -> Stack:
+    upgrade(database_url)
+    db = Database(database_url)
+    port = free_port()
+    env = {"IRQ_DATABASE_URL": database_url, "IRQ_REDIS_URL": redis_url, "IRQ_API_PORT": str(port),
+           "IRQ_INFERENCE_URL": inference_url or "http://127.0.0.1:9/generate", "IRQ_WORKER_NAME": "test-worker"}
+    services = [Service("api", ["api"], env, log_dir)]
+    if inference_url is not None:
+        services.append(Service("worker", ["worker"], env, log_dir))
+    stack = Stack(api=f"http://127.0.0.1:{port}", db=db, redis=redis.Redis.from_url(redis_url),
+                  key=create_key(db, "alice"), other_key=create_key(db, "bob"), services=services)
+    services[0].wait_ready(stack.api + "/readyz")
+    return stack
+
+
+def stop_stack(stack: Stack) -> None:
+    for svc in stack.services:
+        svc.stop()
+    stack.redis.close()
+    stack.db.dispose()
+
+
+@pytest.fixture
+def api_only(sqlite_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """The API with no worker: jobs stay queued, which is what submit-side tests want to look at."""
+    stack = start_stack(sqlite_url, redis_url, None, tmp_path)
+    yield stack
+    stop_stack(stack)
+
+
+@pytest.fixture
+def pipeline(database_url: str, redis_url: str, inference_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """API + worker + the real inference service, on SQLite and on PostgreSQL."""
+    stack = start_stack(database_url, redis_url, inference_url, tmp_path)
+    yield stack
+    stop_stack(stack)

@@ -1,0 +1,145 @@
+"""The submit side over real HTTP: auth, idempotency, cancel, pagination, tenancy, and bad input.
+
+No worker runs here, so accepted jobs stay queued in the store and on the broker where the tests can count them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from irq.store.models import Job
+from tests.conftest import Stack
+
+PROMPT = "Create a function that returns the maximum of a list"
+
+
+def stored_jobs(stack: Stack) -> int:
+    with stack.db.session() as s:
+        return int(s.scalar(select(func.count()).select_from(Job)) or 0)
+
+
+def test_submit_returns_202_with_a_queued_job_and_enqueues_it(api_only: Stack) -> None:
+    with api_only.client() as http:
+        r = http.post("/v1/jobs", json={"prompt": PROMPT})
+        assert r.status_code == 202, r.text
+        job = r.json()
+        assert job["status"] == "queued"
+        assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+        assert http.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+    assert api_only.queue_length() == 1
+
+
+def test_curl_style_form_labelled_json_body_is_accepted(api_only: Stack) -> None:
+    # `curl -d '{...}'` sends application/x-www-form-urlencoded
+    r = httpx.post(api_only.api + "/v1/jobs", content=f'{{"prompt": "{PROMPT}"}}',
+                   headers={"Authorization": f"Bearer {api_only.key}",
+                            "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 202, r.text
+
+
+def test_requests_without_a_valid_key_get_401(api_only: Stack) -> None:
+    assert httpx.post(api_only.api + "/v1/jobs", json={"prompt": PROMPT}).status_code == 401
+    with api_only.client("irq_not-a-key") as http:
+        r = http.get("/v1/jobs")
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "unauthorized"
+    assert stored_jobs(api_only) == 0
+
+
+def test_idempotency_key_returns_the_same_job(api_only: Stack) -> None:
+    with api_only.client() as http:
+        first = http.post("/v1/jobs", json={"prompt": PROMPT}, headers={"Idempotency-Key": "k-1"})
+        again = http.post("/v1/jobs", json={"prompt": PROMPT}, headers={"Idempotency-Key": "k-1"})
+        other = http.post("/v1/jobs", json={"prompt": PROMPT}, headers={"Idempotency-Key": "k-2"})
+    assert first.status_code == 202 and again.status_code == 200 and other.status_code == 202
+    assert first.json()["id"] == again.json()["id"] != other.json()["id"]
+    assert stored_jobs(api_only) == 2 and api_only.queue_length() == 2
+
+
+def test_cancel_a_queued_job(api_only: Stack) -> None:
+    with api_only.client() as http:
+        job = http.post("/v1/jobs", json={"prompt": PROMPT}).json()
+        r = http.post(f"/v1/jobs/{job['id']}/cancel")
+        assert r.status_code == 200
+        assert r.json()["status"] == "cancelled"
+        assert http.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+        # a finished job stays as it is
+        assert http.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+
+
+def test_long_poll_waits_for_the_asked_time_when_the_job_does_not_finish(api_only: Stack) -> None:
+    with api_only.client() as http:
+        job = http.post("/v1/jobs", json={"prompt": PROMPT}).json()
+        started = time.monotonic()
+        r = http.get(f"/v1/jobs/{job['id']}", params={"wait": 1.5})
+        waited = time.monotonic() - started
+    assert r.json()["status"] == "queued"
+    assert 1.4 <= waited < 5
+
+
+def test_pagination_walks_every_job_once_newest_first(api_only: Stack) -> None:
+    with api_only.client() as http:
+        ids = [http.post("/v1/jobs", json={"prompt": f"{PROMPT} #{i}"}).json()["id"] for i in range(7)]
+        seen: list[str] = []
+        cursor = None
+        pages = 0
+        while True:
+            page = http.get("/v1/jobs", params={"limit": 3, **({"cursor": cursor} if cursor else {})}).json()
+            seen += [j["id"] for j in page["jobs"]]
+            pages += 1
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        http.post(f"/v1/jobs/{ids[0]}/cancel")
+        cancelled = http.get("/v1/jobs", params={"status": "cancelled"}).json()["jobs"]
+    assert seen == list(reversed(ids)) and pages == 3
+    assert [j["id"] for j in cancelled] == [ids[0]]
+
+
+def test_another_keys_job_is_404(api_only: Stack) -> None:
+    with api_only.client() as alice, api_only.client(api_only.other_key) as bob:
+        job = alice.post("/v1/jobs", json={"prompt": PROMPT}).json()
+        assert bob.get(f"/v1/jobs/{job['id']}").status_code == 404
+        assert bob.post(f"/v1/jobs/{job['id']}/cancel").status_code == 404
+        assert bob.get("/v1/jobs").json()["jobs"] == []
+        assert alice.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "words"),
+    [
+        (b'{"prompt": "unterminated', 422, "invalid_request", "JSON"),
+        (b"{}", 422, "invalid_request", "prompt"),
+        (b'{"prompt": 12}', 422, "invalid_request", "prompt"),
+        (b'{"prompt": "x", "colour": "red"}', 422, "invalid_request", "colour"),
+        (b'{"prompt": "x", "schema": {"type": "strnig"}}', 422, "invalid_schema", "type"),
+        (b'{"prompt": "x", "schema": {"type": "string", "format": "topic"}}', 422, "schema_unsupported", "topic"),
+        (b'{"prompt": "x", "max_tokens": 0}', 422, "invalid_request", "max_tokens"),
+        (b'{"prompt": "x", "temperature": 9}', 422, "invalid_request", "temperature"),
+        (b'{"prompt": "' + b"x" * 1_100_000 + b'"}', 413, "body_too_large", "body"),
+    ],
+    ids=["malformed-json", "missing-prompt", "wrong-type", "unknown-field", "not-json-schema",
+         "llguidance-rejects", "max-tokens-zero", "temperature-out-of-range", "oversized-body"],
+)
+def test_bad_input_gets_a_clear_4xx_and_nothing_is_stored_or_queued(
+    api_only: Stack, body: bytes, status: int, code: str, words: str
+) -> None:
+    with api_only.client() as http:
+        r = http.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code
+    assert words.lower() in error["message"].lower()
+    assert stored_jobs(api_only) == 0
+    assert api_only.queue_length() == 0
+
+
+def test_health_and_readiness(api_only: Stack) -> None:
+    assert httpx.get(api_only.api + "/healthz").json() == {"status": "ok"}
+    ready = httpx.get(api_only.api + "/readyz").json()
+    assert ready["checks"] == {"database": "ok", "redis": "ok"}
+    assert httpx.get(api_only.api + "/openapi.json").json()["paths"]["/v1/jobs"]
