@@ -59,7 +59,7 @@ def flower() -> None:
         typer.echo("IRQ_FLOWER_BASIC_AUTH (user:password) must be set: Flower is never served without auth.",
                    err=True)
         raise typer.Exit(2)
-    celery_app.start(["flower", f"--port={s.flower_port}", "--address=127.0.0.1", f"--basic-auth={auth}"])
+    celery_app.start(["flower", f"--port={s.flower_port}", f"--address={s.flower_address}", f"--basic-auth={auth}"])
 
 
 @inference_app.command("serve")

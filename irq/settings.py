@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     api_key: SecretStr = SecretStr("")
 
     # Flower
+    flower_address: str = "127.0.0.1"
     flower_port: int = 5555
     flower_basic_auth: SecretStr = SecretStr("")  # "user:password"; `irq dev` makes one when empty
 
