@@ -28,8 +28,12 @@ class Services:
     @classmethod
     def open(cls, settings: Settings) -> Services:
         db = Database(settings.database_url)
-        return cls(settings=settings, db=db, jobs=JobManager(db),
-                   redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2))
+        return cls(
+            settings=settings,
+            db=db,
+            jobs=JobManager(db),
+            redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+        )
 
     def close(self) -> None:
         self.redis.close()
@@ -48,11 +52,17 @@ def principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
-        raise ApiError(401, "unauthorized", "missing API key: send `Authorization: Bearer <key>`",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing API key: send `Authorization: Bearer <key>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     found = authenticate(svc.db, credentials.credentials)
     if found is None:
-        raise ApiError(401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+        )
     return found
 
 

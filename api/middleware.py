@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import BodyTooLarge, error_body
 
@@ -41,7 +41,7 @@ class BodyPolicy:
         """Counts streamed (chunked) bodies too, which carry no Content-Length."""
         seen = 0
 
-        async def wrapped() -> dict:  # type: ignore[type-arg]
+        async def wrapped() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
@@ -55,6 +55,11 @@ class BodyPolicy:
 
 async def _too_large(send: Send, max_bytes: int) -> None:
     body = json.dumps(error_body("body_too_large", f"request body is over {max_bytes} bytes")).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -16,13 +16,17 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     prompt: str = Field(min_length=1, description="Natural-language description of the function.")
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema", description="JSON Schema of the output.")
+    schema_: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="JSON Schema of the output."
+    )
     model: str | None = Field(default=None, max_length=200)
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
     temperature: float = Field(default=0.3, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     priority: int = Field(default=5, ge=0, le=9, description="0..9, higher runs first.")
-    timeout: float | None = Field(default=None, gt=0, description="Seconds until the job fails with `timeout`.")
+    timeout: float | None = Field(
+        default=None, gt=0, description="Seconds until the job fails with `timeout`."
+    )
 
 
 class JobError(BaseModel):
@@ -75,22 +79,44 @@ class JobView(BaseModel):
     @classmethod
     def of(cls, job: Job) -> JobView:
         return cls(
-            id=job.id, status=job.status, prompt=job.prompt, schema_hash=job.schema_hash, model=job.model,
-            backend=job.backend, max_tokens=job.max_tokens, temperature=job.temperature, top_p=job.top_p,
-            priority=job.priority, timeout=job.timeout_s, attempts=job.attempts, max_attempts=job.max_attempts,
-            batch_id=job.batch_id, idempotency_key=job.idempotency_key, result=job.result,
-            finish_reason=job.finish_reason, validation_error=job.validation_error,
+            id=job.id,
+            status=job.status,
+            prompt=job.prompt,
+            schema_hash=job.schema_hash,
+            model=job.model,
+            backend=job.backend,
+            max_tokens=job.max_tokens,
+            temperature=job.temperature,
+            top_p=job.top_p,
+            priority=job.priority,
+            timeout=job.timeout_s,
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            batch_id=job.batch_id,
+            idempotency_key=job.idempotency_key,
+            result=job.result,
+            finish_reason=job.finish_reason,
+            validation_error=job.validation_error,
             error=JobError(code=job.error_code, message=job.error_message) if job.error_code else None,
             usage=Usage(prompt_tokens=job.prompt_tokens, completion_tokens=job.completion_tokens),
             timings=Timings(
-                created_at=job.created_at, enqueued_at=job.enqueued_at, started_at=job.started_at,
-                finished_at=job.finished_at, queue_wait_ms=job.queue_wait_ms, ttft_ms=job.ttft_ms,
-                generation_ms=job.generation_ms, total_ms=job.total_ms, tokens_per_s=job.tokens_per_s,
+                created_at=job.created_at,
+                enqueued_at=job.enqueued_at,
+                started_at=job.started_at,
+                finished_at=job.finished_at,
+                queue_wait_ms=job.queue_wait_ms,
+                ttft_ms=job.ttft_ms,
+                generation_ms=job.generation_ms,
+                total_ms=job.total_ms,
+                tokens_per_s=job.tokens_per_s,
             ),
-            worker=job.worker, endpoint=job.endpoint,
+            worker=job.worker,
+            endpoint=job.endpoint,
         )
 
 
 class JobPage(BaseModel):
     jobs: list[JobView]
-    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last page.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )

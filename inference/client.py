@@ -66,8 +66,13 @@ class InferenceClient:
         top_p: float,
         timeout_s: float,
     ) -> GenerateResponse:
-        body = {"prompt": prompt, "schema": schema, "max_tokens": max_tokens,
-                "temperature": temperature, "top_p": top_p}
+        body = {
+            "prompt": prompt,
+            "schema": schema,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        }
         try:
             response = self._http.post(self.url, json=body, timeout=timeout_s)
         except httpx.TimeoutException as exc:

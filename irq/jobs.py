@@ -171,8 +171,12 @@ class JobManager:
                     Job.owner_id == owner_id,
                     Job.status.in_([JobStatus.queued, JobStatus.running]),
                 )
-                .values(status=JobStatus.cancelled, finished_at=utcnow(), error_code="cancelled",
-                        error_message="cancelled by the client")
+                .values(
+                    status=JobStatus.cancelled,
+                    finished_at=utcnow(),
+                    error_code="cancelled",
+                    error_message="cancelled by the client",
+                )
             )
         return self.get(job_id, owner_id)
 
@@ -184,8 +188,9 @@ class JobManager:
             job = s.scalars(
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.queued)
-                .values(status=JobStatus.running, attempts=Job.attempts + 1, started_at=utcnow(),
-                        worker=worker)
+                .values(
+                    status=JobStatus.running, attempts=Job.attempts + 1, started_at=utcnow(), worker=worker
+                )
                 .returning(Job)
             ).one_or_none()
         return job
@@ -211,8 +216,16 @@ class JobManager:
         )
         return self._finish(job, now, values)
 
-    def fail(self, job: Job, code: str, message: str, *, endpoint: str | None = None,
-             result: Any = None, validation_error: str | None = None) -> bool:
+    def fail(
+        self,
+        job: Job,
+        code: str,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        result: Any = None,
+        validation_error: str | None = None,
+    ) -> bool:
         """Fail a running job for good with a machine-readable code; False if it was no longer running."""
         values: dict[str, Any] = dict(status=JobStatus.failed, error_code=code, error_message=message[:4000])
         if endpoint is not None:
@@ -233,7 +246,9 @@ class JobManager:
             res = s.execute(
                 update(Job)
                 .where(Job.id == job.id, Job.status == JobStatus.running, Job.attempts == job.attempts)
-                .values(status=JobStatus.queued, enqueued_at=now, error_code=code, error_message=message[:4000])
+                .values(
+                    status=JobStatus.queued, enqueued_at=now, error_code=code, error_message=message[:4000]
+                )
             )
         return bool(res.rowcount)  # type: ignore[attr-defined]
 

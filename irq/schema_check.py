@@ -1,4 +1,4 @@
-"""Submit-time checks of a job's JSON Schema: valid JSON Schema, and compilable by llguidance in bounded time."""
+"""Submit-time checks of a job's JSON Schema: valid JSON Schema, and compiled by llguidance in bounded time."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def check_schema(schema: Any, *, max_bytes: int, timeout_s: float) -> None:
     if size > max_bytes:
         raise SchemaProblem("schema_too_large", f"schema is {size} bytes; the limit is {max_bytes}")
     try:
-        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(
+            schema
+        )
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.path) or "(root)"
         raise SchemaProblem("invalid_schema", f"not a valid JSON Schema at {where}: {exc.message}") from None

@@ -18,8 +18,8 @@ from irq.dev import redis_answers, start_embedded_redis
 from irq.keys import create_key
 from irq.migrate import upgrade
 from irq.store.db import Database
-from worker.celery_app import queue_keys
 from tests.procs import Service, free_port, wait_until
+from worker.celery_app import queue_keys
 
 PG_ADMIN_URL = os.environ.get("IRQ_TEST_PG", "postgresql://127.0.0.1:5432/postgres")
 REDIS_SERVER = os.environ.get("IRQ_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -87,8 +87,12 @@ def redis_url(redis_server: str) -> Iterator[str]:
 def inference_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real inference service with the local engine (SmolLM2-135M, llguidance), warmed up once."""
     port = free_port()
-    svc = Service("inference", ["inference", "serve"], {"IRQ_INFERENCE_PORT": str(port)},
-                  tmp_path_factory.mktemp("inference"))
+    svc = Service(
+        "inference",
+        ["inference", "serve"],
+        {"IRQ_INFERENCE_PORT": str(port)},
+        tmp_path_factory.mktemp("inference"),
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         svc.wait_ready(base + "/health")
@@ -110,8 +114,9 @@ class Stack:
     services: list[Service]
 
     def client(self, key: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {key or self.key}"},
-                            timeout=30)
+        return httpx.Client(
+            base_url=self.api, headers={"Authorization": f"Bearer {key or self.key}"}, timeout=30
+        )
 
     def queue_length(self) -> int:
         return sum(int(self.redis.llen(key)) for key in queue_keys())
@@ -128,13 +133,24 @@ def start_stack(database_url: str, redis_url: str, inference_url: str | None, lo
     upgrade(database_url)
     db = Database(database_url)
     port = free_port()
-    env = {"IRQ_DATABASE_URL": database_url, "IRQ_REDIS_URL": redis_url, "IRQ_API_PORT": str(port),
-           "IRQ_INFERENCE_URL": inference_url or "http://127.0.0.1:9/generate", "IRQ_WORKER_NAME": "test-worker"}
+    env = {
+        "IRQ_DATABASE_URL": database_url,
+        "IRQ_REDIS_URL": redis_url,
+        "IRQ_API_PORT": str(port),
+        "IRQ_INFERENCE_URL": inference_url or "http://127.0.0.1:9/generate",
+        "IRQ_WORKER_NAME": "test-worker",
+    }
     services = [Service("api", ["api"], env, log_dir)]
     if inference_url is not None:
         services.append(Service("worker", ["worker"], env, log_dir))
-    stack = Stack(api=f"http://127.0.0.1:{port}", db=db, redis=redis.Redis.from_url(redis_url),
-                  key=create_key(db, "alice"), other_key=create_key(db, "bob"), services=services)
+    stack = Stack(
+        api=f"http://127.0.0.1:{port}",
+        db=db,
+        redis=redis.Redis.from_url(redis_url),
+        key=create_key(db, "alice"),
+        other_key=create_key(db, "bob"),
+        services=services,
+    )
     services[0].wait_ready(stack.api + "/readyz")
     return stack
 

@@ -1,6 +1,6 @@
 """The submit side over real HTTP: auth, idempotency, cancel, pagination, tenancy, and bad input.
 
-No worker runs here, so accepted jobs stay queued in the store and on the broker where the tests can count them.
+No worker runs here, so accepted jobs stay queued in the store and on the broker, where tests count them.
 """
 
 from __future__ import annotations
@@ -35,9 +35,14 @@ def test_submit_returns_202_with_a_queued_job_and_enqueues_it(api_only: Stack) -
 
 def test_curl_style_form_labelled_json_body_is_accepted(api_only: Stack) -> None:
     # `curl -d '{...}'` sends application/x-www-form-urlencoded
-    r = httpx.post(api_only.api + "/v1/jobs", content=f'{{"prompt": "{PROMPT}"}}',
-                   headers={"Authorization": f"Bearer {api_only.key}",
-                            "Content-Type": "application/x-www-form-urlencoded"})
+    r = httpx.post(
+        api_only.api + "/v1/jobs",
+        content=f'{{"prompt": "{PROMPT}"}}',
+        headers={
+            "Authorization": f"Bearer {api_only.key}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
     assert r.status_code == 202, r.text
 
 
@@ -117,13 +122,27 @@ def test_another_keys_job_is_404(api_only: Stack) -> None:
         (b'{"prompt": 12}', 422, "invalid_request", "prompt"),
         (b'{"prompt": "x", "colour": "red"}', 422, "invalid_request", "colour"),
         (b'{"prompt": "x", "schema": {"type": "strnig"}}', 422, "invalid_schema", "type"),
-        (b'{"prompt": "x", "schema": {"type": "string", "format": "topic"}}', 422, "schema_unsupported", "topic"),
+        (
+            b'{"prompt": "x", "schema": {"type": "string", "format": "topic"}}',
+            422,
+            "schema_unsupported",
+            "topic",
+        ),
         (b'{"prompt": "x", "max_tokens": 0}', 422, "invalid_request", "max_tokens"),
         (b'{"prompt": "x", "temperature": 9}', 422, "invalid_request", "temperature"),
         (b'{"prompt": "' + b"x" * 1_100_000 + b'"}', 413, "body_too_large", "body"),
     ],
-    ids=["malformed-json", "missing-prompt", "wrong-type", "unknown-field", "not-json-schema",
-         "llguidance-rejects", "max-tokens-zero", "temperature-out-of-range", "oversized-body"],
+    ids=[
+        "malformed-json",
+        "missing-prompt",
+        "wrong-type",
+        "unknown-field",
+        "not-json-schema",
+        "llguidance-rejects",
+        "max-tokens-zero",
+        "temperature-out-of-range",
+        "oversized-body",
+    ],
 )
 def test_bad_input_gets_a_clear_4xx_and_nothing_is_stored_or_queued(
     api_only: Stack, body: bytes, status: int, code: str, words: str

@@ -1,4 +1,4 @@
-"""End to end over real HTTP: API process → store → Redis → Celery worker → inference service (real model) → store."""
+"""End to end over real HTTP: API → store → Redis → Celery worker → inference service (real model) → store."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 
 def test_a_job_goes_queued_running_succeeded_with_a_schema_valid_ir_document(pipeline: Stack) -> None:
     with pipeline.client() as http:
-        submitted = http.post("/v1/jobs", json={"prompt": "Create a function that returns the maximum of a list"})
+        submitted = http.post(
+            "/v1/jobs", json={"prompt": "Create a function that returns the maximum of a list"}
+        )
         assert submitted.status_code == 202, submitted.text
         job_id = submitted.json()["id"]
         statuses = [submitted.json()["status"]]
@@ -34,7 +36,9 @@ def test_a_job_goes_queued_running_succeeded_with_a_schema_valid_ir_document(pip
     assert job["attempts"] == 1 and job["worker"] == "test-worker" and job["endpoint"].endswith("/generate")
     assert job["usage"]["prompt_tokens"] > 0 and job["usage"]["completion_tokens"] > 0
     t = job["timings"]
-    created, started, finished = (datetime.fromisoformat(t[k]) for k in ("created_at", "started_at", "finished_at"))
+    created, started, finished = (
+        datetime.fromisoformat(t[k]) for k in ("created_at", "started_at", "finished_at")
+    )
     assert created <= started <= finished
     assert t["ttft_ms"] > 0 and t["generation_ms"] >= t["ttft_ms"]
     assert t["queue_wait_ms"] >= 0
@@ -51,8 +55,10 @@ def test_long_poll_returns_as_soon_as_a_job_with_its_own_schema_finishes(pipelin
         "additionalProperties": False,
     }
     with pipeline.client() as http:
-        job_id = http.post("/v1/jobs", json={"prompt": "A function that adds two numbers", "schema": schema,
-                                             "temperature": 0}).json()["id"]
+        job_id = http.post(
+            "/v1/jobs",
+            json={"prompt": "A function that adds two numbers", "schema": schema, "temperature": 0},
+        ).json()["id"]
         started = time.monotonic()
         job = http.get(f"/v1/jobs/{job_id}", params={"wait": 55}, timeout=70).json()
         waited = time.monotonic() - started

@@ -16,19 +16,42 @@ from tests.procs import REPO
 
 
 def new_job(**over: object) -> NewJob:
-    fields: dict[str, object] = dict(prompt="max of a list", schema={"type": "object"}, model="m", max_tokens=64,
-                                     temperature=0.3, top_p=0.95, priority=5, timeout_s=60, max_attempts=2)
+    fields: dict[str, object] = dict(
+        prompt="max of a list",
+        schema={"type": "object"},
+        model="m",
+        max_tokens=64,
+        temperature=0.3,
+        top_p=0.95,
+        priority=5,
+        timeout_s=60,
+        max_attempts=2,
+    )
     return NewJob(**{**fields, **over})  # type: ignore[arg-type]
 
 
 def outcome() -> Outcome:
-    return Outcome(result={"a": 1}, finish_reason="stop", prompt_tokens=5, completion_tokens=10, ttft_ms=5,
-                   generation_ms=100, backend="llguidance", endpoint="http://x/generate")
+    return Outcome(
+        result={"a": 1},
+        finish_reason="stop",
+        prompt_tokens=5,
+        completion_tokens=10,
+        ttft_ms=5,
+        generation_ms=100,
+        backend="llguidance",
+        endpoint="http://x/generate",
+    )
 
 
 def test_irq_db_upgrade_creates_the_tables_and_downgrade_removes_them(database_url: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "irq", "db", "upgrade"], cwd=REPO, capture_output=True,
-                            text=True, env={"IRQ_DATABASE_URL": database_url, "PATH": ""}, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "irq", "db", "upgrade"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"IRQ_DATABASE_URL": database_url, "PATH": ""},
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     db = Database(database_url)
     assert {"jobs", "api_keys", "alembic_version"} <= set(inspect(db.engine).get_table_names())

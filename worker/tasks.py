@@ -63,9 +63,9 @@ def backoff_s(attempt: int) -> float:
 
 def _validation_error(document: Any, schema: dict[str, Any]) -> str | None:
     error = jsonschema.exceptions.best_match(
-        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(schema).iter_errors(
-            document
-        )
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(
+            schema
+        ).iter_errors(document)
     )
     if error is None:
         return None
@@ -101,8 +101,14 @@ def run_job(job_id: str, worker_name: str) -> str:
         jobs.fail(job, "timeout", f"deadline of {job.timeout_s:g} s passed before the job started")
         return "failed"
     try:
-        reply = inference.generate(prompt=job.prompt, schema=job.schema_, max_tokens=job.max_tokens,
-                                   temperature=job.temperature, top_p=job.top_p, timeout_s=remaining)
+        reply = inference.generate(
+            prompt=job.prompt,
+            schema=job.schema_,
+            max_tokens=job.max_tokens,
+            temperature=job.temperature,
+            top_p=job.top_p,
+            timeout_s=remaining,
+        )
     except InferenceError as exc:
         return _handle_fault(jobs, job, exc, inference.url)
     document, error = _document(reply.text, job.schema_)
@@ -118,8 +124,14 @@ def run_job(job_id: str, worker_name: str) -> str:
         validation_error=error,
     )
     if error is not None:
-        jobs.fail(job, "schema_mismatch", f"output does not match the schema {error}",
-                  endpoint=inference.url, result=document, validation_error=error)
+        jobs.fail(
+            job,
+            "schema_mismatch",
+            f"output does not match the schema {error}",
+            endpoint=inference.url,
+            result=document,
+            validation_error=error,
+        )
         return "failed"
     jobs.succeed(job, outcome)
     return "succeeded"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
@@ -22,14 +22,17 @@ from worker.celery_app import enqueue
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 POLL_INTERVAL_S = 0.1
-_NOT_FOUND = {404: {"description": "No such job for this API key."}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such job for this API key."}}
 
 
 def to_new_job(body: JobRequest, settings: Settings, idempotency_key: str | None) -> NewJob:
     """Check a request against the service's limits and the schema compiler; raise 4xx `ApiError`s."""
     if len(body.prompt) > settings.max_prompt_chars:
-        raise ApiError(413, "prompt_too_large",
-                       f"prompt is {len(body.prompt)} characters; the limit is {settings.max_prompt_chars}")
+        raise ApiError(
+            413,
+            "prompt_too_large",
+            f"prompt is {len(body.prompt)} characters; the limit is {settings.max_prompt_chars}",
+        )
     max_tokens = body.max_tokens or settings.default_max_tokens
     if max_tokens > settings.max_max_tokens:
         raise ApiError(422, "invalid_request", f"max_tokens must be at most {settings.max_max_tokens}")
@@ -39,16 +42,31 @@ def to_new_job(body: JobRequest, settings: Settings, idempotency_key: str | None
     schema = body.schema_ if body.schema_ is not None else ir_json_schema()
     if body.schema_ is not None:
         try:
-            check_schema(schema, max_bytes=settings.max_schema_bytes, timeout_s=settings.schema_compile_timeout_s)
+            check_schema(
+                schema, max_bytes=settings.max_schema_bytes, timeout_s=settings.schema_compile_timeout_s
+            )
         except SchemaProblem as exc:
             raise ApiError(413 if exc.code == "schema_too_large" else 422, exc.code, str(exc)) from None
-    return NewJob(prompt=body.prompt, schema=schema, model=body.model or settings.default_model,
-                  max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, priority=body.priority,
-                  timeout_s=timeout, max_attempts=settings.max_attempts, idempotency_key=idempotency_key)
+    return NewJob(
+        prompt=body.prompt,
+        schema=schema,
+        model=body.model or settings.default_model,
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        priority=body.priority,
+        timeout_s=timeout,
+        max_attempts=settings.max_attempts,
+        idempotency_key=idempotency_key,
+    )
 
 
-@router.post("", status_code=202, response_model=JobView,
-             responses={200: {"description": "The job this Idempotency-Key already created."}})
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobView,
+    responses={200: {"description": "The job this Idempotency-Key already created."}},
+)
 def submit_job(
     body: JobRequest,
     svc: ServicesDep,
@@ -63,8 +81,12 @@ def submit_job(
             enqueue(job.id, job.priority)
         except Exception as exc:
             svc.jobs.delete_unstarted(job.id)  # not accepted: the client is told to retry
-            raise ApiError(503, "broker_unavailable", f"could not enqueue the job: {type(exc).__name__}",
-                           headers={"Retry-After": "5"}) from None
+            raise ApiError(
+                503,
+                "broker_unavailable",
+                f"could not enqueue the job: {type(exc).__name__}",
+                headers={"Retry-After": "5"},
+            ) from None
     else:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
