@@ -1,1 +1,1 @@
-"""The inference service (`/generate`, `/health`, `/warmup`) over an engine, and the client workers use to call it."""
+"""The inference service (`/generate`, `/health`, `/warmup`) over an engine, and the client workers use."""

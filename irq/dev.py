@@ -43,6 +43,7 @@ def start_embedded_redis(url: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
+        start_new_session=True,
     )
     wait_until(lambda: redis_answers(url), 20, f"Redis on port {port}")
     return proc
@@ -65,16 +66,15 @@ def http_ok(url: str) -> bool:
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
+    """Stop in reverse start order, so that nothing loses the services it depends on while it stops."""
+    for proc in reversed(procs):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def run_dev(settings: Settings) -> int:
@@ -92,7 +92,9 @@ def run_dev(settings: Settings) -> int:
         db.dispose()
 
         def spawn(*args: str) -> None:
-            procs.append(subprocess.Popen([sys.executable, "-m", "irq", *args], env=env))
+            # A session of its own: Ctrl-C reaches only this supervisor, which stops the children in order.
+            argv = [sys.executable, "-m", "irq", *args]
+            procs.append(subprocess.Popen(argv, env=env, start_new_session=True))
 
         spawn("inference", "serve")
         spawn("worker")

@@ -1,4 +1,4 @@
-"""Submit-time checks of a job's JSON Schema: valid JSON Schema, and compiled by llguidance in bounded time."""
+"""Submit-time checks of a job's JSON Schema: valid JSON Schema, compiled by llguidance in bounded time."""
 
 from __future__ import annotations
 

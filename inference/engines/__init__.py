@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from inference.engines.base import Engine, EngineResult, SchemaRejected
+from irq.settings import Settings
 
 
-def create_engine(name: str) -> Engine:
-    """Build the engine a deployment names; imports are deferred so `/health` never loads a model."""
-    if name == "local":
+def create_engine(settings: Settings) -> Engine:
+    """Build the engine `settings.engine` names; imports are deferred so `/health` never loads a model."""
+    if settings.engine == "local":
         from inference.engines.local import LocalEngine
 
-        return LocalEngine()
-    raise ValueError(f"unknown engine {name!r} (known: local)")
+        return LocalEngine(settings)
+    raise ValueError(f"unknown engine {settings.engine!r} (known: local)")
 
 
 __all__ = ["Engine", "EngineResult", "SchemaRejected", "create_engine"]

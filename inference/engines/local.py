@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import llguidance
 import llguidance.hf
@@ -29,6 +29,7 @@ from transformers import (
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
 )
 from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
@@ -47,9 +48,11 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# Chosen by trying a few on the benchmark schemas: without "no extra keys" the 135M model tends to keep
+# adding properties (which most schemas allow) until max_tokens.
 SYSTEM_PROMPT = (
-    "You answer with a single JSON document and nothing else. "
-    "The document must match this JSON Schema:\n{schema}"
+    "Reply with only a JSON object holding the data from the user's message, no extra keys. "
+    "It must match this JSON Schema:\n{schema}"
 )
 
 
@@ -83,17 +86,24 @@ class _Decoded:
 @dataclass
 class _Loaded:
     model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: PreTrainedTokenizerFast
     ll_tokenizer: LLTokenizer
 
 
-def _load_from_gguf(gguf: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _fast(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerFast:
+    """llguidance reads the Rust tokenizer, so only a fast tokenizer will do."""
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise RuntimeError(f"llguidance needs a fast tokenizer, got {type(tokenizer).__name__}")
+    return tokenizer
+
+
+def _load_from_gguf(gguf: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Dequantize the GGUF into a float32 model.
 
     `AutoModelForCausalLM.from_pretrained(gguf_file=...)` insists on `accelerate`, which irq does not
     depend on, so the model is built from the GGUF's config and filled with transformers' own GGUF reader.
     """
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = _fast(AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name))
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]
@@ -111,6 +121,7 @@ def _save_cache(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cach
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would keep other users of a shared cache folder out
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         os.rename(tmp, cache)
@@ -122,16 +133,29 @@ def _save_cache(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cach
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _load_model(gguf: Path, cache: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _load_from_cache(cache: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
+    return model, _fast(AutoTokenizer.from_pretrained(cache))
+
+
+def _load_model(gguf: Path, cache: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """The float model and its tokenizer: from the cache when there is one, else from the GGUF."""
     if cache.is_dir():
-        model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(cache)
-        return model, tokenizer
+        return _load_from_cache(cache)
     model, tokenizer = _load_from_gguf(gguf)
     if not tokenizer.chat_template:
         tokenizer.chat_template = CHATML_TEMPLATE
-    _save_cache(model, tokenizer, cache)
+    try:
+        _save_cache(model, tokenizer, cache)
+    except OSError as exc:  # the cache only saves time: a read-only cache folder must not stop the engine
+        logger.warning("could not cache the dequantized model in %s: %s", cache, exc)
     return model, tokenizer
+
+
+def _warm_mask_kernel(n_vocab: int) -> None:
+    """Compile llguidance's masking kernel at load (seconds, once per process), not in the first request."""
+    bitmask = llguidance.torch.allocate_token_bitmask(1, n_vocab)
+    llguidance.torch.apply_token_bitmask_inplace(torch.zeros(n_vocab, dtype=torch.float32), bitmask)
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float) -> int:
@@ -185,13 +209,15 @@ class LocalEngine(Engine):
         model, tokenizer = _load_model(self.gguf_path, self.cache_path)
         model.eval()
         ll_tokenizer = llguidance.hf.from_tokenizer(tokenizer)
+        _warm_mask_kernel(ll_tokenizer.vocab_size)
         logger.info("loaded %s in %.1f s", self.model_name, time.perf_counter() - started)
         return _Loaded(model, tokenizer, ll_tokenizer)
 
     async def generate(
         self, prompt: str, schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
     ) -> EngineResult:
-        grammar = compile_schema(schema)
+        # Off the event loop too: a pathological schema can take a while to compile.
+        grammar = await asyncio.to_thread(compile_schema, schema)
         await self.load()
         async with self._generate_lock:
             return await asyncio.to_thread(
@@ -243,7 +269,7 @@ class LocalEngine(Engine):
         matcher = self._new_matcher(grammar)
         prompt_ids = self._prompt_ids(prompt, schema)
         decoded = self._decode(prompt_ids, matcher, max_tokens, temperature, top_p, started)
-        text = self._loaded.tokenizer.decode(decoded.tokens, skip_special_tokens=True)
+        text = cast(str, self._loaded.tokenizer.decode(decoded.tokens, skip_special_tokens=True))
         return EngineResult(
             text=text,
             finish_reason=decoded.finish_reason,
@@ -274,7 +300,9 @@ class LocalEngine(Engine):
                     input_ids=input_ids, past_key_values=past, use_cache=True, logits_to_keep=1
                 )
                 past = out.past_key_values
-                token = _sample(self._masked_logits(out.logits[0, -1, :], matcher, bitmask), temperature, top_p)
+                token = _sample(
+                    self._masked_logits(out.logits[0, -1, :], matcher, bitmask), temperature, top_p
+                )
                 if not decoded.tokens:
                     decoded.ttft_ms = (time.perf_counter() - started) * 1000
                 decoded.tokens.append(token)

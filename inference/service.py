@@ -1,0 +1,138 @@
+"""The inference service: `/health`, `/warmup` and `/generate` over one engine, as a FastAPI app.
+
+The model is never loaded at startup: a cold start happens on `/warmup` or on the first `/generate`,
+so `/health` answers at once and says whether the model is loaded yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from inference.engines import Engine, EngineResult, SchemaRejected, create_engine
+from inference.protocol import ErrorBody, GenerateRequest, GenerateResponse, HealthResponse
+from irq.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class ServiceError(Exception):
+    """A request the service answers with an error status and an `ErrorBody`."""
+
+    def __init__(self, status_code: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = ErrorBody(code=code, message=message)
+
+
+def _error_response(status_code: int, body: ErrorBody) -> JSONResponse:
+    return JSONResponse(status_code=status_code, content=body.model_dump())
+
+
+async def _engine_call(call: Awaitable[T]) -> T:
+    """Await an engine call, turning its failures into the service's typed errors."""
+    try:
+        return await call
+    except SchemaRejected as exc:
+        raise ServiceError(422, "schema_unsupported", str(exc)) from exc
+    except Exception as exc:
+        logger.exception("engine failed")
+        raise ServiceError(500, "engine_error", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _parse_output(result: EngineResult) -> object:
+    try:
+        return json.loads(result.text)
+    except ValueError as exc:
+        if result.finish_reason == "length":
+            code, why = "output_truncated", "max_tokens cut the document short"
+        else:
+            code, why = "invalid_output", "the output is not JSON"
+        raise ServiceError(422, code, f"{why} ({result.completion_tokens} tokens): {exc}") from exc
+
+
+def _health(engine: Engine) -> HealthResponse:
+    return HealthResponse(
+        status="ok" if engine.loaded else "cold",
+        model=engine.model_name,
+        gpu=engine.gpu,
+        backend=engine.backend,
+    )
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        return _error_response(exc.status_code, exc.body)
+
+    async def on_invalid_request(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        message = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        return _error_response(422, ErrorBody(code="invalid_request", message=message))
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_invalid_request)
+
+
+def create_app(engine: Engine | None = None, settings: Settings | None = None) -> FastAPI:
+    """The service app; with no arguments it builds the engine the settings name (uvicorn's `--factory`)."""
+    settings = settings or get_settings()
+    engine = engine or create_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Deliberately no engine.load() here: cold starts are explicit (/warmup or the first /generate).
+        logger.info("inference service up with %s (%s), model not loaded", engine.model_name, engine.backend)
+        yield
+
+    app = FastAPI(title="irq inference", lifespan=lifespan)
+    _install_error_handlers(app)
+
+    @app.get("/health")
+    async def health() -> HealthResponse:
+        return _health(engine)
+
+    @app.post("/warmup")
+    async def warmup() -> HealthResponse:
+        await _engine_call(engine.load())
+        return _health(engine)
+
+    @app.post("/generate")
+    async def generate(request: GenerateRequest) -> GenerateResponse:
+        if not engine.loaded:
+            await _engine_call(engine.load())
+        result = await _engine_call(
+            engine.generate(
+                request.prompt, request.schema_, request.max_tokens, request.temperature, request.top_p
+            )
+        )
+        return GenerateResponse(
+            text=_parse_output(result),
+            tokens_used=result.completion_tokens,
+            generation_time_ms=result.generation_time_ms,
+            finish_reason=result.finish_reason,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            ttft_ms=result.ttft_ms,
+            model=engine.model_name,
+            backend=result.backend,
+        )
+
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the service with uvicorn on the configured host and port (`irq inference serve`)."""
+    uvicorn.run(create_app(settings=settings), host=settings.inference_host, port=settings.inference_port)

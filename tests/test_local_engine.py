@@ -1,0 +1,159 @@
+"""The local engine and the inference service with the real SmolLM2 model on CPU: schema-valid JSON out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+
+from inference.engines.base import SchemaRejected
+from inference.engines.local import LocalEngine
+from irq.settings import Settings
+from tests.procs import Service, free_port
+
+pytestmark = pytest.mark.slow
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsonschemabench"
+
+# One schema per source set, with a prompt the 135M model answers in well under 100 tokens at temperature 0.
+BENCH_CASES = [
+    pytest.param(
+        "Glaiveai2K__create_calendar_event_1cc9b5e0.json",
+        "Create a calendar event 'Team meeting' on 2024-05-01 from 10:00 to 11:00 UTC in Room 4.",
+        id="glaive-calendar-event",
+    ),
+    pytest.param(
+        "Github_easy__o58916.json",
+        "Contact: Jane Doe, CTO, jane@example.com, phone +1 555 0100.",
+        id="github-person",
+    ),
+    pytest.param(
+        "Kubernetes__kb_923_Normalized.json",
+        "The deployment is scaled to 3 replicas, selected by app=web.",
+        id="kubernetes-scale-status",
+    ),
+]
+UNSUPPORTED_SCHEMA = {"type": "string", "format": "topic"}
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "integer"}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((SCHEMAS / name).read_text())
+    return schema
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="module")
+def engine(model_cache: Path) -> LocalEngine:
+    """Loaded once from the GGUF; this also writes the float-model cache the service then starts from."""
+    engine = LocalEngine(Settings(model_cache_dir=model_cache))
+    asyncio.run(engine.load())
+    return engine
+
+
+@pytest.mark.parametrize(("schema_file", "prompt"), BENCH_CASES)
+def test_generates_schema_valid_json(engine: LocalEngine, schema_file: str, prompt: str) -> None:
+    schema = load_schema(schema_file)
+    result = asyncio.run(engine.generate(prompt, schema, max_tokens=1024, temperature=0.0, top_p=1.0))
+
+    assert result.finish_reason == "stop", result.text
+    jsonschema.validate(json.loads(result.text), schema)
+    assert result.completion_tokens > 0 and result.prompt_tokens > 0
+    assert 0 < result.ttft_ms <= result.generation_time_ms
+    assert result.backend == "llguidance"
+
+
+def test_first_load_leaves_a_complete_cache(engine: LocalEngine, model_cache: Path) -> None:
+    assert (engine.cache_path / "config.json").is_file()
+    assert engine.cache_path.parent == model_cache
+    assert [p.name for p in model_cache.iterdir()] == [engine.cache_path.name]  # no half-written temp folder
+
+
+def test_unsupported_schema_is_rejected(engine: LocalEngine) -> None:
+    with pytest.raises(SchemaRejected, match="Unknown format"):
+        asyncio.run(
+            engine.generate("anything", UNSUPPORTED_SCHEMA, max_tokens=16, temperature=0.0, top_p=1.0)
+        )
+
+
+@pytest.fixture(scope="module")
+def service_url(
+    engine: LocalEngine, model_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`irq inference serve` in its own process, loading from the cache that `engine` wrote."""
+    port = free_port()
+    env = {"IRQ_ENGINE": "local", "IRQ_MODEL_CACHE_DIR": str(model_cache), "IRQ_INFERENCE_PORT": str(port)}
+    service = Service("inference", ["inference", "serve"], env, tmp_path_factory.mktemp("logs"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        service.wait_ready(f"{url}/health", timeout_s=60)
+        yield url
+    finally:
+        service.stop()
+
+
+def test_service_health_is_cold_until_the_first_generate(service_url: str) -> None:
+    started = time.monotonic()
+    response = httpx.get(f"{service_url}/health", timeout=5.0)
+
+    assert time.monotonic() - started < 2.0
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "cold",
+        "model": "SmolLM2-135M-Instruct",
+        "gpu": "none (cpu)",
+        "backend": "llguidance",
+    }
+
+
+def test_service_generates_schema_valid_json(service_url: str) -> None:
+    body = {"prompt": "What is 2 + 3?", "schema": ANSWER_SCHEMA, "max_tokens": 64, "temperature": 0.0}
+    response = httpx.post(f"{service_url}/generate", json=body, timeout=120.0)
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    jsonschema.validate(answer["text"], ANSWER_SCHEMA)
+    assert answer["finish_reason"] == "stop"
+    assert answer["tokens_used"] == answer["completion_tokens"] > 0
+    assert answer["backend"] == "llguidance"
+    assert httpx.get(f"{service_url}/health", timeout=5.0).json()["status"] == "ok"
+
+
+def test_service_reports_a_document_cut_short_by_max_tokens(service_url: str) -> None:
+    body = {"prompt": "What is 2 + 3?", "schema": ANSWER_SCHEMA, "max_tokens": 2, "temperature": 0.0}
+    response = httpx.post(f"{service_url}/generate", json=body, timeout=120.0)
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "output_truncated"
+
+
+def test_service_rejects_an_unsupported_schema(service_url: str) -> None:
+    body = {"prompt": "anything", "schema": UNSUPPORTED_SCHEMA}
+    response = httpx.post(f"{service_url}/generate", json=body, timeout=120.0)
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "schema_unsupported"
+    assert "Unknown format" in response.json()["message"]
+
+
+def test_service_rejects_an_invalid_request(service_url: str) -> None:
+    response = httpx.post(f"{service_url}/generate", json={"prompt": ""}, timeout=10.0)
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_request"
