@@ -13,8 +13,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-Text = Annotated[str, Field(min_length=1, max_length=240)]
-TypeName = Annotated[str, Field(min_length=1, max_length=64)]
+Text = Annotated[str, Field(min_length=1, max_length=160)]
+TypeName = Annotated[str, Field(min_length=1, max_length=48)]
 
 
 class _Strict(BaseModel):
@@ -38,7 +38,7 @@ class Returns(_Strict):
 
 class Signature(_Strict):
     name: Name = Field(description="The function's name in snake_case.")
-    parameters: list[Parameter] = Field(max_length=8)
+    parameters: list[Parameter] = Field(max_length=6)
     returns: Returns
 
 
@@ -52,10 +52,10 @@ class IRDocument(_Strict):
 
     intent: Intent
     signature: Signature
-    effects: list[Text] = Field(max_length=4, description="Side effects; empty for a pure function.")
-    preconditions: list[Text] = Field(max_length=4)
-    postconditions: list[Text] = Field(max_length=4)
-    examples: list[Example] = Field(max_length=3)
+    effects: list[Text] = Field(max_length=3, description="Side effects; empty for a pure function.")
+    preconditions: list[Text] = Field(max_length=3, description="What must hold before a call.")
+    postconditions: list[Text] = Field(max_length=3, description="What holds after a call.")
+    examples: list[Example] = Field(max_length=2)
 
 
 @lru_cache

