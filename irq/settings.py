@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Path.home() / ".cache" / "irq"
     local_threads: int = 0  # 0: let torch decide
 
+    # Inference service (vLLM engine, on a GPU host or in the Modal app)
+    vllm_model: str = "Qwen/Qwen3-Next-80B-A3B-Instruct-FP8"
+    structured_output_backend: str = "guidance"  # guidance | xgrammar | auto: one per deployment
+    vllm_max_model_len: int = 8192
+    vllm_gpu_memory_utilization: float = 0.90
+    vllm_max_num_seqs: int = 256
+
     # CLI client (`irq submit`, `irq status`)
     api_key: SecretStr = SecretStr("")
 

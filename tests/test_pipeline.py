@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -12,6 +17,13 @@ from irq.ir_schema import ir_json_schema
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.slow
+
+SMALL_SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 40}, "arity": {"type": "integer"}},
+    "required": ["name", "arity"],
+    "additionalProperties": False,
+}
 
 
 def test_a_job_goes_queued_running_succeeded_with_a_schema_valid_ir_document(pipeline: Stack) -> None:
@@ -48,12 +60,7 @@ def test_a_job_goes_queued_running_succeeded_with_a_schema_valid_ir_document(pip
 
 
 def test_long_poll_returns_as_soon_as_a_job_with_its_own_schema_finishes(pipeline: Stack) -> None:
-    schema = {
-        "type": "object",
-        "properties": {"name": {"type": "string", "maxLength": 40}, "arity": {"type": "integer"}},
-        "required": ["name", "arity"],
-        "additionalProperties": False,
-    }
+    schema = SMALL_SCHEMA
     with pipeline.client() as http:
         job_id = http.post(
             "/v1/jobs",
@@ -65,3 +72,38 @@ def test_long_poll_returns_as_soon_as_a_job_with_its_own_schema_finishes(pipelin
     assert job["status"] == "succeeded", job
     jsonschema.validate(job["result"], schema)
     assert waited < 50  # it answered when the job finished, not at the end of the wait
+
+
+def test_the_cli_submits_waits_and_shows_status(pipeline: Stack, tmp_path: Path) -> None:
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(SMALL_SCHEMA))
+    env = {**os.environ, "IRQ_API_KEY": pipeline.key}
+    irq = [sys.executable, "-m", "irq"]
+    submitted = subprocess.run(
+        [
+            *irq,
+            "submit",
+            "A function that adds two numbers",
+            "--schema",
+            str(schema_file),
+            "--wait",
+            "--api",
+            pipeline.api,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job = json.loads(submitted.stdout)
+    assert job["status"] == "succeeded"
+    jsonschema.validate(job["result"], SMALL_SCHEMA)
+    shown = subprocess.run(
+        [*irq, "status", job["id"], "--api", pipeline.api],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(shown.stdout)["result"] == job["result"]

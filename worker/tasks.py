@@ -6,11 +6,12 @@ import json
 import logging
 import random
 import socket
+import threading
 from typing import Any
 
 import jsonschema
 from celery import Task
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_shutdown, worker_shutdown
 
 from inference.client import InferenceClient, InferenceError
 from irq.jobs import JobManager, Outcome, utcnow
@@ -23,34 +24,39 @@ log = logging.getLogger("irq.worker")
 
 
 class _Process:
-    """Clients created once per worker process (after fork) and closed when it stops."""
+    """The store and the inference client, created once per worker process and closed when it stops.
 
+    Created on first use under a lock: the threads pool runs tasks in the worker's own process,
+    where Celery's per-child signal never fires.
+    """
+
+    _lock = threading.Lock()
     db: Database | None = None
     jobs: JobManager | None = None
     inference: InferenceClient | None = None
 
     @classmethod
-    def open(cls) -> None:
-        settings = get_settings()
-        cls.db = Database(settings.database_url)
-        cls.jobs = JobManager(cls.db)
-        cls.inference = InferenceClient(settings)
+    def get(cls) -> tuple[JobManager, InferenceClient]:
+        with cls._lock:
+            if cls.jobs is None or cls.inference is None:
+                settings = get_settings()
+                cls.db = Database(settings.database_url)
+                cls.jobs = JobManager(cls.db)
+                cls.inference = InferenceClient(settings)
+            return cls.jobs, cls.inference
 
     @classmethod
     def close(cls) -> None:
-        if cls.inference is not None:
-            cls.inference.close()
-        if cls.db is not None:
-            cls.db.dispose()
-        cls.db = cls.jobs = cls.inference = None
-
-
-@worker_process_init.connect
-def _open(**_: Any) -> None:
-    _Process.open()
+        with cls._lock:
+            if cls.inference is not None:
+                cls.inference.close()
+            if cls.db is not None:
+                cls.db.dispose()
+            cls.db = cls.jobs = cls.inference = None
 
 
 @worker_process_shutdown.connect
+@worker_shutdown.connect
 def _close(**_: Any) -> None:
     _Process.close()
 
@@ -89,10 +95,7 @@ def _document(text: Any, schema: dict[str, Any]) -> tuple[Any, str | None]:
 
 def run_job(job_id: str, worker_name: str) -> str:
     """Claim, generate, validate, store. Returns the status the job ended this attempt in."""
-    if _Process.jobs is None:  # threads/solo pools do not fire worker_process_init
-        _Process.open()
-    jobs, inference = _Process.jobs, _Process.inference
-    assert jobs is not None and inference is not None
+    jobs, inference = _Process.get()
     job = jobs.claim(job_id, worker_name)
     if job is None:
         return "skipped"  # cancelled, finished, or another delivery holds it
