@@ -20,7 +20,7 @@ from tests.procs import Service, free_port
 
 pytestmark = pytest.mark.slow
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsonschemabench"
+SCHEMAS = Path(__file__).resolve().parent / "data" / "jsonschemabench"
 
 # One schema per source set, with a prompt the 135M model answers in well under 100 tokens at temperature 0.
 BENCH_CASES = [
