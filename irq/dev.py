@@ -6,6 +6,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,6 +66,11 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def port_taken(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) == 0
+
+
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
     """Stop in reverse start order, so that nothing loses the services it depends on while it stops."""
     for proc in reversed(procs):
@@ -77,7 +83,26 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
                 proc.wait()
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run_dev(settings: Settings) -> int:
+    # Ctrl-C and a plain `kill` both stop everything cleanly (a shell may start this with SIGINT ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    taken = [
+        f"{what} port {port}"
+        for what, host, port in [
+            ("API", settings.api_host, settings.api_port),
+            ("inference", settings.inference_host, settings.inference_port),
+            ("Flower", settings.flower_address, settings.flower_port),
+        ]
+        if port_taken(host, port)
+    ]
+    if taken:
+        print(f"already in use: {', '.join(taken)} (is another irq running?)", file=sys.stderr)
+        return 2
     procs: list[subprocess.Popen[bytes]] = []
     env = dict(os.environ)
     flower_auth = settings.flower_basic_auth.get_secret_value() or f"irq:{secrets.token_urlsafe(12)}"
