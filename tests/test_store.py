@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 
+import pytest
 from sqlalchemy import inspect
 
 from irq.jobs import JobManager, NewJob, Outcome
@@ -62,42 +64,48 @@ def test_irq_db_upgrade_creates_the_tables_and_downgrade_removes_them(database_u
     db.dispose()
 
 
-def test_keys_are_stored_hashed_and_authenticate(database_url: str) -> None:
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A migrated store on SQLite and on PostgreSQL."""
     upgrade(database_url)
-    db = Database(database_url)
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def owner(db: Database) -> int:
+    principal = authenticate(db, create_key(db, "alice"))
+    assert principal is not None
+    return principal.key_id
+
+
+def test_keys_are_stored_hashed_and_authenticate(db: Database) -> None:
     key = create_key(db, "alice")
     with db.session() as s:
         row = s.query(ApiKey).one()
     assert row.key_hash == hash_key(key) and key not in (row.key_hash, row.prefix)
     assert authenticate(db, key) is not None and authenticate(db, key + "x") is None
-    db.dispose()
 
 
-def test_a_job_is_claimed_once_and_a_late_result_does_not_overwrite_a_cancel(database_url: str) -> None:
-    upgrade(database_url)
-    db = Database(database_url)
+def test_a_job_is_claimed_once_and_a_late_result_does_not_overwrite_a_cancel(
+    db: Database, owner: int
+) -> None:
     jobs = JobManager(db)
-    owner = authenticate(db, create_key(db, "alice"))
-    assert owner is not None
-    job, created = jobs.create(owner.key_id, new_job())
+    job, created = jobs.create(owner, new_job())
     assert created and job.status == JobStatus.queued
     claimed = jobs.claim(job.id, "w1")
     assert claimed is not None and claimed.attempts == 1 and claimed.status == JobStatus.running
     assert jobs.claim(job.id, "w2") is None  # a duplicate delivery finds it taken
-    jobs.cancel(job.id, owner.key_id)
+    jobs.cancel(job.id, owner)
     assert jobs.succeed(claimed, outcome()) is False
     final = jobs.get(job.id)
     assert final is not None and final.status == JobStatus.cancelled and final.result is None
-    db.dispose()
 
 
-def test_retryable_faults_requeue_until_attempts_run_out(database_url: str) -> None:
-    upgrade(database_url)
-    db = Database(database_url)
+def test_retryable_faults_requeue_until_attempts_run_out(db: Database, owner: int) -> None:
     jobs = JobManager(db)
-    owner = authenticate(db, create_key(db, "alice"))
-    assert owner is not None
-    job, _ = jobs.create(owner.key_id, new_job(max_attempts=2))
+    job, _ = jobs.create(owner, new_job(max_attempts=2))
     first = jobs.claim(job.id, "w")
     assert first is not None and jobs.requeue(first, "inference_http_503", "busy") is True
     second = jobs.claim(job.id, "w")
@@ -105,4 +113,3 @@ def test_retryable_faults_requeue_until_attempts_run_out(database_url: str) -> N
     assert jobs.requeue(second, "inference_http_503", "busy") is False
     final = jobs.get(job.id)
     assert final is not None and final.status == JobStatus.failed and final.error_code == "inference_http_503"
-    db.dispose()
