@@ -1,4 +1,4 @@
-"""Engines behind the inference service: `local` (transformers + llguidance on CPU)."""
+"""Engines behind the inference service: `local` (transformers + llguidance on CPU) and `vllm` (GPU)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ def create_engine(settings: Settings) -> Engine:
         from inference.engines.local import LocalEngine
 
         return LocalEngine(settings)
-    raise ValueError(f"unknown engine {settings.engine!r} (known: local)")
+    if settings.engine == "vllm":
+        from inference.engines.vllm import VLLMEngine
+
+        return VLLMEngine(settings)
+    raise ValueError(f"unknown engine {settings.engine!r} (known: local, vllm)")
 
 
 __all__ = ["Engine", "EngineResult", "SchemaRejected", "create_engine"]
