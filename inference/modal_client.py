@@ -1,0 +1,136 @@
+"""The client workers use to call a deployed Modal inference app through the Modal SDK, not over HTTP.
+
+It speaks to `Inference.generate` (inference/modal_app.py): the POST /generate body in, the response body
+out, or `{"status_code", "error": {code, message}}` for what the service answers with an error status.
+Faults are typed like InferenceClient's, so the worker and its retry policy can use either client.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from inference.client import PermanentInferenceError, RetryableInferenceError
+from inference.protocol import GenerateResponse
+from irq.settings import Settings
+
+if TYPE_CHECKING:
+    import modal
+
+APP_PREFIX = "irq-inference"
+CLASS_NAME = "Inference"
+MODAL_SCHEME = "modal://"  # IRQ_INFERENCE_URL=modal://<app> sends the worker through the Modal SDK
+
+
+def modal_app_name(backend: str) -> str:
+    """One deployment per structured-output backend, side by side: irq-inference-guidance, -xgrammar, …"""
+    return f"{APP_PREFIX}-{backend}"
+
+
+def app_from_url(url: str) -> str:
+    """`modal://irq-inference-guidance[/…]` names the app; any other URL names none."""
+    if not url.startswith(MODAL_SCHEME):
+        return ""
+    return url[len(MODAL_SCHEME) :].split("/", 1)[0]
+
+
+def parse_result(result: object) -> GenerateResponse:
+    """The response of `Inference.generate`, or its error typed for the retry policy."""
+    if not isinstance(result, dict):
+        raise RetryableInferenceError(
+            "inference_bad_response", f"unreadable response: {type(result).__name__}"
+        )
+    if "error" in result:
+        raise _error(result)
+    body = dict(result)
+    if "text" not in body and "ir_json" in body:
+        body["text"] = body.pop("ir_json")  # the older deployments' key
+    try:
+        return GenerateResponse.model_validate(body)
+    except ValidationError as exc:
+        raise RetryableInferenceError("inference_bad_response", f"unreadable response: {exc}") from exc
+
+
+def _error(result: dict[str, Any]) -> RetryableInferenceError | PermanentInferenceError:
+    status = int(result.get("status_code") or 500)
+    error = result["error"] if isinstance(result["error"], dict) else {}
+    code = str(error.get("code") or f"inference_http_{status}")
+    message = f"HTTP {status}: {error.get('message', '')}"
+    if status == 429 or status >= 500:
+        return RetryableInferenceError(code, message)
+    return PermanentInferenceError(code, message)
+
+
+def typed_fault(exc: BaseException, timeout_s: float) -> RetryableInferenceError:
+    """A Modal SDK failure as a retryable fault: none of them says that this request is at fault."""
+    from modal import exception as modal_exc
+
+    if isinstance(exc, TimeoutError | modal_exc.TimeoutError):
+        return RetryableInferenceError("inference_timeout", f"no answer within {timeout_s:.0f} s")
+    if isinstance(exc, modal_exc.NotFoundError | modal_exc.AuthError | modal_exc.ConnectionError | OSError):
+        return RetryableInferenceError("inference_unreachable", f"{type(exc).__name__}: {exc}")
+    # An exception raised in the app's own code, or Modal's: the equivalent of a 5xx.
+    return RetryableInferenceError("inference_remote_error", f"{type(exc).__name__}: {exc}")
+
+
+class ModalInferenceClient:
+    """Calls `Inference.generate` of one deployed app; one per worker process, like InferenceClient."""
+
+    def __init__(self, settings: Settings, app_name: str | None = None) -> None:
+        self.app_name = (
+            app_name
+            or app_from_url(settings.inference_url)
+            or modal_app_name(settings.structured_output_backend)
+        )
+        self.url = f"{MODAL_SCHEME}{self.app_name}/{CLASS_NAME}.generate"
+        self._instance: Any = None
+
+    def _inference(self) -> Any:
+        """The deployed class's instance handle; looked up lazily, so building the client needs no network."""
+        if self._instance is None:
+            import modal
+
+            cls: modal.Cls = modal.Cls.from_name(self.app_name, CLASS_NAME)
+            self._instance = cls()
+        return self._instance
+
+    def generate(
+        self,
+        *,
+        prompt: str,
+        schema: dict[str, Any],
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        timeout_s: float,
+    ) -> GenerateResponse:
+        body = {
+            "prompt": prompt,
+            "schema": schema,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        }
+        call = None
+        try:
+            # spawn + get, not remote: get() takes a timeout; remote() waits as long as the function may run.
+            call = self._inference().generate.spawn(body)
+            result = call.get(timeout=timeout_s)
+        except Exception as exc:
+            if call is not None and isinstance(exc, TimeoutError):
+                _cancel(call)
+            raise typed_fault(exc, timeout_s) from exc
+        return parse_result(result)
+
+    def close(self) -> None:
+        """Nothing to release: the Modal client is shared by the process and closes with it."""
+        self._instance = None
+
+
+def _cancel(call: Any) -> None:
+    """Stop a call we gave up on, so that its GPU time goes to requests someone still waits for."""
+    try:
+        call.cancel()
+    except Exception:  # best effort: the call may have finished or the connection may be gone
+        pass

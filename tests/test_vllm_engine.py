@@ -1,0 +1,248 @@
+"""The vLLM engine's request building and result mapping, against vLLM's own classes where vLLM is installed.
+
+Cases that take the `vllm` fixture skip where vLLM cannot be imported (CPU machines); on the GPU host
+(scripts/gpu/README.md) they run against vLLM 0.26 itself. With IRQ_TEST_VLLM_MODEL set to a model folder,
+the engine also generates on the GPU, rejects a schema its backend refuses and carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import jsonschema
+import pytest
+
+from inference.engines.base import SchemaRejected
+from inference.engines.vllm import (
+    WARMUP_SCHEMA,
+    Collected,
+    EngineRequestFailed,
+    VLLMEngine,
+    chosen_backend,
+    to_engine_result,
+)
+from irq.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+UNKNOWN_FORMAT = {"type": "object", "properties": {"t": {"type": "string", "format": "topic"}}}
+
+
+@pytest.fixture(scope="module")
+def vllm() -> ModuleType:
+    module: ModuleType = pytest.importorskip("vllm")
+    return module
+
+
+def delta(text: str, tokens: list[int], finish: str | None = None, prompt: int = 7) -> Any:
+    """A RequestOutput-shaped delta, for the cases that need no vLLM."""
+    completion = SimpleNamespace(text=text, token_ids=tokens, finish_reason=finish)
+    return SimpleNamespace(outputs=[completion], prompt_token_ids=list(range(prompt)))
+
+
+def collect(*outputs: Any) -> Collected:
+    collected = Collected()
+    for at_ms, output in enumerate(outputs, start=1):
+        collected.add(output, float(at_ms * 10))
+    return collected
+
+
+# Without vLLM
+
+
+def test_the_engine_module_imports_and_answers_health_without_vllm() -> None:
+    code = (
+        "import sys; sys.modules['vllm'] = None\n"  # any `import vllm` now fails
+        "from inference.engines.vllm import VLLMEngine\n"
+        "from irq.settings import Settings\n"
+        "e = VLLMEngine(Settings(vllm_model='m', structured_output_backend='xgrammar'))\n"
+        "print(e.loaded, repr(e.gpu), e.model_name, e.backend)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "''", "m", "xgrammar"]
+
+
+def test_deltas_add_up_to_the_document_with_the_first_token_time() -> None:
+    collected = collect(delta("", []), delta('{"name": ', [1, 2]), delta('"x"}', [3], finish="stop"))
+    result = to_engine_result(collected, generation_time_ms=55.0, backend="guidance")
+    assert json.loads(result.text) == {"name": "x"}
+    assert (result.prompt_tokens, result.completion_tokens) == (7, 3)
+    assert result.ttft_ms == 20.0  # the second delta carried the first token
+    assert (result.finish_reason, result.generation_time_ms, result.backend) == ("stop", 55.0, "guidance")
+
+
+def test_a_document_cut_by_max_tokens_is_reported_as_length() -> None:
+    result = to_engine_result(collect(delta('{"name": "xx', [1, 2], "length")), 9.0, "xgrammar")
+    assert (result.finish_reason, result.completion_tokens) == ("length", 2)
+
+
+def test_a_grammar_the_engine_could_not_compile_is_a_rejected_schema() -> None:
+    with pytest.raises(SchemaRejected, match="xgrammar"):
+        to_engine_result(collect(delta("", [], "error")), 1.0, "xgrammar")
+
+
+def test_an_aborted_request_is_a_fault_not_a_document() -> None:
+    with pytest.raises(EngineRequestFailed, match="abort"):
+        to_engine_result(collect(delta("{", [1], "abort")), 1.0, "guidance")
+
+
+def test_the_backend_is_the_one_vllm_resolved_else_the_configured_one() -> None:
+    resolved: Any = SimpleNamespace(structured_outputs=SimpleNamespace(_backend="xgrammar"))
+    unresolved: Any = SimpleNamespace(structured_outputs=SimpleNamespace(_backend=None))
+    assert chosen_backend(resolved, "auto") == "xgrammar"
+    assert chosen_backend(unresolved, "auto") == "auto"
+
+
+def test_a_submit_time_value_error_rejects_only_that_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM raises ValueError from generate() at submit; the engine answers SchemaRejected and serves on."""
+
+    def params(schema: dict[str, Any], *_: Any) -> Any:
+        return SimpleNamespace(structured_outputs=SimpleNamespace(json=schema, _backend=None))
+
+    class FakeLLM:
+        async def generate(self, prompt: Any, params: Any, request_id: str) -> Any:
+            if params.structured_outputs.json is UNKNOWN_FORMAT:
+                raise ValueError("Grammar error: Unknown format: topic")
+            params.structured_outputs._backend = "guidance"
+            yield delta('{"name": "a"}', [1, 2, 3], "stop")
+
+    monkeypatch.setattr("inference.engines.vllm.build_sampling_params", params)
+    tokenizer = SimpleNamespace(apply_chat_template=lambda *a, **k: "p", encode=lambda *a, **k: [1, 2])
+    engine = VLLMEngine(Settings(vllm_model="m", structured_output_backend="guidance"))
+    fake: Any = FakeLLM()
+    engine._llm, engine._tokenizer = fake, tokenizer
+
+    async def both() -> Any:
+        return await asyncio.gather(
+            engine.generate("p", UNKNOWN_FORMAT, 16, 0.0, 1.0),
+            engine.generate("p", SCHEMA, 16, 0.0, 1.0),
+            return_exceptions=True,
+        )
+
+    rejected, served = asyncio.run(both())
+    assert isinstance(rejected, SchemaRejected) and "Unknown format" in str(rejected)
+    assert served.text == '{"name": "a"}' and served.backend == "guidance"
+
+
+# Against vLLM's classes
+
+
+def test_sampling_params_carry_the_schema_as_vllms_json_constraint(vllm: ModuleType) -> None:
+    from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
+
+    from inference.engines.vllm import build_sampling_params
+
+    params = build_sampling_params(SCHEMA, max_tokens=64, temperature=0.3, top_p=0.95)
+    assert isinstance(params, SamplingParams)
+    assert isinstance(params.structured_outputs, StructuredOutputsParams)
+    assert params.structured_outputs.json == SCHEMA
+    assert (params.max_tokens, params.temperature, params.top_p) == (64, 0.3, 0.95)
+    assert params.output_kind == RequestOutputKind.DELTA
+    assert params.structured_outputs._backend is None  # set by vLLM at submit
+
+
+def test_engine_args_carry_the_settings(vllm: ModuleType) -> None:
+    from vllm.config import AttentionConfig, StructuredOutputsConfig
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+    from inference.engines.vllm import engine_args
+
+    settings = Settings(
+        vllm_model="/tmp/hf",
+        structured_output_backend="xgrammar",
+        vllm_max_model_len=4096,
+        vllm_gpu_memory_utilization=0.5,
+        vllm_max_num_seqs=64,
+    )
+    args = engine_args(settings, attention_backend="FLASHINFER", tensor_parallel_size=2)
+    assert isinstance(args, AsyncEngineArgs)
+    assert isinstance(args.structured_outputs_config, StructuredOutputsConfig)
+    assert args.structured_outputs_config.backend == "xgrammar"
+    assert (args.model, args.max_model_len, args.max_num_seqs) == ("/tmp/hf", 4096, 64)
+    assert (args.gpu_memory_utilization, args.tensor_parallel_size) == (0.5, 2)
+    # The conversion create_engine_config applies to the name.
+    assert AttentionConfig.validate_backend_before(args.attention_backend) == AttentionBackendEnum.FLASHINFER
+
+
+def test_vllms_request_outputs_map_to_the_engine_result(vllm: ModuleType) -> None:
+    from vllm.outputs import CompletionOutput, RequestOutput
+
+    def output(text: str, tokens: list[int], finish: str | None) -> RequestOutput:
+        completion = CompletionOutput(
+            index=0, text=text, token_ids=tokens, cumulative_logprob=None, logprobs=None, finish_reason=finish
+        )
+        return RequestOutput("r", None, [1, 2, 3], None, [completion], finished=finish is not None)
+
+    collected = collect(output('{"name"', [10, 11], None), output(': "a"}', [12, 13], "stop"))
+    result = to_engine_result(collected, 30.0, "guidance")
+    assert json.loads(result.text) == {"name": "a"}
+    assert (result.prompt_tokens, result.completion_tokens, result.ttft_ms) == (3, 4, 10.0)
+
+
+# On the GPU, with a real model
+
+
+@pytest.fixture(scope="module")
+def gpu_engine(vllm: ModuleType) -> Iterator[SimpleNamespace]:
+    model = os.environ.get("IRQ_TEST_VLLM_MODEL")
+    if not model:
+        pytest.skip("set IRQ_TEST_VLLM_MODEL to a model folder to run the engine on the GPU")
+    settings = Settings(
+        vllm_model=model,
+        structured_output_backend=os.environ.get("IRQ_STRUCTURED_OUTPUT_BACKEND", "guidance"),
+        vllm_max_model_len=4096,
+        vllm_gpu_memory_utilization=0.4,
+        vllm_max_num_seqs=64,
+    )
+    loop = asyncio.new_event_loop()
+    engine = VLLMEngine(settings)
+    loop.run_until_complete(engine.load())
+    yield SimpleNamespace(engine=engine, loop=loop)
+    engine.shutdown()
+    loop.run_until_complete(asyncio.sleep(0.1))  # vLLM's output task takes its cancellation before the close
+    loop.close()
+
+
+def test_the_engine_generates_schema_valid_json_on_the_gpu(gpu_engine: Any) -> None:
+    from irq.ir_schema import ir_json_schema
+
+    engine, loop = gpu_engine.engine, gpu_engine.loop
+    schema = ir_json_schema()
+    result = loop.run_until_complete(
+        engine.generate("Write a function that reverses a string.", schema, 512, 0.3, 0.95)
+    )
+    assert engine.loaded and engine.gpu
+    assert result.finish_reason in ("stop", "length") and result.completion_tokens > 0
+    assert 0 < result.ttft_ms <= result.generation_time_ms
+    assert result.backend in ("guidance", "xgrammar")
+    if result.finish_reason == "stop":
+        jsonschema.validate(json.loads(result.text), schema)
+
+
+def test_a_refused_schema_leaves_the_engine_serving_on_the_gpu(gpu_engine: Any) -> None:
+    engine, loop = gpu_engine.engine, gpu_engine.loop
+
+    async def both() -> Any:
+        return await asyncio.gather(
+            engine.generate("A topic.", UNKNOWN_FORMAT, 64, 0.0, 1.0),
+            engine.generate("Name: Ada.", SCHEMA, 64, 0.0, 1.0),
+            return_exceptions=True,
+        )
+
+    rejected, served = loop.run_until_complete(both())
+    assert isinstance(rejected, SchemaRejected), rejected
+    assert not isinstance(served, BaseException), served
+    assert served.finish_reason == "length" or json.loads(served.text)
+    warm = loop.run_until_complete(engine.generate("Name: Bo.", WARMUP_SCHEMA, 32, 0.0, 1.0))
+    assert warm.completion_tokens > 0
