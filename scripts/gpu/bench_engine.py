@@ -145,12 +145,17 @@ def summarize(outcomes: list[Outcome], wall_s: float) -> dict[str, Any]:
 def offline(args: argparse.Namespace, requests: list[Request]) -> dict[str, Any]:
     from vllm import LLM
 
-    from inference.engines.vllm import build_sampling_params, chosen_backend, prompt_token_ids
+    from inference.engines.vllm import (
+        build_sampling_params,
+        chosen_backend,
+        prompt_token_ids,
+        structured_outputs_config,
+    )
 
     started = time.perf_counter()
     llm = LLM(
         model=args.model,
-        structured_outputs_config={"backend": args.backend},
+        structured_outputs_config=structured_outputs_config(args.backend),
         attention_config={"backend": args.attention_backend} if args.attention_backend else None,
         max_model_len=args.max_model_len,
         gpu_memory_utilization=args.gpu_memory_utilization,
