@@ -37,9 +37,11 @@ def structured_outputs_config(backend: str) -> dict[str, Any]:
     """vLLM's structured-output settings for `backend`: compact JSON wherever vLLM allows it.
 
     As in the local engine (irq.schema_check.GRAMMAR_OPTIONS): free whitespace lets a small model spend its
-    tokens on newlines and indentation until max_tokens. vLLM refuses the option with `auto`.
+    tokens on newlines and indentation until max_tokens. Only for guidance: vLLM refuses the option with
+    `auto`, and with xgrammar 0.2.1 every request failed on the H100 ("grammar rejected tokens [0]").
+    See docs/gpu.md.
     """
-    return {"backend": backend, "disable_any_whitespace": backend in ("guidance", "xgrammar")}
+    return {"backend": backend, "disable_any_whitespace": backend == "guidance"}
 
 
 def engine_args(
@@ -152,7 +154,7 @@ class VLLMEngine(Engine):
         tensor_parallel_size: int = 1,
     ) -> None:
         self._settings = settings or get_settings()
-        self._attention_backend = attention_backend
+        self._attention_backend = attention_backend or self._settings.vllm_attention_backend or None
         self._tensor_parallel_size = tensor_parallel_size
         self._llm: AsyncLLM | None = None
         self._tokenizer: Any = None

