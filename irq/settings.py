@@ -61,8 +61,6 @@ class Settings(BaseSettings):
     vllm_gpu_memory_utilization: float = 0.90
     vllm_max_num_seqs: int = 256
     vllm_attention_backend: str = "FLASHINFER"  # "": vLLM chooses; FLASHINFER measured faster (docs/gpu.md)
-        "FLASHINFER"  # "" lets vLLM choose; FLASHINFER measured faster (docs/gpu.md)
-    )
 
     # CLI client (`irq submit`, `irq status`)
     api_key: SecretStr = SecretStr("")
