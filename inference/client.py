@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
@@ -45,16 +46,31 @@ def _error_detail(response: httpx.Response) -> tuple[str | None, str]:
 
 
 class InferenceClient:
-    """Speaks the inference protocol to one generate URL; one instance per worker process."""
+    """Speaks the inference protocol to one generate URL; one instance per worker process.
 
-    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
+    Each thread gets its own connection pool: with hundreds of worker threads sharing one httpx pool,
+    connections were seen closed under a reader (`ReadError: Bad file descriptor`) on the GPU host.
+    """
+
+    def __init__(self, settings: Settings) -> None:
         self.url = settings.inference_url
-        headers = {k: v.get_secret_value() for k, v in settings.inference_headers.items()}
-        self._http = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(settings.default_timeout_s, connect=settings.inference_connect_timeout_s),
-            transport=transport,
+        self._headers = {k: v.get_secret_value() for k, v in settings.inference_headers.items()}
+        self._timeout = httpx.Timeout(
+            settings.default_timeout_s, connect=settings.inference_connect_timeout_s
         )
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    @property
+    def _http(self) -> httpx.Client:
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = httpx.Client(headers=self._headers, timeout=self._timeout)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
 
     def generate(
         self,
@@ -98,4 +114,7 @@ class InferenceClient:
             raise RetryableInferenceError("inference_bad_response", f"unreadable response: {exc}") from exc
 
     def close(self) -> None:
-        self._http.close()
+        with self._lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
