@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import ValidationError
 
 from inference.protocol import GenerateResponse
 from irq.settings import Settings
+
+if TYPE_CHECKING:
+    from inference.modal_client import ModalInferenceClient
 
 
 class InferenceError(Exception):
@@ -118,3 +121,12 @@ class InferenceClient:
             for client in self._clients:
                 client.close()
             self._clients.clear()
+
+
+def connect(settings: Settings) -> InferenceClient | ModalInferenceClient:
+    """The client for `settings.inference_url`: HTTP, or the Modal SDK for `modal://<app>`."""
+    from inference.modal_client import MODAL_SCHEME, ModalInferenceClient
+
+    if settings.inference_url.startswith(MODAL_SCHEME):
+        return ModalInferenceClient(settings)
+    return InferenceClient(settings)

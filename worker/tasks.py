@@ -13,7 +13,8 @@ import jsonschema
 from celery import Task
 from celery.signals import worker_process_shutdown, worker_shutdown
 
-from inference.client import InferenceClient, InferenceError
+from inference.client import InferenceClient, InferenceError, connect
+from inference.modal_client import ModalInferenceClient
 from irq.jobs import JobManager, Outcome, utcnow
 from irq.settings import get_settings
 from irq.store.db import Database
@@ -33,16 +34,16 @@ class _Process:
     _lock = threading.Lock()
     db: Database | None = None
     jobs: JobManager | None = None
-    inference: InferenceClient | None = None
+    inference: InferenceClient | ModalInferenceClient | None = None
 
     @classmethod
-    def get(cls) -> tuple[JobManager, InferenceClient]:
+    def get(cls) -> tuple[JobManager, InferenceClient | ModalInferenceClient]:
         with cls._lock:
             if cls.jobs is None or cls.inference is None:
                 settings = get_settings()
                 cls.db = Database(settings.database_url)
                 cls.jobs = JobManager(cls.db)
-                cls.inference = InferenceClient(settings)
+                cls.inference = connect(settings)
             return cls.jobs, cls.inference
 
     @classmethod
