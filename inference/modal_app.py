@@ -52,6 +52,8 @@ SCALEDOWN_S = _env_int("IRQ_MODAL_SCALEDOWN_S", 300)
 MIN_CONTAINERS = _env_int("IRQ_MODAL_MIN_CONTAINERS", 0)
 TIMEOUT_S = _env_int("IRQ_MODAL_TIMEOUT_S", 3600)
 MAX_INPUTS = _env_int("IRQ_MODAL_MAX_INPUTS", 256)
+# The web endpoint answers only requests with a workspace proxy-auth token (Modal-Key/Modal-Secret headers).
+REQUIRES_PROXY_AUTH = os.environ.get("IRQ_MODAL_PROXY_AUTH", "1") != "0"
 
 ENV = {
     # Weights and compile caches live on the volume, so only the first container of all pays for them.
@@ -124,7 +126,7 @@ class Inference:
         await self.http.aclose()
         self.engine.shutdown()
 
-    @modal.asgi_app(label=APP_NAME)
+    @modal.asgi_app(label=APP_NAME, requires_proxy_auth=REQUIRES_PROXY_AUTH)
     def web_app(self) -> Any:
         return self.web
 
