@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from pydantic import ValidationError
 
-from inference.protocol import GenerateResponse
+from inference.protocol import GenerateResponse, request_body
 from irq.settings import Settings
 
 if TYPE_CHECKING:
@@ -85,13 +85,7 @@ class InferenceClient:
         top_p: float,
         timeout_s: float,
     ) -> GenerateResponse:
-        body = {
-            "prompt": prompt,
-            "schema": schema,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-        }
+        body = request_body(prompt, schema, max_tokens, temperature, top_p)
         try:
             response = self._http.post(self.url, json=body, timeout=timeout_s)
         except httpx.TimeoutException as exc:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from inference.client import PermanentInferenceError, RetryableInferenceError
-from inference.protocol import GenerateResponse
+from inference.protocol import GenerateResponse, request_body
 from irq.settings import Settings
 
 if TYPE_CHECKING:
@@ -105,13 +105,7 @@ class ModalInferenceClient:
         top_p: float,
         timeout_s: float,
     ) -> GenerateResponse:
-        body = {
-            "prompt": prompt,
-            "schema": schema,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-        }
+        body = request_body(prompt, schema, max_tokens, temperature, top_p)
         call = None
         try:
             # spawn + get, not remote: get() takes a timeout; remote() waits as long as the function may run.

@@ -17,6 +17,15 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
+def request_body(
+    prompt: str, schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
+) -> dict[str, Any]:
+    """The JSON body of a `/generate` call."""
+    return GenerateRequest(
+        prompt=prompt, schema=schema, max_tokens=max_tokens, temperature=temperature, top_p=top_p
+    ).model_dump(by_alias=True)
+
+
 class GenerateResponse(BaseModel):
     """`text` is the parsed JSON document (older deployments called it `ir_json`)."""
 
