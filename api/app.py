@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import Services
 from api.middleware import BodyPolicy
-from api.routes import health, jobs
+from api.routes import health, jobs, stats
 from irq.settings import Settings, get_settings
 
 
@@ -34,4 +34,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyPolicy, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(stats.router)
     return app

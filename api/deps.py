@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -63,7 +64,30 @@ def principal(
         raise ApiError(
             401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
         )
+    _check_rate(svc, found)
     return found
+
+
+def _check_rate(svc: Services, who: Principal) -> None:
+    """At most `rate_limit_per_s` requests per key in each wall-clock second, counted in Redis."""
+    limit = svc.settings.rate_limit_per_s
+    if limit <= 0:
+        return
+    counter = f"irq:rate:{who.key_id}:{int(time.time())}"
+    try:
+        pipe = svc.redis.pipeline()
+        pipe.incr(counter)
+        pipe.expire(counter, 2)
+        count = int(pipe.execute()[0])
+    except redis.RedisError:
+        return  # no counter without Redis; a submit then fails with 503 anyway
+    if count > limit:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this API key is limited to {limit} requests per second",
+            headers={"Retry-After": "1"},
+        )
 
 
 ServicesDep = Annotated[Services, Depends(services)]

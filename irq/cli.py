@@ -76,7 +76,9 @@ def flower() -> None:
 
 
 @inference_app.command("serve")
-def inference_serve(engine: Annotated[str | None, typer.Option(help="local or vllm.")] = None) -> None:
+def inference_serve(
+    engine: Annotated[str | None, typer.Option(help="local, vllm or simulated.")] = None,
+) -> None:
     """Serve the inference protocol (/generate, /health, /warmup) over an engine."""
     from inference.service import serve
 

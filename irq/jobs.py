@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from irq.store.db import Database
-from irq.store.models import Job, JobStatus
+from irq.store.models import ApiKey, Job, JobStatus
 
 
 def utcnow() -> datetime:
@@ -140,7 +140,7 @@ class JobManager:
             return None
         return job
 
-    def list(
+    def page(
         self,
         owner_id: int,
         *,
@@ -160,6 +160,19 @@ class JobManager:
         q = q.order_by(Job.id.desc()).limit(limit)
         with self.db.session() as s:
             return list(s.scalars(q))
+
+    def counts(self, since: datetime, owner_id: int | None = None) -> list[tuple[str, str, int]]:
+        """(owner name, status, jobs) for jobs created since `since`; all owners' when `owner_id` is None."""
+        q = (
+            select(ApiKey.name, Job.status, func.count())
+            .join(ApiKey, ApiKey.id == Job.owner_id)
+            .where(Job.created_at >= since)
+            .group_by(ApiKey.name, Job.status)
+        )
+        if owner_id is not None:
+            q = q.where(Job.owner_id == owner_id)
+        with self.db.session() as s:
+            return [(name, status, int(n)) for name, status, n in s.execute(q)]
 
     def cancel(self, job_id: str, owner_id: int) -> Job | None:
         """Cancel a queued or running job; a finished job stays as it is. None if not the owner's."""
@@ -182,18 +195,75 @@ class JobManager:
 
     # --- worker side ----------------------------------------------------------------------
 
-    def claim(self, job_id: str, worker: str) -> Job | None:
+    def claim(self, job_id: str, worker: str, lease_s: float) -> Job | None:
         """Atomically move a queued job to running and count the attempt; None if it is not queued."""
+        now = utcnow()
         with self.db.session() as s:
             job = s.scalars(
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.queued)
                 .values(
-                    status=JobStatus.running, attempts=Job.attempts + 1, started_at=utcnow(), worker=worker
+                    status=JobStatus.running,
+                    attempts=Job.attempts + 1,
+                    started_at=now,
+                    worker=worker,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
                 )
                 .returning(Job)
             ).one_or_none()
         return job
+
+    def renew_leases(self, worker: str, lease_s: float) -> int:
+        """Extend the lease of every job `worker` is running; returns how many it holds."""
+        with self.db.session() as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.worker == worker, Job.status == JobStatus.running)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+            )
+        return int(res.rowcount)  # type: ignore[attr-defined]
+
+    def expire_leases(self, limit: int = 1000) -> list[Job]:
+        """Re-queue running jobs whose worker stopped renewing their lease (it died); fail those out of
+        attempts or past their deadline. Returns the re-queued jobs, which the caller must enqueue."""
+        with self.db.session() as s:
+            expired = list(
+                s.scalars(
+                    select(Job)
+                    .where(Job.status == JobStatus.running, Job.lease_expires_at < utcnow())
+                    .order_by(Job.lease_expires_at)
+                    .limit(limit)
+                )
+            )
+        return [
+            job
+            for job in expired
+            if self.requeue(job, "worker_lost", f"worker {job.worker} stopped renewing the job's lease")
+        ]
+
+    def queued_since_before(self, cutoff: datetime, limit: int = 10_000) -> list[Job]:
+        """Jobs queued since before `cutoff`, oldest first: candidates for a lost broker message."""
+        with self.db.session() as s:
+            return list(
+                s.scalars(
+                    select(Job)
+                    .where(Job.status == JobStatus.queued, Job.enqueued_at < cutoff)
+                    .order_by(Job.enqueued_at)
+                    .limit(limit)
+                )
+            )
+
+    def count_active(self, owner_id: int) -> int:
+        """Queued and running jobs of one owner (the in-flight quota)."""
+        with self.db.session() as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(Job.owner_id == owner_id, Job.status.in_([JobStatus.queued, JobStatus.running]))
+                )
+                or 0
+            )
 
     def succeed(self, job: Job, outcome: Outcome) -> bool:
         """Store the result of a running job; False if the job was cancelled or finished meanwhile."""
@@ -247,7 +317,11 @@ class JobManager:
                 update(Job)
                 .where(Job.id == job.id, Job.status == JobStatus.running, Job.attempts == job.attempts)
                 .values(
-                    status=JobStatus.queued, enqueued_at=now, error_code=code, error_message=message[:4000]
+                    status=JobStatus.queued,
+                    enqueued_at=now,
+                    lease_expires_at=None,
+                    error_code=code,
+                    error_message=message[:4000],
                 )
             )
         return bool(res.rowcount)  # type: ignore[attr-defined]
@@ -255,6 +329,7 @@ class JobManager:
     def _finish(self, job: Job, now: datetime, values: dict[str, Any]) -> bool:
         values.update(
             finished_at=now,
+            lease_expires_at=None,
             queue_wait_ms=_ms(job.started_at, job.enqueued_at) if job.started_at else None,
             total_ms=_ms(now, job.created_at),
         )

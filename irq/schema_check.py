@@ -49,10 +49,26 @@ def _llguidance_reason(schema: dict[str, Any]) -> str:
     return ""
 
 
-def check_schema(schema: Any, *, max_bytes: int, timeout_s: float) -> None:
+def nesting_depth(value: Any) -> int:
+    """How deeply objects and arrays nest in a JSON value (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_schema(schema: Any, *, max_bytes: int, max_depth: int, timeout_s: float) -> None:
     """Raise `SchemaProblem` unless `schema` is a JSON Schema that llguidance accepts."""
     if not isinstance(schema, dict):
         raise SchemaProblem("invalid_schema", "schema must be a JSON object")
+    depth = nesting_depth(schema)
+    if depth > max_depth:
+        raise SchemaProblem("schema_too_deep", f"schema nests {depth} levels deep; the limit is {max_depth}")
     size = len(json.dumps(schema, separators=(",", ":")).encode())
     if size > max_bytes:
         raise SchemaProblem("schema_too_large", f"schema is {size} bytes; the limit is {max_bytes}")

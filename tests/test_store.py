@@ -94,9 +94,9 @@ def test_a_job_is_claimed_once_and_a_late_result_does_not_overwrite_a_cancel(
     jobs = JobManager(db)
     job, created = jobs.create(owner, new_job())
     assert created and job.status == JobStatus.queued
-    claimed = jobs.claim(job.id, "w1")
+    claimed = jobs.claim(job.id, "w1", 30)
     assert claimed is not None and claimed.attempts == 1 and claimed.status == JobStatus.running
-    assert jobs.claim(job.id, "w2") is None  # a duplicate delivery finds it taken
+    assert jobs.claim(job.id, "w2", 30) is None  # a duplicate delivery finds it taken
     jobs.cancel(job.id, owner)
     assert jobs.succeed(claimed, outcome()) is False
     final = jobs.get(job.id)
@@ -106,9 +106,9 @@ def test_a_job_is_claimed_once_and_a_late_result_does_not_overwrite_a_cancel(
 def test_retryable_faults_requeue_until_attempts_run_out(db: Database, owner: int) -> None:
     jobs = JobManager(db)
     job, _ = jobs.create(owner, new_job(max_attempts=2))
-    first = jobs.claim(job.id, "w")
+    first = jobs.claim(job.id, "w", 30)
     assert first is not None and jobs.requeue(first, "inference_http_503", "busy") is True
-    second = jobs.claim(job.id, "w")
+    second = jobs.claim(job.id, "w", 30)
     assert second is not None and second.attempts == 2
     assert jobs.requeue(second, "inference_http_503", "busy") is False
     final = jobs.get(job.id)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Iterator
+
+import redis
 from celery import Celery
 
 from irq.settings import Settings, get_settings
@@ -52,3 +57,36 @@ def enqueue(job_id: str, priority: int, countdown: float | None = None) -> None:
 def queue_keys() -> list[str]:
     """The Redis lists that hold the job queue's messages, one per priority step."""
     return [QUEUE if p == 0 else f"{QUEUE}{_KOMBU_PRIORITY_SEP}{p}" for p in PRIORITY_STEPS]
+
+
+UNACKED_KEY = "unacked"  # kombu's Redis transport: messages delivered to a worker and not yet acknowledged
+
+
+def _job_id(payload: dict) -> str | None:  # type: ignore[type-arg]
+    try:
+        body = payload["body"]
+        if payload.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _payloads(client: redis.Redis, chunk: int = 1000) -> Iterator[dict]:  # type: ignore[type-arg]
+    for key in queue_keys():
+        for start in range(0, int(client.llen(key)), chunk):
+            for raw in client.lrange(key, start, start + chunk - 1):
+                yield json.loads(raw)
+    for raw in client.hvals(UNACKED_KEY):
+        yield json.loads(raw)[0]
+
+
+def brokered_job_ids(client: redis.Redis) -> set[str]:
+    """Ids of the jobs that have a message in Redis: waiting in the queue or held by a worker."""
+    ids = set()
+    for payload in _payloads(client):
+        job_id = _job_id(payload)
+        if job_id is not None:
+            ids.add(job_id)
+    return ids

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import random
 import socket
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jsonschema
-from celery import Task
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
+from sqlalchemy.exc import OperationalError
 
 from inference.client import InferenceClient, InferenceError, connect
 from inference.modal_client import ModalInferenceClient
@@ -20,46 +24,80 @@ from irq.settings import get_settings
 from irq.store.db import Database
 from irq.store.models import Job
 from worker.celery_app import TASK_RUN_JOB, celery_app, enqueue
+from worker.upkeep import Upkeep
 
 log = logging.getLogger("irq.worker")
+T = TypeVar("T")
 
 
 class _Process:
-    """The store and the inference client, created once per worker process and closed when it stops.
+    """The store, the inference client and the upkeep thread of one worker process.
 
-    Created on first use under a lock: the threads pool runs tasks in the worker's own process,
-    where Celery's per-child signal never fires.
+    Created once, under a lock, when the worker is ready (or on first use): the threads pool runs tasks in
+    the worker's own process, where Celery's per-child signal never fires. `name` identifies this process
+    in job records and leases, so a restarted worker never renews the leases of the one it replaces.
     """
 
     _lock = threading.Lock()
+    name = ""
     db: Database | None = None
     jobs: JobManager | None = None
     inference: InferenceClient | ModalInferenceClient | None = None
+    upkeep: Upkeep | None = None
 
     @classmethod
     def get(cls) -> tuple[JobManager, InferenceClient | ModalInferenceClient]:
         with cls._lock:
             if cls.jobs is None or cls.inference is None:
                 settings = get_settings()
+                cls.name = f"{settings.worker_name or socket.gethostname()}#{os.getpid()}"
                 cls.db = Database(settings.database_url)
                 cls.jobs = JobManager(cls.db)
                 cls.inference = connect(settings)
+                cls.upkeep = Upkeep(cls.jobs, settings, cls.name)
+                cls.upkeep.start()
             return cls.jobs, cls.inference
 
     @classmethod
     def close(cls) -> None:
         with cls._lock:
+            if cls.upkeep is not None:
+                cls.upkeep.stop()
             if cls.inference is not None:
                 cls.inference.close()
             if cls.db is not None:
                 cls.db.dispose()
-            cls.db = cls.jobs = cls.inference = None
+            cls.db = cls.jobs = cls.inference = cls.upkeep = None
+
+
+@worker_ready.connect
+def _open(**_: Any) -> None:
+    _Process.get()
 
 
 @worker_process_shutdown.connect
 @worker_shutdown.connect
 def _close(**_: Any) -> None:
     _Process.close()
+
+
+def _store(call: Callable[..., T], *args: Any) -> T:
+    """A store call, retried with backoff while the database is unreachable (up to `store_retry_s`).
+
+    A job's result is never dropped because the database restarted; if it stays down longer, the job is
+    still `running` in the store and the sweeper re-queues it once its lease expires.
+    """
+    deadline = time.monotonic() + get_settings().store_retry_s
+    delay = 0.25
+    while True:
+        try:
+            return call(*args)
+        except OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("store unreachable (%s), retrying in %.1f s", type(exc.orig).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def backoff_s(attempt: int) -> float:
@@ -94,15 +132,15 @@ def _document(text: Any, schema: dict[str, Any]) -> tuple[Any, str | None]:
     return text, error
 
 
-def run_job(job_id: str, worker_name: str) -> str:
+def run_job(job_id: str) -> str:
     """Claim, generate, validate, store. Returns the status the job ended this attempt in."""
     jobs, inference = _Process.get()
-    job = jobs.claim(job_id, worker_name)
+    job = _store(jobs.claim, job_id, _Process.name, get_settings().lease_s)
     if job is None:
         return "skipped"  # cancelled, finished, or another delivery holds it
     remaining = (job.deadline_at - utcnow()).total_seconds()
     if remaining <= 0:
-        jobs.fail(job, "timeout", f"deadline of {job.timeout_s:g} s passed before the job started")
+        _store(jobs.fail, job, "timeout", f"deadline of {job.timeout_s:g} s passed before the job started")
         return "failed"
     try:
         reply = inference.generate(
@@ -128,30 +166,29 @@ def run_job(job_id: str, worker_name: str) -> str:
         validation_error=error,
     )
     if error is not None:
-        jobs.fail(
+        _store(
+            functools.partial(jobs.fail, endpoint=inference.url, result=document, validation_error=error),
             job,
             "schema_mismatch",
             f"output does not match the schema {error}",
-            endpoint=inference.url,
-            result=document,
-            validation_error=error,
         )
         return "failed"
-    jobs.succeed(job, outcome)
-    return "succeeded"
+    return "succeeded" if _store(jobs.succeed, job, outcome) else "discarded"  # cancelled meanwhile
 
 
 def _handle_fault(jobs: JobManager, job: Job, exc: InferenceError, endpoint: str) -> str:
     log.warning("job %s attempt %d: %s (%s)", job.id, job.attempts, exc.code, exc)
-    if exc.retryable and jobs.requeue(job, exc.code, str(exc)):
-        enqueue(job.id, job.priority, countdown=backoff_s(job.attempts))
+    if exc.retryable and _store(jobs.requeue, job, exc.code, str(exc)):
+        try:
+            enqueue(job.id, job.priority, countdown=backoff_s(job.attempts))
+        except Exception as broker_exc:  # the job is queued in the store: the sweeper sends it again
+            log.warning("job %s: could not enqueue its retry: %s", job.id, broker_exc)
         return "queued"
     if not exc.retryable:
-        jobs.fail(job, exc.code, str(exc), endpoint=endpoint)
+        _store(functools.partial(jobs.fail, endpoint=endpoint), job, exc.code, str(exc))
     return "failed"
 
 
-@celery_app.task(bind=True, name=TASK_RUN_JOB)
-def run_job_task(self: Task, job_id: str) -> str:
-    worker_name = get_settings().worker_name or self.request.hostname or socket.gethostname()
-    return run_job(job_id, worker_name)
+@celery_app.task(name=TASK_RUN_JOB)
+def run_job_task(job_id: str) -> str:
+    return run_job(job_id)

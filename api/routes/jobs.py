@@ -43,7 +43,10 @@ def to_new_job(body: JobRequest, settings: Settings, idempotency_key: str | None
     if body.schema_ is not None:
         try:
             check_schema(
-                schema, max_bytes=settings.max_schema_bytes, timeout_s=settings.schema_compile_timeout_s
+                schema,
+                max_bytes=settings.max_schema_bytes,
+                max_depth=settings.max_schema_depth,
+                timeout_s=settings.schema_compile_timeout_s,
             )
         except SchemaProblem as exc:
             raise ApiError(413 if exc.code == "schema_too_large" else 422, exc.code, str(exc)) from None
@@ -75,6 +78,14 @@ def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobView:
     new = to_new_job(body, svc.settings, idempotency_key)
+    quota = svc.settings.max_inflight_jobs
+    if quota and svc.jobs.count_active(who.key_id) >= quota:
+        raise ApiError(
+            429,
+            "quota_exceeded",
+            f"this API key has {quota} jobs queued or running, its limit; submit more as they finish",
+            headers={"Retry-After": "5"},
+        )
     job, created = svc.jobs.create(who.key_id, new)
     if created:
         try:
@@ -119,7 +130,7 @@ def list_jobs(
     cursor: str | None = Query(default=None, description="`next_cursor` of the previous page."),
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
-    jobs = svc.jobs.list(who.key_id, status=status, batch_id=batch_id, before=cursor, limit=limit + 1)
+    jobs = svc.jobs.page(who.key_id, status=status, batch_id=batch_id, before=cursor, limit=limit + 1)
     page = jobs[:limit]
     return JobPage(jobs=[JobView.of(j) for j in page], next_cursor=page[-1].id if len(jobs) > limit else None)
 

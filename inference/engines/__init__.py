@@ -1,4 +1,5 @@
-"""Engines behind the inference service: `local` (transformers + llguidance on CPU) and `vllm` (GPU)."""
+"""Engines behind the inference service: `local` (transformers + llguidance on CPU), `vllm` (GPU), and
+`simulated` (a fixed document after a fixed delay, for benchmarks and fault tests)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ def create_engine(settings: Settings) -> Engine:
         from inference.engines.vllm import VLLMEngine
 
         return VLLMEngine(settings)
-    raise ValueError(f"unknown engine {settings.engine!r} (known: local, vllm)")
+    if settings.engine == "simulated":
+        from inference.engines.simulated import SimulatedEngine
+
+        return SimulatedEngine(settings)
+    raise ValueError(f"unknown engine {settings.engine!r} (known: local, vllm, simulated)")
 
 
 __all__ = ["Engine", "EngineResult", "SchemaRejected", "create_engine"]

@@ -77,6 +77,8 @@ class Job(Base):
         Index("ix_jobs_owner_id_id", "owner_id", "id"),
         Index("ix_jobs_status", "status"),
         Index("ix_jobs_batch_id", "batch_id"),
+        Index("ix_jobs_owner_id_status", "owner_id", "status"),
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
     )
 
     # Time-ordered UUIDs: ordering by id is ordering by creation, which cursor pagination relies on.
@@ -120,4 +122,6 @@ class Job(Base):
     tokens_per_s: Mapped[float | None] = mapped_column(Float)
 
     worker: Mapped[str | None] = mapped_column(String(255))
+    # A running job belongs to its worker until then; the worker renews it while it runs the job.
+    lease_expires_at: Mapped[datetime | None]
     endpoint: Mapped[str | None] = mapped_column(String(500))

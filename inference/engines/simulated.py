@@ -1,0 +1,75 @@
+"""The simulated engine: a fixed, schema-valid IR document after a fixed delay, with a bounded number of
+requests generated at once (the rest wait, as they would in vLLM's queue).
+
+It stands in for a GPU where one cannot run: queue-overhead and saturation benchmarks, and fault tests.
+It answers only the default IR schema; any other schema is refused as unsupported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from inference.engines.base import Engine, EngineResult, SchemaRejected
+from irq.ir_schema import IRDocument, ir_json_schema
+from irq.settings import Settings
+
+MODEL_NAME = "simulated"
+
+DOCUMENT = IRDocument.model_validate(
+    {
+        "intent": {"summary": "Return the largest number of a non-empty list."},
+        "signature": {
+            "name": "max_of",
+            "parameters": [{"name": "values", "type": "list[float]", "description": "The numbers."}],
+            "returns": {"type": "float", "description": "The largest of them."},
+        },
+        "effects": [],
+        "preconditions": ["values is not empty"],
+        "postconditions": ["the result is an element of values"],
+        "examples": [{"input": "max_of([3, 1, 2])", "output": "3"}],
+    }
+)
+
+
+class SimulatedEngine(Engine):
+    model_name = MODEL_NAME
+    gpu = "none"
+    backend = "simulated"
+
+    def __init__(self, settings: Settings) -> None:
+        self.latency_s = settings.simulated_latency_s
+        self._slots = asyncio.Semaphore(settings.simulated_slots)
+        self._text = DOCUMENT.model_dump_json()
+        self._tokens = len(self._text) // 4
+
+    @property
+    def loaded(self) -> bool:
+        return True
+
+    async def load(self) -> None:
+        return None
+
+    async def generate(
+        self, prompt: str, schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
+    ) -> EngineResult:
+        if schema != ir_json_schema():
+            raise SchemaRejected("the simulated engine answers only the default IR schema")
+        async with self._slots:
+            started = time.perf_counter()
+            if self.latency_s > 0:
+                await asyncio.sleep(self.latency_s)
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+        return EngineResult(
+            text=self._text,
+            finish_reason="stop",
+            prompt_tokens=len(prompt) // 4,
+            completion_tokens=self._tokens,
+            ttft_ms=min(elapsed_ms, 1.0),
+            generation_time_ms=elapsed_ms,
+            backend=self.backend,
+        )
+
+
+__all__ = ["DOCUMENT", "SimulatedEngine"]

@@ -1,0 +1,64 @@
+"""A fault-injecting inference service for tests: irq's own service app over the simulated engine, with
+faults scripted in the prompt and every call counted.
+
+A prompt containing `[faults: 503, 429, hang]` is answered 503 on its first call, 429 on its second, never
+on its third (the request hangs), and with the simulated engine's document from then on. Actions: an HTTP
+status, `hang`, or `sleep=SECONDS` (then the document). `GET /calls` returns how often each prompt came.
+
+Run: `python -m tests.fault_service PORT [LATENCY_S]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from inference.engines.simulated import SimulatedEngine
+from inference.service import create_app
+from irq.settings import Settings
+
+FAULTS = re.compile(r"\[faults:([^\]]*)\]")
+
+
+def build(latency_s: float) -> FastAPI:
+    settings = Settings(simulated_latency_s=latency_s, simulated_slots=10_000)
+    app = create_app(SimulatedEngine(settings), settings)
+    calls: Counter[str] = Counter()
+
+    @app.middleware("http")
+    async def inject(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.url.path != "/generate":
+            return await call_next(request)
+        prompt = str((await request.json()).get("prompt", ""))
+        calls[prompt] += 1
+        found = FAULTS.search(prompt)
+        script = [a.strip() for a in found.group(1).split(",") if a.strip()] if found else []
+        action = script[calls[prompt] - 1] if calls[prompt] <= len(script) else ""
+        if action == "hang":
+            await asyncio.sleep(3600)
+        elif action.startswith("sleep="):
+            await asyncio.sleep(float(action.removeprefix("sleep=")))
+        elif action.isdigit():
+            return JSONResponse(
+                {"code": f"injected_{action}", "message": f"injected HTTP {action}"}, status_code=int(action)
+            )
+        return await call_next(request)
+
+    @app.get("/calls")
+    async def get_calls() -> dict[str, int]:
+        return dict(calls)
+
+    return app
+
+
+if __name__ == "__main__":
+    port = int(sys.argv[1])
+    latency = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+    uvicorn.run(build(latency), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
