@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -23,7 +24,7 @@ class SchemaProblem(ValueError):
         self.code = code
 
 
-_compiler = ThreadPoolExecutor(max_workers=2, thread_name_prefix="schema-check")
+_compiler = ThreadPoolExecutor(max_workers=4, thread_name_prefix="schema-check")
 
 # Compact JSON: flexible whitespace lets a model spend tokens on indentation and stray newlines.
 GRAMMAR_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False}
@@ -41,12 +42,25 @@ def llguidance_grammar(schema: dict[str, Any]) -> str:
     return grammar
 
 
-def _llguidance_reason(schema: dict[str, Any]) -> str:
+@lru_cache(maxsize=1024)
+def _problem(canonical_schema: str) -> tuple[str, str] | None:
+    """(code, message) of what is wrong with a schema as JSON Schema, then for llguidance; None if nothing.
+
+    Cached by the schema's canonical JSON: a batch of jobs sharing one schema checks it once.
+    """
+    schema = json.loads(canonical_schema)
+    try:
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(
+            schema
+        )
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "(root)"
+        return "invalid_schema", f"not a valid JSON Schema at {where}: {exc.message}"
     try:
         llguidance_grammar(schema)
     except ValueError as exc:
-        return str(exc)
-    return ""
+        return "schema_unsupported", f"llguidance cannot compile this schema: {exc}"
+    return None
 
 
 def nesting_depth(value: Any) -> int:
@@ -69,22 +83,17 @@ def check_schema(schema: Any, *, max_bytes: int, max_depth: int, timeout_s: floa
     depth = nesting_depth(schema)
     if depth > max_depth:
         raise SchemaProblem("schema_too_deep", f"schema nests {depth} levels deep; the limit is {max_depth}")
-    size = len(json.dumps(schema, separators=(",", ":")).encode())
+    canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    size = len(canonical.encode())
     if size > max_bytes:
         raise SchemaProblem("schema_too_large", f"schema is {size} bytes; the limit is {max_bytes}")
+    # Both checks run on a small pool so that the request waits at most `timeout_s` for them.
+    future = _compiler.submit(_problem, canonical)
     try:
-        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(
-            schema
-        )
-    except SchemaError as exc:
-        where = "/".join(str(p) for p in exc.path) or "(root)"
-        raise SchemaProblem("invalid_schema", f"not a valid JSON Schema at {where}: {exc.message}") from None
-    future = _compiler.submit(_llguidance_reason, schema)
-    try:
-        reason = future.result(timeout=timeout_s)
+        problem = future.result(timeout=timeout_s)
     except FutureTimeout:
         raise SchemaProblem(
-            "schema_too_complex", f"llguidance did not compile the schema within {timeout_s:g} s"
+            "schema_too_complex", f"the schema could not be checked and compiled within {timeout_s:g} s"
         ) from None
-    if reason:
-        raise SchemaProblem("schema_unsupported", f"llguidance cannot compile this schema: {reason}")
+    if problem is not None:
+        raise SchemaProblem(*problem)

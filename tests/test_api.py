@@ -131,6 +131,33 @@ def test_another_keys_job_is_404(api_only: Stack) -> None:
         (b'{"prompt": "x", "max_tokens": 0}', 422, "invalid_request", "max_tokens"),
         (b'{"prompt": "x", "temperature": 9}', 422, "invalid_request", "temperature"),
         (b'{"prompt": "' + b"x" * 1_100_000 + b'"}', 413, "body_too_large", "body"),
+        (b'{"prompt": "' + b"x" * 20_001 + b'"}', 413, "prompt_too_large", "20000"),
+        (
+            b'{"prompt": "x", "schema": {"enum": ['
+            + b",".join(b'"value_%d"' % i for i in range(20_000))
+            + b"]}}",
+            413,
+            "schema_too_large",
+            "200000",
+        ),
+        (
+            b'{"prompt": "x", "schema": ' + b'{"type": "array", "items": ' * 70 + b"{}" + b"}" * 70 + b"}",
+            422,
+            "schema_too_deep",
+            "64",
+        ),
+        (
+            b'{"prompt": "x", "schema": {"type": "string", "pattern": "^(a)\\\\1$"}}',
+            422,
+            "schema_unsupported",
+            "backreferences",
+        ),
+        (b'{"prompt": "x", "schema": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "invalid_json", "deep"),
+        (b"a function that adds two numbers", 422, "invalid_request", "JSON"),
+        (b'{"prompt": "x", "temperature": "hot"}', 422, "invalid_request", "temperature"),
+        (b'{"prompt": "x", "max_tokens": 9000}', 422, "invalid_request", "max_tokens"),
+        (b'{"prompt": "x", "timeout": 4000}', 422, "invalid_request", "timeout"),
+        (b'{"prompt": "x", "priority": 10}', 422, "invalid_request", "priority"),
     ],
     ids=[
         "malformed-json",
@@ -142,6 +169,16 @@ def test_another_keys_job_is_404(api_only: Stack) -> None:
         "max-tokens-zero",
         "temperature-out-of-range",
         "oversized-body",
+        "oversized-prompt",
+        "huge-enum",
+        "deep-schema",
+        "regex-backreference",
+        "deeply-nested-body",
+        "not-json",
+        "wrong-type-temperature",
+        "max-tokens-over-limit",
+        "timeout-over-limit",
+        "priority-out-of-range",
     ],
 )
 def test_bad_input_gets_a_clear_4xx_and_nothing_is_stored_or_queued(
