@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,6 +29,32 @@ class BodyTooLarge(Exception):
 _FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Machine-readable, e.g. `invalid_schema`, `rate_limited`.")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+# The answers any authenticated operation may give, for its OpenAPI document.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("The body is not JSON this service can parse (invalid UTF-8, or nested too deeply)."),
+    401: _documented("Missing, unknown or revoked API key."),
+    413: _documented("The body, the prompt or the schema is over its size limit."),
+    422: _documented("The request is invalid; the message names the field and the problem."),
+    429: _documented("Over the key's request rate or in-flight job quota; see `Retry-After`."),
+    503: _documented("The store or the broker is unavailable; see `Retry-After`."),
+}
+
+
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
@@ -34,6 +62,14 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 def _location(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]
     return ".".join(parts) or "body"
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:
@@ -47,14 +83,20 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid_request", "; ".join(problems)), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.detail == _FASTAPI_BODY_PARSE_ERROR:  # e.g. JSON nested deeper than the parser recurses
-            body = error_body("invalid_json", "could not parse the request body as JSON (nested too deeply?)")
+            body = error_body(
+                "invalid_json",
+                "could not parse the request body as JSON (invalid UTF-8, or nested too deeply)",
+            )
             return JSONResponse(body, status_code=400)
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods
+            headers = {"Allow": ", ".join(_allowed_methods(request))}
         return JSONResponse(
             error_body(f"http_{exc.status_code}", str(exc.detail)),
             status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            headers=headers,
         )
 
     @app.exception_handler(BodyTooLarge)

@@ -13,7 +13,7 @@ from irq.store.models import Job
 class JobRequest(BaseModel):
     """`POST /v1/jobs`. Unset fields take the service defaults; `schema` defaults to the IR schema."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)  # `false` is no priority
 
     prompt: str = Field(min_length=1, description="Natural-language description of the function.")
     schema_: dict[str, Any] | None = Field(

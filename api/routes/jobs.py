@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, ServicesDep
-from api.errors import ApiError
+from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.schemas import JobPage, JobRequest, JobView
 from irq.ir_schema import ir_json_schema
 from irq.jobs import NewJob
@@ -19,10 +19,12 @@ from irq.settings import Settings
 from irq.store.models import JobStatus
 from worker.celery_app import enqueue
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON_RESPONSES)
 
 POLL_INTERVAL_S = 0.1
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such job for this API key."}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such job for this API key."}
+}
 
 
 def to_new_job(body: JobRequest, settings: Settings, idempotency_key: str | None) -> NewJob:

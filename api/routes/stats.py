@@ -10,10 +10,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from api.deps import PrincipalDep, ServicesDep
-from api.errors import ApiError
+from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from irq.jobs import utcnow
 
-router = APIRouter(prefix="/v1/stats", tags=["stats"])
+router = APIRouter(prefix="/v1/stats", tags=["stats"], responses=COMMON_RESPONSES)
 
 
 class OwnerStats(BaseModel):
@@ -28,7 +28,11 @@ class Stats(BaseModel):
     owners: list[OwnerStats]
 
 
-@router.get("", response_model=Stats, responses={403: {"description": "`scope=all` needs an admin key."}})
+@router.get(
+    "",
+    response_model=Stats,
+    responses={403: {"model": ErrorResponse, "description": "`scope=all` needs an admin key."}},
+)
 def stats(
     svc: ServicesDep,
     who: PrincipalDep,
