@@ -19,9 +19,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = Services.open(settings)
+        services = app.state.services = Services.open(settings)
+        services.finished.start()
         yield
-        app.state.services.close()
+        await services.finished.stop()
+        services.close()
 
     app = FastAPI(
         title="irq",

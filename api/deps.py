@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
+from irq.events import FinishedListener
 from irq.jobs import JobManager
 from irq.keys import Principal, authenticate
 from irq.settings import Settings
@@ -25,6 +26,7 @@ class Services:
     db: Database
     jobs: JobManager
     redis: redis.Redis
+    finished: FinishedListener
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -34,6 +36,7 @@ class Services:
             db=db,
             jobs=JobManager(db),
             redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+            finished=FinishedListener(settings.redis_url),
         )
 
     def close(self) -> None:

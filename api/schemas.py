@@ -25,7 +25,10 @@ class JobRequest(BaseModel):
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     priority: int = Field(default=5, ge=0, le=9, description="0..9, higher runs first.")
     timeout: float | None = Field(
-        default=None, gt=0, description="Seconds until the job fails with `timeout`."
+        default=None,
+        gt=0,
+        description="Seconds the job may run, over all its attempts, from its first start; then it fails "
+        "with `timeout`. Time spent queued does not count.",
     )
 
 

@@ -18,6 +18,10 @@ inference_app = typer.Typer(help="The inference service.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(inference_app, name="inference")
+bench_app = typer.Typer(help="Benchmarks: each prints a table and writes a JSON file and a PNG plot.")
+app.add_typer(bench_app, name="bench")
+OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the JSON and PNG files.")]
+StoreOpt = Annotated[str | None, typer.Option("--database-url", help="Store (default: a fresh SQLite file).")]
 
 
 @app.command()
@@ -156,6 +160,49 @@ def submit(
             if job.status_code >= 400 or job.json()["status"] in ("succeeded", "failed", "cancelled"):
                 body = _show(job)
                 raise typer.Exit(0 if body.get("status") == "succeeded" else 1)
+
+
+@bench_app.command("overhead")
+def bench_overhead(
+    jobs: int = 3000,
+    concurrency: int = 64,
+    out: OutOpt = Path("bench-results"),
+    database_url: StoreOpt = None,
+) -> None:
+    """Queue overhead: irq jobs with an instant inference service vs bare Celery no-op round trips."""
+    from bench.overhead import run
+
+    run(jobs, concurrency, out, database_url)
+
+
+@bench_app.command("saturation")
+def bench_saturation(
+    jobs: int = 1000,
+    latency: float = 2.7,
+    slots: int = 64,
+    out: OutOpt = Path("bench-results"),
+    database_url: StoreOpt = None,
+) -> None:
+    """GPU saturation: a simulated inference service with `slots` at once, `latency` s per request."""
+    from bench.saturation import run
+
+    run(jobs, latency, slots, out, database_url)
+
+
+@bench_app.command("api-load")
+def bench_api_load(
+    rate: float = 200,
+    duration: float = 60,
+    steps: Annotated[
+        str, typer.Option(help="Rates to try for the highest sustained one.")
+    ] = "300,400,500,600",
+    step_duration: float = 15,
+    out: OutOpt = Path("bench-results"),
+) -> None:
+    """The API under load: submit latency at a fixed rate, then the highest rate served with no errors."""
+    from bench.api_load import run
+
+    run(rate, duration, [float(s) for s in steps.split(",") if s], step_duration, out)
 
 
 @app.command()

@@ -17,6 +17,7 @@ import redis
 
 from irq.keys import create_key
 from irq.migrate import upgrade
+from irq.procs import answers, wait_until
 from irq.settings import Settings
 from irq.store.db import Database
 
@@ -48,22 +49,6 @@ def start_embedded_redis(url: str) -> subprocess.Popen[bytes]:
     )
     wait_until(lambda: redis_answers(url), 20, f"Redis on port {port}")
     return proc
-
-
-def wait_until(check: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not come up within {timeout_s:g} s")
-
-
-def http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def port_taken(host: str, port: int) -> bool:
@@ -107,6 +92,8 @@ def run_dev(settings: Settings) -> int:
     env = dict(os.environ)
     flower_auth = settings.flower_basic_auth.get_secret_value() or f"irq:{secrets.token_urlsafe(12)}"
     env["IRQ_FLOWER_BASIC_AUTH"] = flower_auth
+    if settings.engine == "local" and "IRQ_WORKER_CONCURRENCY" not in os.environ:
+        env["IRQ_WORKER_CONCURRENCY"] = "2"  # the local engine generates one request at a time
     try:
         if not redis_answers(settings.redis_url):
             print(f"no Redis at {settings.redis_url}: starting one", flush=True)
@@ -127,10 +114,10 @@ def run_dev(settings: Settings) -> int:
         spawn("flower")
         inference_base = f"http://{settings.inference_host}:{settings.inference_port}"
         api_base = f"http://{settings.api_host}:{settings.api_port}"
-        wait_until(lambda: http_ok(inference_base + "/health"), 60, "the inference service")
+        wait_until(lambda: answers(inference_base + "/health"), 60, "the inference service")
         print("loading the model (first start dequantizes it; later starts use the cache) ...", flush=True)
         httpx.post(inference_base + "/warmup", timeout=600).raise_for_status()
-        wait_until(lambda: http_ok(api_base + "/readyz"), 60, "the API")
+        wait_until(lambda: answers(api_base + "/readyz"), 60, "the API")
         print(
             f"\nirq is running.\n  API:     {api_base}  (docs: {api_base}/docs)\n  API key: {key}\n"
             f"  Flower:  http://127.0.0.1:{settings.flower_port}  (basic auth {flower_auth})\n"

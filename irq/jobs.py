@@ -111,7 +111,6 @@ class JobManager:
             max_attempts=new.max_attempts,
             created_at=now,
             enqueued_at=now,
-            deadline_at=now + timedelta(seconds=new.timeout_s),
         )
         try:
             with self.db.session() as s:
@@ -206,6 +205,7 @@ class JobManager:
                     status=JobStatus.running,
                     attempts=Job.attempts + 1,
                     started_at=now,
+                    first_started_at=func.coalesce(Job.first_started_at, now),
                     worker=worker,
                     lease_expires_at=now + timedelta(seconds=lease_s),
                 )
@@ -308,8 +308,9 @@ class JobManager:
     def requeue(self, job: Job, code: str, message: str) -> bool:
         """Send a running job back to the queue after a retryable fault; False if it must fail instead."""
         now = utcnow()
-        if job.attempts >= job.max_attempts or now >= job.deadline_at:
-            reason = "timeout" if now >= job.deadline_at else code
+        past_deadline = job.deadline_at is not None and now >= job.deadline_at
+        if job.attempts >= job.max_attempts or past_deadline:
+            reason = "timeout" if past_deadline else code
             self.fail(job, reason, f"gave up after {job.attempts} attempt(s): {message}")
             return False
         with self.db.session() as s:

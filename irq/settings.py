@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = 60.0
 
     # Worker
-    worker_concurrency: int = 8
+    # Jobs (so inference requests) in flight per worker process, all to its one inference endpoint: set it to
+    # what that endpoint takes at once (hundreds for vLLM on an H100; docs/benchmarks.md).
+    worker_concurrency: int = 128
     worker_name: str = ""  # defaults to Celery's hostname
     lease_s: float = 30.0  # a running job whose worker has not renewed its lease for this long is re-queued
     sweep_interval_s: float = 15.0  # how often one of the workers sweeps the store for lost jobs

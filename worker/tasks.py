@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from inference.client import InferenceClient, InferenceError, connect
 from inference.modal_client import ModalInferenceClient
+from irq.events import publish_finished
 from irq.jobs import JobManager, Outcome, utcnow
 from irq.settings import get_settings
 from irq.store.db import Database
@@ -138,9 +139,10 @@ def run_job(job_id: str) -> str:
     job = _store(jobs.claim, job_id, _Process.name, get_settings().lease_s)
     if job is None:
         return "skipped"  # cancelled, finished, or another delivery holds it
+    assert job.deadline_at is not None  # set by the claim
     remaining = (job.deadline_at - utcnow()).total_seconds()
     if remaining <= 0:
-        _store(jobs.fail, job, "timeout", f"deadline of {job.timeout_s:g} s passed before the job started")
+        _store(jobs.fail, job, "timeout", f"the job's {job.timeout_s:g} s ran out over its attempts")
         return "failed"
     try:
         reply = inference.generate(
@@ -191,4 +193,7 @@ def _handle_fault(jobs: JobManager, job: Job, exc: InferenceError, endpoint: str
 
 @celery_app.task(name=TASK_RUN_JOB)
 def run_job_task(job_id: str) -> str:
-    return run_job(job_id)
+    status = run_job(job_id)
+    if status in ("succeeded", "failed") and _Process.upkeep is not None:
+        publish_finished(_Process.upkeep.broker, job_id)  # wakes the clients long-polling this job
+    return status

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any
 
@@ -12,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import PrincipalDep, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.schemas import JobPage, JobRequest, JobView
+from irq.events import RECHECK_S, publish_finished
 from irq.ir_schema import ir_json_schema
 from irq.jobs import NewJob
 from irq.schema_check import SchemaProblem, check_schema
@@ -21,7 +21,6 @@ from worker.celery_app import enqueue
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON_RESPONSES)
 
-POLL_INTERVAL_S = 0.1
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such job for this API key."}
 }
@@ -118,9 +117,10 @@ async def get_job(
         job = await run_in_threadpool(svc.jobs.get, job_id, who.key_id)
         if job is None:
             raise ApiError(404, "not_found", f"no job {job_id}")
-        if JobStatus(job.status).terminal or time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if JobStatus(job.status).terminal or left <= 0:
             return JobView.of(job)
-        await asyncio.sleep(POLL_INTERVAL_S)
+        await svc.finished.wait(job_id, min(left, RECHECK_S))
 
 
 @router.get("", response_model=JobPage)
@@ -142,4 +142,6 @@ def cancel_job(job_id: str, svc: ServicesDep, who: PrincipalDep) -> JobView:
     job = svc.jobs.cancel(job_id, who.key_id)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id}")
+    if job.status == JobStatus.cancelled:
+        publish_finished(svc.redis, job.id)
     return JobView.of(job)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -114,7 +114,7 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
-    deadline_at: Mapped[datetime]
+    first_started_at: Mapped[datetime | None]  # the job's `timeout_s` counts from here, over all attempts
     queue_wait_ms: Mapped[float | None] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     generation_ms: Mapped[float | None] = mapped_column(Float)
@@ -124,4 +124,13 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     # A running job belongs to its worker until then; the worker renews it while it runs the job.
     lease_expires_at: Mapped[datetime | None]
+
+    @property
+    def deadline_at(self) -> datetime | None:
+        """When the job fails with `timeout`: `timeout_s` after its first start (a queued job has none,
+        so time spent waiting for a free worker or a busy GPU never times a job out)."""
+        if self.first_started_at is None:
+            return None
+        return self.first_started_at + timedelta(seconds=self.timeout_s)
+
     endpoint: Mapped[str | None] = mapped_column(String(500))

@@ -1,0 +1,210 @@
+"""What every benchmark starts: its own Redis, a store, the simulated inference service, the API and
+workers, as the same `irq …` processes a deployment runs; and what every benchmark ends with: a table,
+a JSON file and a PNG plot of the latency distribution."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from irq.dev import start_embedded_redis
+from irq.keys import create_key
+from irq.migrate import upgrade
+from irq.procs import Service, free_port
+from irq.store.db import Database
+
+console = Console()
+
+
+@dataclass
+class Stack:
+    api: str
+    key: str
+    db: Database
+    redis_url: str
+    env: dict[str, str]
+    workdir: Path
+    services: list[Service] = field(default_factory=list)
+
+    def start(self, name: str, args: list[str], module: str = "irq", **env: str) -> Service:
+        service = Service(name, args, {**self.env, **env}, self.workdir, module=module)
+        self.services.append(service)
+        return service
+
+
+@contextmanager
+def stack(
+    *,
+    latency_s: float,
+    slots: int,
+    workers: int = 1,
+    database_url: str | None = None,
+    worker: bool = True,
+    env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """Redis (a server of its own), the store (a fresh SQLite file unless `database_url`), the simulated
+    inference service, the API, and `workers` worker processes with the default settings unless `env`."""
+    workdir = Path(tempfile.mkdtemp(prefix="irq-bench-"))
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    redis_proc = start_embedded_redis(redis_url)
+    database_url = database_url or f"sqlite:///{workdir / 'irq.db'}"
+    upgrade(database_url)
+    db = Database(database_url)
+    api_port, inference_port = free_port(), free_port()
+    base_env = {
+        "IRQ_DATABASE_URL": database_url,
+        "IRQ_REDIS_URL": redis_url,
+        "IRQ_API_PORT": str(api_port),
+        "IRQ_INFERENCE_PORT": str(inference_port),
+        "IRQ_INFERENCE_URL": f"http://127.0.0.1:{inference_port}/generate",
+        "IRQ_ENGINE": "simulated",
+        "IRQ_SIMULATED_LATENCY_S": str(latency_s),
+        "IRQ_SIMULATED_SLOTS": str(slots),
+        **(env or {}),
+    }
+    bench = Stack(
+        api=f"http://127.0.0.1:{api_port}",
+        key=create_key(db, "bench"),
+        db=db,
+        redis_url=redis_url,
+        env=base_env,
+        workdir=workdir,
+    )
+    try:
+        bench.start("inference", ["inference", "serve"]).wait_ready(
+            f"http://127.0.0.1:{inference_port}/health"
+        )
+        bench.start("api", ["api"]).wait_ready(bench.api + "/readyz")
+        if worker:
+            for i in range(workers):
+                bench.start(f"worker-{i}", ["worker"], IRQ_WORKER_NAME=f"bench-{i}")
+        yield bench
+    finally:
+        for service in reversed(bench.services):
+            service.stop()
+        db.dispose()
+        redis_proc.terminate()
+        redis_proc.wait()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), linear between ranks; NaN for no values."""
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return float(values[0])
+    return float(
+        statistics.quantiles(values, n=1000, method="inclusive")[max(0, min(998, round(q * 10) - 1))]
+    )
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def report(
+    name: str,
+    title: str,
+    rows: list[tuple[str, str]],
+    result: dict[str, Any],
+    latencies_ms: dict[str, list[float]],
+    out_dir: Path,
+) -> None:
+    """Print `rows` as a table, write `<name>.json` (with the raw figures) and `<name>.png`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for label, value in rows:
+        table.add_row(label, value)
+    console.print(table)
+    (out_dir / f"{name}.json").write_text(json.dumps({"machine": machine(), **result}, indent=2) + "\n")
+    _plot(title, latencies_ms, out_dir / f"{name}.png")
+    console.print(f"wrote {out_dir / f'{name}.json'} and {out_dir / f'{name}.png'}")
+
+
+def _plot(title: str, latencies_ms: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, values in latencies_ms.items():
+        if values:
+            ax.hist(values, bins=60, alpha=0.6, label=f"{label} (n={len(values)})")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("requests")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@dataclass
+class Finished:
+    job: dict[str, Any]
+    client_ms: float  # from the submit request to the poll that saw the job finished
+
+
+async def _submit_and_wait(http: Any, prompt: str, started: float) -> Finished:
+    import time
+
+    response = await http.post("/v1/jobs", json={"prompt": prompt})
+    response.raise_for_status()
+    job = response.json()
+    while job["status"] in ("queued", "running"):
+        job = (await http.get(f"/v1/jobs/{job['id']}", params={"wait": 30})).json()
+    return Finished(job=job, client_ms=(time.perf_counter() - started) * 1000.0)
+
+
+def run_jobs(bench: Stack, n: int, concurrency: int) -> tuple[list[Finished], float]:
+    """Submit `n` jobs through REST, `concurrency` clients at a time, each long-polling its job to the end.
+    Returns the finished jobs and the wall time from the first submit to the last job seen finished."""
+    import asyncio
+    import time
+
+    import httpx
+    from tqdm import tqdm
+
+    async def main() -> tuple[list[Finished], float]:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        headers = {"Authorization": f"Bearer {bench.key}"}
+        gate = asyncio.Semaphore(concurrency)
+        progress = tqdm(total=n, unit="job", leave=False)
+
+        async with httpx.AsyncClient(base_url=bench.api, headers=headers, limits=limits, timeout=120) as http:
+
+            async def one(i: int) -> Finished:
+                async with gate:
+                    done = await _submit_and_wait(
+                        http, f"bench job {i}: a function that returns {i}", time.perf_counter()
+                    )
+                progress.update()
+                return done
+
+            started = time.perf_counter()
+            finished = await asyncio.gather(*(one(i) for i in range(n)))
+            wall = time.perf_counter() - started
+        progress.close()
+        return list(finished), wall
+
+    return asyncio.run(main())

@@ -1,0 +1,79 @@
+"""Job-finished notices over Redis pub/sub, so that long-polling clients hear of a result at once.
+
+Workers (and the API, on cancel) publish a job's id when it reaches a terminal status. The notice is a
+hint, never the truth: a waiter still reads the job from the store, and re-reads it every
+`RECHECK_S` in case a notice was lost (Redis restarted, or a publisher could not reach it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+
+import redis
+import redis.asyncio as aioredis
+
+FINISHED_CHANNEL = "irq:finished"
+RECHECK_S = 1.0
+
+log = logging.getLogger("irq.events")
+
+
+def publish_finished(client: redis.Redis, job_id: str) -> None:
+    try:
+        client.publish(FINISHED_CHANNEL, job_id)
+    except redis.RedisError as exc:  # waiters re-read the store on their own
+        log.info("could not publish that job %s finished: %s", job_id, exc)
+
+
+class FinishedListener:
+    """One pub/sub subscription per API process, fanned out to every request waiting on a job."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis_url = redis_url
+        self._waiting: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait(self, job_id: str, timeout_s: float) -> None:
+        """Return when a notice for `job_id` arrives or after `timeout_s`, whichever comes first."""
+        event = asyncio.Event()
+        self._waiting[job_id].add(event)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout_s)
+        finally:
+            waiters = self._waiting.get(job_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiting[job_id]
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                client = aioredis.Redis.from_url(self._redis_url)
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(FINISHED_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            for event in self._waiting.get(message["data"].decode(), ()):
+                                event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis went away: waiters fall back to re-reading the store
+                log.warning("job notices: %s; resubscribing", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.aclose()

@@ -1,0 +1,56 @@
+"""Each benchmark scenario at a small size, as `irq bench …` runs it: it finishes, every job succeeds, and
+it writes its JSON figures and PNG plot. (The full sizes run by hand; docs/benchmarks.md.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from irq.procs import ROOT
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def bench(tmp_path: Path, *args: str) -> dict:  # type: ignore[type-arg]
+    run = subprocess.run(
+        [sys.executable, "-m", "irq", "bench", *args, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    name = args[0].replace("-", "_")
+    assert (tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    return json.loads((tmp_path / f"{name}.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_queue_overhead(tmp_path: Path) -> None:
+    result = bench(tmp_path, "overhead", "--jobs", "60", "--concurrency", "8")
+    assert result["succeeded"] == 60
+    assert result["irq_jobs_per_s"] > 0 and result["celery_noop_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["irq_jobs_per_s"] / result["celery_noop_per_s"])
+    assert 0 <= result["irq_added_latency_ms"]["p50"] <= result["irq_added_latency_ms"]["p99"]
+
+
+def test_gpu_saturation(tmp_path: Path) -> None:
+    result = bench(tmp_path, "saturation", "--jobs", "40", "--latency", "0.5", "--slots", "8")
+    assert result["succeeded"] == 40
+    assert result["ideal_makespan_s"] == 5 * 0.5
+    # Nothing can beat the simulated service's own limit: 8 at once, 0.5 s each.
+    assert result["makespan_s"] >= result["ideal_makespan_s"] * 0.98
+    assert 0 < result["efficiency"] <= 1.02
+
+
+def test_api_load(tmp_path: Path) -> None:
+    result = bench(
+        tmp_path, "api-load", "--rate", "20", "--duration", "2", "--steps", "40", "--step-duration", "2"
+    )
+    assert result["requests"] == 40
+    assert result["errors"] == 0 and result["outcomes"] == {"202": 40}
+    assert result["p50_ms"] <= result["p99_ms"]
+    assert [step["rate"] for step in result["ramp"]] == [40]
