@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.errors import ApiError
 from irq.events import FinishedListener
 from irq.jobs import JobManager
-from irq.keys import Principal, authenticate
+from irq.keys import KeyCache, Principal
 from irq.settings import Settings
 from irq.store.db import Database
 
@@ -27,6 +27,7 @@ class Services:
     jobs: JobManager
     redis: redis.Redis
     finished: FinishedListener
+    keys: KeyCache
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -37,6 +38,7 @@ class Services:
             jobs=JobManager(db),
             redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
             finished=FinishedListener(settings.redis_url),
+            keys=KeyCache(db),
         )
 
     def close(self) -> None:
@@ -44,7 +46,7 @@ class Services:
         self.db.dispose()
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:  # async: no thread hop for a lookup
     return request.app.state.services  # type: ignore[no-any-return]
 
 
@@ -62,7 +64,7 @@ def principal(
             "missing API key: send `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    found = authenticate(svc.db, credentials.credentials)
+    found = svc.keys.authenticate(credentials.credentials)
     if found is None:
         raise ApiError(
             401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}

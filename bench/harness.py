@@ -165,14 +165,31 @@ class Finished:
     client_ms: float  # from the submit request to the poll that saw the job finished
 
 
+async def _retrying(call: Any, attempts: int = 3) -> Any:
+    """A request again after a transport error (a keep-alive connection the server closed as it was
+    reused); submits carry an Idempotency-Key, so a repeat never makes a second job."""
+    import httpx
+
+    for attempt in range(attempts):
+        try:
+            response = await call()
+            response.raise_for_status()
+            return response.json()
+        except httpx.TransportError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def _submit_and_wait(http: Any, prompt: str, started: float) -> Finished:
     import time
+    import uuid
 
-    response = await http.post("/v1/jobs", json={"prompt": prompt})
-    response.raise_for_status()
-    job = response.json()
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    job = await _retrying(lambda: http.post("/v1/jobs", json={"prompt": prompt}, headers=headers))
+    url = f"/v1/jobs/{job['id']}"
     while job["status"] in ("queued", "running"):
-        job = (await http.get(f"/v1/jobs/{job['id']}", params={"wait": 30})).json()
+        job = await _retrying(lambda: http.get(url, params={"wait": 30}))
     return Finished(job=job, client_ms=(time.perf_counter() - started) * 1000.0)
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import AsyncIterator
 
 import redis
 import redis.asyncio as aioredis
@@ -45,13 +46,14 @@ class FinishedListener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def wait(self, job_id: str, timeout_s: float) -> None:
-        """Return when a notice for `job_id` arrives or after `timeout_s`, whichever comes first."""
+    @contextlib.asynccontextmanager
+    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Event]:
+        """An event set when a notice for `job_id` arrives. Watch before reading the job from the store,
+        so that a notice sent between that read and the wait is not missed."""
         event = asyncio.Event()
         self._waiting[job_id].add(event)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout_s)
+            yield event
         finally:
             waiters = self._waiting.get(job_id)
             if waiters is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -37,9 +38,35 @@ def create_key(db: Database, name: str, *, admin: bool = False) -> str:
     return key
 
 
+class KeyCache:
+    """Known keys for `ttl_s` seconds, so that most requests authenticate without a query (a revoked
+    key stops working within `ttl_s`). Unknown keys are not remembered: random keys cannot fill it."""
+
+    def __init__(self, db: Database, ttl_s: float = 10.0) -> None:
+        self.db = db
+        self.ttl_s = ttl_s
+        self._known: dict[str, tuple[Principal, float]] = {}
+
+    def authenticate(self, key: str) -> Principal | None:
+        digest = hash_key(key)
+        hit = self._known.get(digest)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        found = _lookup(self.db, digest)
+        if found is not None:
+            self._known[digest] = (found, time.monotonic() + self.ttl_s)
+        else:
+            self._known.pop(digest, None)
+        return found
+
+
 def authenticate(db: Database, key: str) -> Principal | None:
+    return _lookup(db, hash_key(key))
+
+
+def _lookup(db: Database, digest: str) -> Principal | None:
     with db.session() as s:
         row = s.scalars(
-            select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+            select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
         ).one_or_none()
     return None if row is None else Principal(key_id=row.id, name=row.name, is_admin=row.is_admin)

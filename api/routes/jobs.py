@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Annotated, Any
 
@@ -113,14 +115,17 @@ async def get_job(
     wait: Annotated[float, Query(ge=0, description="Long-poll: seconds to wait for a terminal status.")] = 0,
 ) -> JobView:
     deadline = time.monotonic() + min(wait, svc.settings.max_wait_s)
-    while True:
-        job = await run_in_threadpool(svc.jobs.get, job_id, who.key_id)
-        if job is None:
-            raise ApiError(404, "not_found", f"no job {job_id}")
-        left = deadline - time.monotonic()
-        if JobStatus(job.status).terminal or left <= 0:
-            return JobView.of(job)
-        await svc.finished.wait(job_id, min(left, RECHECK_S))
+    async with svc.finished.watch(job_id) as finished:
+        while True:
+            job = await run_in_threadpool(svc.jobs.get, job_id, who.key_id)
+            if job is None:
+                raise ApiError(404, "not_found", f"no job {job_id}")
+            left = deadline - time.monotonic()
+            if JobStatus(job.status).terminal or left <= 0:
+                return JobView.of(job)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), min(left, RECHECK_S))
+            finished.clear()
 
 
 @router.get("", response_model=JobPage)
