@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import Services
 from api.middleware import BodyPolicy
-from api.routes import health, jobs, stats
+from api.routes import batches, health, jobs, stats
 from irq.settings import Settings, get_settings
 
 
@@ -33,8 +33,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
 
-    app.add_middleware(BodyPolicy, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyPolicy,
+        max_bytes=settings.max_body_bytes,
+        max_bytes_under={"/v1/batches": settings.max_batch_bytes},
+    )
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(batches.router)
     app.include_router(stats.router)
     return app

@@ -19,25 +19,30 @@ class BodyPolicy:
     bearer key that a cross-site form cannot send, so treating such bodies as JSON opens nothing.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_bytes_under: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_bytes_under = max_bytes_under or {}  # path prefix → its own limit (batch uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
+        limit = next(
+            (n for prefix, n in self.max_bytes_under.items() if scope["path"].startswith(prefix)),
+            self.max_bytes,
+        )
         headers = dict(scope["headers"])
         length = headers.get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.max_bytes:
-            await _too_large(send, self.max_bytes)
+        if length.isdigit() and int(length) > limit:
+            await _too_large(send, limit)
             return
         if headers.get(b"content-type", _FORM).split(b";")[0].strip() == _FORM:
             headers[b"content-type"] = _JSON
             scope = dict(scope, headers=list(headers.items()))
-        await self.app(scope, self._limited(receive, send), send)
+        await self.app(scope, self._limited(receive, limit), send)
 
-    def _limited(self, receive: Receive, send: Send) -> Receive:
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         """Counts streamed (chunked) bodies too, which carry no Content-Length."""
         seen = 0
 
@@ -46,8 +51,8 @@ class BodyPolicy:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if seen > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         return wrapped

@@ -12,6 +12,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from irq.store.db import Database
-from irq.store.models import ApiKey, Job, JobStatus
+from irq.store.models import ApiKey, Batch, Job, JobStatus
 
 
 def utcnow() -> datetime:
@@ -53,8 +54,8 @@ class NewJob:
     priority: int
     timeout_s: float
     max_attempts: int
-    batch_id: str | None = None
     idempotency_key: str | None = None
+    custom_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,105 @@ class JobManager:
             existing = self._by_idempotency_key(owner_id, new.idempotency_key)
             if existing is not None:
                 return existing, False
+        job = self._new_job(owner_id, new, utcnow())
+        try:
+            with self.db.session() as s:
+                s.add(job)
+        except IntegrityError:
+            # Two requests raced with the same idempotency key: the other one won.
+            assert new.idempotency_key is not None
+            existing = self._by_idempotency_key(owner_id, new.idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+        return job, True
+
+    def create_batch(
+        self, owner_id: int, news: list[NewJob], idempotency_key: str | None
+    ) -> tuple[Batch, list[Job], bool]:
+        """Insert a batch and all its jobs in one transaction; with an idempotency key already used by
+        this owner, return that batch and no jobs (they were enqueued when it was created)."""
+        if idempotency_key is not None:
+            existing = self._batch_by_idempotency_key(owner_id, idempotency_key)
+            if existing is not None:
+                return existing, [], False
         now = utcnow()
-        job = Job(
+        batch = Batch(
             id=new_job_id(),
             owner_id=owner_id,
-            batch_id=new.batch_id,
+            idempotency_key=idempotency_key,
+            total=len(news),
+            created_at=now,
+        )
+        jobs = [self._new_job(owner_id, new, now, batch.id, index) for index, new in enumerate(news)]
+        try:
+            with self.db.session() as s:
+                s.add(batch)
+                s.flush()
+                s.add_all(jobs)
+        except IntegrityError:
+            assert idempotency_key is not None
+            existing = self._batch_by_idempotency_key(owner_id, idempotency_key)
+            if existing is None:
+                raise
+            return existing, [], False
+        return batch, jobs, True
+
+    def get_batch(self, batch_id: str, owner_id: int) -> Batch | None:
+        with self.db.session() as s:
+            batch = s.get(Batch, batch_id)
+        return batch if batch is not None and batch.owner_id == owner_id else None
+
+    def batch_counts(self, batch_id: str) -> dict[str, int]:
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status)
+            )
+            return {status: int(n) for status, n in rows}
+
+    def batch_jobs(self, batch_id: str, chunk: int = 500) -> Iterator[Job]:
+        """The batch's jobs in their submitted order, read a chunk at a time."""
+        after = -1
+        while True:
+            with self.db.session() as s:
+                jobs = list(
+                    s.scalars(
+                        select(Job)
+                        .where(Job.batch_id == batch_id, Job.batch_index > after)
+                        .order_by(Job.batch_index)
+                        .limit(chunk)
+                    )
+                )
+            yield from jobs
+            if len(jobs) < chunk:
+                return
+            after = jobs[-1].batch_index or 0
+
+    def cancel_batch(self, batch: Batch) -> None:
+        """Cancel every queued or running job of the batch; finished ones keep their outcome."""
+        now = utcnow()
+        with self.db.session() as s:
+            s.execute(update(Batch).where(Batch.id == batch.id).values(cancelled_at=now))
+            s.execute(
+                update(Job)
+                .where(Job.batch_id == batch.id, Job.status.in_([JobStatus.queued, JobStatus.running]))
+                .values(
+                    status=JobStatus.cancelled,
+                    finished_at=now,
+                    error_code="cancelled",
+                    error_message="the batch was cancelled",
+                )
+            )
+
+    def _new_job(
+        self, owner_id: int, new: NewJob, now: datetime, batch_id: str | None = None, index: int | None = None
+    ) -> Job:
+        return Job(
+            id=new_job_id(),
+            owner_id=owner_id,
+            batch_id=batch_id,
+            batch_index=index,
+            custom_id=new.custom_id,
             idempotency_key=new.idempotency_key,
             prompt=new.prompt,
             schema_=new.schema,
@@ -112,17 +207,6 @@ class JobManager:
             created_at=now,
             enqueued_at=now,
         )
-        try:
-            with self.db.session() as s:
-                s.add(job)
-        except IntegrityError:
-            # Two requests raced with the same idempotency key: the other one won.
-            assert new.idempotency_key is not None
-            existing = self._by_idempotency_key(owner_id, new.idempotency_key)
-            if existing is None:
-                raise
-            return existing, False
-        return job, True
 
     def delete_unstarted(self, job_id: str) -> None:
         """Undo `create` when the job could not be enqueued and the client was told so."""
@@ -341,6 +425,12 @@ class JobManager:
                 .values(**values)
             )
         return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def _batch_by_idempotency_key(self, owner_id: int, key: str) -> Batch | None:
+        with self.db.session() as s:
+            return s.scalars(
+                select(Batch).where(Batch.owner_id == owner_id, Batch.idempotency_key == key)
+            ).one_or_none()
 
     def _by_idempotency_key(self, owner_id: int, key: str) -> Job | None:
         with self.db.session() as s:

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     max_body_bytes: int = 1_000_000
+    max_batch_bytes: int = 20_000_000  # a `POST /v1/batches` body
+    max_batch_jobs: int = 10_000
     max_prompt_chars: int = 20_000
     max_schema_bytes: int = 200_000
     schema_compile_timeout_s: float = 5.0

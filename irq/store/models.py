@@ -70,6 +70,22 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class Batch(Base):
+    """Jobs submitted together; their own rows carry `batch_id`, `batch_index` and `custom_id`."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "idempotency_key", name="uq_batches_owner_idempotency_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    total: Mapped[int]
+    created_at: Mapped[datetime]
+    cancelled_at: Mapped[datetime | None]
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -85,6 +101,10 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
     batch_id: Mapped[str | None] = mapped_column(String(36))
+    batch_index: Mapped[int | None]  # the job's place in its batch (the line of a JSONL upload)
+    custom_id: Mapped[str | None] = mapped_column(
+        String(255)
+    )  # the client's name for it, as in OpenAI batches
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
 
     prompt: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,236 @@
+"""`/v1/batches`: many jobs in one request (a JSON list, or JSONL whose lines may be in the OpenAI Batch
+API format), their counts by status, their results as JSONL, and cancel."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import redis
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from api.deps import PrincipalDep, ServicesDep
+from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
+from api.routes.jobs import to_new_job
+from api.schemas import JobRequest, JobView
+from irq.jobs import NewJob
+from irq.settings import Settings
+from irq.store.models import TERMINAL, Batch, JobStatus
+from worker.celery_app import enqueue
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=COMMON_RESPONSES)
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such batch for this API key."}
+}
+_UPLOAD = {
+    "requestBody": {
+        "required": True,
+        "description": "A JSON array of job requests (each may add `custom_id`), or JSONL: one job request "
+        "per line, or one OpenAI Batch API line (`custom_id`, `method`, `url`, `body` with `messages` and "
+        "`response_format: {type: json_schema, json_schema: {schema}}`).",
+        "content": {
+            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/jsonl": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+class BatchView(BaseModel):
+    id: str
+    status: str  # in_progress | completed | cancelled
+    total: int
+    counts: dict[str, int]  # jobs by status
+    created_at: datetime
+    cancelled_at: datetime | None
+
+
+def _view(batch: Batch, counts: dict[str, int]) -> BatchView:
+    if batch.cancelled_at is not None:
+        status = "cancelled"
+    elif sum(n for s, n in counts.items() if JobStatus(s) in TERMINAL) == batch.total:
+        status = "completed"
+    else:
+        status = "in_progress"
+    return BatchView(
+        id=batch.id,
+        status=status,
+        total=batch.total,
+        counts=counts,
+        created_at=batch.created_at,
+        cancelled_at=batch.cancelled_at,
+    )
+
+
+def _items(body: bytes) -> list[Any]:
+    """The uploaded items: a JSON array, or one JSON value per non-empty line."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_json", "the batch is not UTF-8 text") from None
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ApiError(422, "invalid_request", f"the batch is not a JSON array: {exc}") from None
+        return list(items)
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                items.append(json.loads(line))
+            except (ValueError, RecursionError) as exc:
+                raise ApiError(422, "invalid_request", f"line {number} is not JSON: {exc}") from None
+    return items
+
+
+def _openai_request(item: dict[str, Any]) -> dict[str, Any]:
+    """A job request from an OpenAI Batch API line: the messages become the prompt, the response format's
+    JSON Schema the schema; sampling parameters carry over."""
+    body = item.get("body")
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        raise ValueError("an OpenAI batch line needs `body.messages`")
+    prompt = "\n\n".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict)).strip()
+    request: dict[str, Any] = {"prompt": prompt}
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        request["schema"] = (response_format.get("json_schema") or {}).get("schema")
+    for ours, theirs in (
+        ("max_tokens", "max_completion_tokens"),
+        ("max_tokens", "max_tokens"),
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("model", "model"),
+    ):
+        if body.get(theirs) is not None:
+            request[ours] = body[theirs]
+    return request
+
+
+def parse_batch(body: bytes, settings: Settings) -> list[NewJob]:
+    """Every item checked as a single submit would be; the first bad one refuses the whole batch."""
+    items = _items(body)
+    if not items:
+        raise ApiError(422, "invalid_request", "the batch has no jobs")
+    if len(items) > settings.max_batch_jobs:
+        raise ApiError(413, "batch_too_large", f"{len(items)} jobs; the limit is {settings.max_batch_jobs}")
+    news = []
+    for number, item in enumerate(items, start=1):
+        try:
+            if not isinstance(item, dict):
+                raise ValueError("a job must be a JSON object")
+            custom_id = item.get("custom_id")
+            if custom_id is not None and (not isinstance(custom_id, str) or len(custom_id) > 255):
+                raise ValueError("custom_id must be a string of at most 255 characters")
+            if "body" in item and ("method" in item or "url" in item or "custom_id" in item):
+                fields = _openai_request(item)
+            else:
+                fields = {k: v for k, v in item.items() if k != "custom_id"}
+            new = to_new_job(JobRequest.model_validate(fields), settings, None)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ApiError(422, "invalid_request", f"job {number}: {problems}") from None
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", f"job {number}: {exc}") from None
+        except ApiError as exc:
+            raise ApiError(exc.status, exc.code, f"job {number}: {exc.message}") from None
+        news.append(NewJob(**{**new.__dict__, "custom_id": custom_id}))
+    return news
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=BatchView,
+    openapi_extra=_UPLOAD,
+    responses={200: {"description": "The batch this Idempotency-Key already created."}},
+)
+async def submit_batch(
+    request: Request,
+    svc: ServicesDep,
+    who: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Any:
+    from fastapi.concurrency import run_in_threadpool
+
+    news = parse_batch(await request.body(), svc.settings)
+    return await run_in_threadpool(_store_and_enqueue, svc, who.key_id, news, idempotency_key)
+
+
+def _store_and_enqueue(svc: Any, owner_id: int, news: list[NewJob], idempotency_key: str | None) -> Any:
+    from fastapi.responses import JSONResponse
+
+    quota = svc.settings.max_inflight_jobs
+    if quota and svc.jobs.count_active(owner_id) + len(news) > quota:
+        raise ApiError(
+            429, "quota_exceeded", f"the batch would take this key over {quota} jobs queued or running",
+            headers={"Retry-After": "5"},
+        )  # fmt: skip
+    try:
+        svc.redis.ping()  # refuse while the broker is down rather than store jobs nobody is told of
+    except redis.RedisError:
+        raise ApiError(
+            503, "broker_unavailable", "could not reach the broker", headers={"Retry-After": "5"}
+        ) from None
+    batch, jobs, created = svc.jobs.create_batch(owner_id, news, idempotency_key)
+    for job in jobs:
+        try:
+            enqueue(job.id, job.priority)
+        except Exception:  # stored as queued: the sweeper sends what could not be enqueued now
+            break
+    view = _view(batch, svc.jobs.batch_counts(batch.id))
+    headers = {"Location": f"/v1/batches/{batch.id}"}
+    return JSONResponse(view.model_dump(mode="json"), status_code=202 if created else 200, headers=headers)
+
+
+@router.get("/{batch_id}", response_model=BatchView, responses=_NOT_FOUND)
+def get_batch(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> BatchView:
+    batch = svc.jobs.get_batch(batch_id, who.key_id)
+    if batch is None:
+        raise ApiError(404, "not_found", f"no batch {batch_id}")
+    return _view(batch, svc.jobs.batch_counts(batch.id))
+
+
+@router.get(
+    "/{batch_id}/results",
+    responses={
+        200: {
+            "description": "JSONL, one line per job in submitted order.",
+            "content": {"application/jsonl": {}},
+        },
+        **_NOT_FOUND,
+    },
+)
+def batch_results(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> StreamingResponse:
+    batch = svc.jobs.get_batch(batch_id, who.key_id)
+    if batch is None:
+        raise ApiError(404, "not_found", f"no batch {batch_id}")
+
+    def lines() -> Iterator[bytes]:
+        for job in svc.jobs.batch_jobs(batch.id):
+            view = JobView.of(job).model_dump(mode="json")
+            line = {"custom_id": job.custom_id, **{k: view[k] for k in RESULT_FIELDS}}
+            yield (json.dumps(line, ensure_ascii=False) + "\n").encode()
+
+    return StreamingResponse(lines(), media_type="application/jsonl")
+
+
+RESULT_FIELDS = ("id", "status", "result", "error", "validation_error", "finish_reason", "usage", "timings")
+
+
+@router.post("/{batch_id}/cancel", response_model=BatchView, responses=_NOT_FOUND)
+def cancel_batch(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> BatchView:
+    batch = svc.jobs.get_batch(batch_id, who.key_id)
+    if batch is None:
+        raise ApiError(404, "not_found", f"no batch {batch_id}")
+    svc.jobs.cancel_batch(batch)
+    batch = svc.jobs.get_batch(batch_id, who.key_id)
+    assert batch is not None
+    return _view(batch, svc.jobs.batch_counts(batch.id))
