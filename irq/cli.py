@@ -18,6 +18,8 @@ inference_app = typer.Typer(help="The inference service.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(inference_app, name="inference")
+batch_app = typer.Typer(help="Batches of jobs.", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
 bench_app = typer.Typer(help="Benchmarks: each prints a table and writes a JSON file and a PNG plot.")
 app.add_typer(bench_app, name="bench")
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the JSON and PNG files.")]
@@ -203,6 +205,42 @@ def bench_api_load(
     from bench.api_load import run
 
     run(rate, duration, [float(s) for s in steps.split(",") if s], step_duration, out)
+
+
+@batch_app.command("submit")
+def batch_submit(
+    file: Path,
+    wait: Annotated[bool, typer.Option(help="Follow the batch to its end with a progress bar.")] = False,
+    out: Annotated[Path | None, typer.Option(help="With --wait: write the results here as JSONL.")] = None,
+    api_url: ApiOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Submit a JSON or JSONL file of jobs (OpenAI Batch API lines too) as one batch.
+
+    Running it again with the same file does not submit it twice: the upload's Idempotency-Key is the
+    file's SHA-256, so a re-run finds the batch and resumes following it.
+    """
+    import hashlib
+
+    from irq.batches import follow
+
+    content = file.read_bytes()
+    idempotency_key = "file-sha256:" + hashlib.sha256(content).hexdigest()
+    with _client(api_url, key) as http:
+        response = http.post(
+            "/v1/batches",
+            content=content,
+            headers={"Content-Type": "application/jsonl", "Idempotency-Key": idempotency_key},
+        )
+        if not wait or response.status_code >= 400:
+            _show(response)
+            return
+        batch = response.json()
+        typer.echo(
+            f"batch {batch['id']} ({'submitted' if response.status_code == 202 else 'resumed'})", err=True
+        )
+        final = follow(http, batch["id"], out)
+    raise typer.Exit(0 if final["counts"].get("succeeded", 0) == final["total"] else 1)
 
 
 @app.command()

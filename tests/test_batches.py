@@ -4,6 +4,9 @@ idempotency, tenancy, and a bad line refusing the whole batch with nothing store
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +131,33 @@ def test_cancel_a_batch_and_another_key_cannot_see_it(api_only: Stack) -> None:
         cancelled = alice.post(f"/v1/batches/{batch['id']}/cancel").json()
     assert cancelled["status"] == "cancelled"
     assert cancelled["counts"] == {"cancelled": 4}
+
+
+def test_the_batch_command_follows_a_file_to_its_results_and_resumes_without_resubmitting(
+    batch_stack: Stack, tmp_path: Path
+) -> None:
+    jobs_file = tmp_path / "jobs.jsonl"
+    jobs_file.write_text(
+        "\n".join(openai_line(f"line-{i}", f"A function that doubles {i}") for i in range(6)) + "\n"
+    )
+    out = tmp_path / "results.jsonl"
+    command = [sys.executable, "-m", "irq", "batch", "submit", str(jobs_file), "--wait", "--out", str(out)]
+    env = {**os.environ, "IRQ_API_KEY": batch_stack.key}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*command, "--api", batch_stack.api], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    first = run()
+    assert "submitted" in first.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["custom_id"] for line in lines] == [f"line-{i}" for i in range(6)]
+    assert {line["status"] for line in lines} == {"succeeded"}
+
+    again = run()  # the same file: the same batch, followed again, nothing submitted twice
+    assert "resumed" in again.stderr
+    assert counted(batch_stack, Job) == 6 and counted(batch_stack, Batch) == 1
+    assert out.read_text().splitlines() == [json.dumps(line, ensure_ascii=False) for line in lines]
