@@ -82,7 +82,8 @@ def fault_inference(tmp_path: Path) -> Iterator[FaultService]:
 def test_kill_9_of_a_worker_with_200_jobs_in_flight_loses_none(
     postgres_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    inference = start_fault_service(tmp_path, latency_s=6.0)
+    # Long enough that the worker has all 200 running before the first finishes, even on a loaded machine.
+    inference = start_fault_service(tmp_path, latency_s=15.0)
     stack = start_stack(
         postgres_url,
         redis_url,
