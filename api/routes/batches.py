@@ -10,10 +10,11 @@ from typing import Annotated, Any
 
 import redis
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import StreamingResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from api.deps import PrincipalDep, ServicesDep
+from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.routes.jobs import to_new_job
 from api.schemas import JobRequest, JobView
@@ -157,15 +158,14 @@ async def submit_batch(
     svc: ServicesDep,
     who: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> Any:
-    from fastapi.concurrency import run_in_threadpool
-
+) -> JSONResponse:
     news = parse_batch(await request.body(), svc.settings)
     return await run_in_threadpool(_store_and_enqueue, svc, who.key_id, news, idempotency_key)
 
 
-def _store_and_enqueue(svc: Any, owner_id: int, news: list[NewJob], idempotency_key: str | None) -> Any:
-    from fastapi.responses import JSONResponse
+def _store_and_enqueue(
+    svc: Services, owner_id: int, news: list[NewJob], idempotency_key: str | None
+) -> JSONResponse:
 
     quota = svc.settings.max_inflight_jobs
     if quota and svc.jobs.count_active(owner_id) + len(news) > quota:
