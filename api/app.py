@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import Services
 from api.middleware import BodyPolicy
-from api.routes import batches, health, jobs, stats
+from api.routes import batches, health, jobs, metrics, stats
 from irq.settings import Settings, get_settings
 
 
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes_under={"/v1/batches": settings.max_batch_bytes},
     )
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(jobs.router)
     app.include_router(batches.router)
     app.include_router(stats.router)

@@ -114,10 +114,14 @@ class Stack:
     env: dict[str, str]
     log_dir: Path
 
+    def start(self, name: str, args: list[str], **env: str) -> Service:
+        """An `irq …` process with the stack's settings (and `env`), stopped with the stack."""
+        service = Service(name, args, {**self.env, **env}, self.log_dir)
+        self.services.append(service)
+        return service
+
     def start_worker(self, name: str = "worker", **env: str) -> Service:
-        worker = Service(name, ["worker"], {**self.env, **env}, self.log_dir)
-        self.services.append(worker)
-        return worker
+        return self.start(name, ["worker"], **env)
 
     def client(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(

@@ -1,0 +1,54 @@
+"""`/metrics` over real HTTP after real jobs: Prometheus text that a scraper parses, with the counts and
+latency histograms the store holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import start_fault_service, start_stack, stop_stack
+
+
+def test_metrics_count_jobs_and_histogram_their_latencies(
+    sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    inference = start_fault_service(tmp_path)
+    stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path)
+    try:
+        with stack.client() as http:
+            ok = [
+                http.post("/v1/jobs", json={"prompt": f"A function that returns {i}"}).json()["id"]
+                for i in range(3)
+            ]
+            bad = http.post("/v1/jobs", json={"prompt": "[faults: 400] refused"}).json()["id"]
+            for job_id in [*ok, bad]:
+                stack.wait_for(http, job_id, 60)
+        scraped = httpx.get(stack.api + "/metrics", timeout=10)
+    finally:
+        stop_stack(stack)
+        inference.service.stop()
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(scraped.text)
+        for sample in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return sum(v for (n, ls), v in samples.items() if n == name and labels.items() <= dict(ls).items())
+
+    assert value("irq_jobs", status="succeeded") == 3
+    assert value("irq_jobs", status="failed") == 1
+    assert value("irq_job_errors", code="injected_400") == 1
+    assert value("irq_queue_depth") == 0
+    assert value("irq_job_generation_seconds_count", backend="simulated") == 3  # only jobs that generated
+    assert value("irq_job_total_seconds_count") == 4
+    buckets = sorted(
+        (float(dict(ls)["le"]), v)
+        for (n, ls), v in samples.items()
+        if n == "irq_job_total_seconds_bucket" and dict(ls)["backend"] == "simulated"
+    )
+    assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
+    assert buckets[-1] == (float("inf"), 3)
