@@ -257,6 +257,14 @@ class JobManager:
         with self.db.session() as s:
             return [(name, status, int(n)) for name, status, n in s.execute(q)]
 
+    def finished_since(self, since: datetime, owner_id: int | None = None) -> list[Job]:
+        """Jobs finished since `since` (every owner's when `owner_id` is None), for statistics."""
+        q = select(Job).where(Job.finished_at >= since)
+        if owner_id is not None:
+            q = q.where(Job.owner_id == owner_id)
+        with self.db.session() as s:
+            return list(s.scalars(q))
+
     def cancel(self, job_id: str, owner_id: int) -> Job | None:
         """Cancel a queued or running job; a finished job stays as it is. None if not the owner's."""
         with self.db.session() as s:

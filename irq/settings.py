@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 2.0
     retry_backoff_max_s: float = 60.0
 
+    # Statistics
+    gpu_cost_per_hour: float = 0.0  # $/hour of one inference GPU, for `/v1/stats`' cost estimate; 0: none
+
     # Worker
     # Jobs (so inference requests) in flight per worker process, all to its one inference endpoint: set it to
     # what that endpoint takes at once (hundreds for vLLM on an H100; docs/benchmarks.md).

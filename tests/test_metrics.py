@@ -1,11 +1,12 @@
-"""`/metrics` over real HTTP after real jobs: Prometheus text that a scraper parses, with the counts and
-latency histograms the store holds."""
+"""`/metrics` and `/v1/stats` over real HTTP after real jobs: Prometheus text that a scraper parses, and
+rates, percentiles and cost per model and backend, from what the store holds."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import start_fault_service, start_stack, stop_stack
@@ -15,7 +16,7 @@ def test_metrics_count_jobs_and_histogram_their_latencies(
     sqlite_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     inference = start_fault_service(tmp_path)
-    stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path)
+    stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path, env={"IRQ_GPU_COST_PER_HOUR": "3.6"})
     try:
         with stack.client() as http:
             ok = [
@@ -25,6 +26,8 @@ def test_metrics_count_jobs_and_histogram_their_latencies(
             bad = http.post("/v1/jobs", json={"prompt": "[faults: 400] refused"}).json()["id"]
             for job_id in [*ok, bad]:
                 stack.wait_for(http, job_id, 60)
+            stats = http.get("/v1/stats", params={"window": 600}).json()
+            jobs = [http.get(f"/v1/jobs/{job_id}").json() for job_id in ok]
         scraped = httpx.get(stack.api + "/metrics", timeout=10)
     finally:
         stop_stack(stack)
@@ -52,3 +55,14 @@ def test_metrics_count_jobs_and_histogram_their_latencies(
     )
     assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
     assert buckets[-1] == (float("inf"), 3)
+
+    groups = {group["backend"]: group for group in stats["groups"]}
+    simulated, refused = groups["simulated"], groups[None]
+    assert (simulated["finished"], simulated["succeeded"], simulated["success_rate"]) == (3, 3, 1.0)
+    assert simulated["schema_valid_rate"] == 1.0
+    totals = sorted(job["timings"]["total_ms"] for job in jobs)
+    assert simulated["total_ms"]["p50"] == pytest.approx(totals[1])
+    mean_generation_s = sum(job["timings"]["generation_ms"] for job in jobs) / 3 / 1000
+    assert simulated["gpu_cost_per_job_usd"] == pytest.approx(mean_generation_s * 3.6 / 3600)
+    assert (refused["finished"], refused["succeeded"], refused["success_rate"]) == (1, 0, 0.0)
+    assert refused["schema_valid_rate"] is None  # it never produced a document

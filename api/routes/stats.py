@@ -1,17 +1,21 @@
-"""`/v1/stats`: job counts by status over a time window; an admin key may see every key's."""
+"""`/v1/stats`: over a time window, job counts by status and, per model and backend, success and
+schema-valid rates, latency percentiles, tokens/s and an estimated GPU cost per job; an admin key may
+see every key's."""
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import PrincipalDep, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from irq.jobs import utcnow
+from irq.store.models import Job, JobStatus
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"], responses=COMMON_RESPONSES)
 
@@ -21,11 +25,80 @@ class OwnerStats(BaseModel):
     jobs: dict[str, int]
 
 
+class Percentiles(BaseModel):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class GroupStats(BaseModel):
+    """Jobs of one model and structured-output backend that finished in the window."""
+
+    model: str
+    backend: str | None
+    finished: int
+    succeeded: int
+    success_rate: float | None = Field(description="Succeeded over finished (cancelled jobs left out).")
+    schema_valid_rate: float | None = Field(
+        description="Of the jobs that produced a document, the share that matched its schema."
+    )
+    total_ms: Percentiles
+    ttft_ms: Percentiles
+    tokens_per_s: Percentiles
+    gpu_cost_per_job_usd: float | None = Field(
+        description="Mean generation time × IRQ_GPU_COST_PER_HOUR; an upper bound when the GPU batches "
+        "requests. Null when no price is configured."
+    )
+
+
 class Stats(BaseModel):
     window_s: float
     scope: str
     jobs: dict[str, int]  # by status, over every owner in scope
     owners: list[OwnerStats]
+    groups: list[GroupStats]
+
+
+# Failures that still produced a document (or tried to): the denominator of the schema-valid rate.
+_OUTPUT_FAILURES = {"schema_mismatch", "invalid_output", "output_truncated"}
+
+
+def _percentiles(values: list[float]) -> Percentiles:
+    if not values:
+        return Percentiles(p50=None, p95=None, p99=None)
+    if len(values) == 1:
+        return Percentiles(p50=values[0], p95=values[0], p99=values[0])
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return Percentiles(p50=cuts[49], p95=cuts[94], p99=cuts[98])
+
+
+def _groups(jobs: list[Job], cost_per_hour: float) -> list[GroupStats]:
+    by_group: dict[tuple[str, str | None], list[Job]] = defaultdict(list)
+    for job in jobs:
+        if job.status != JobStatus.cancelled:
+            by_group[(job.model, job.backend)].append(job)
+    groups = []
+    for (model, backend), members in sorted(by_group.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        succeeded = [j for j in members if j.status == JobStatus.succeeded]
+        produced = len(succeeded) + sum(j.error_code in _OUTPUT_FAILURES for j in members)
+        generation = [j.generation_ms for j in succeeded if j.generation_ms is not None]
+        groups.append(
+            GroupStats(
+                model=model,
+                backend=backend,
+                finished=len(members),
+                succeeded=len(succeeded),
+                success_rate=len(succeeded) / len(members),
+                schema_valid_rate=len(succeeded) / produced if produced else None,
+                total_ms=_percentiles([j.total_ms for j in succeeded if j.total_ms is not None]),
+                ttft_ms=_percentiles([j.ttft_ms for j in succeeded if j.ttft_ms is not None]),
+                tokens_per_s=_percentiles([j.tokens_per_s for j in succeeded if j.tokens_per_s is not None]),
+                gpu_cost_per_job_usd=(statistics.fmean(generation) / 3_600_000 * cost_per_hour)
+                if generation and cost_per_hour > 0
+                else None,
+            )
+        )
+    return groups
 
 
 @router.get(
@@ -41,7 +114,9 @@ def stats(
 ) -> Stats:
     if scope == "all" and not who.is_admin:
         raise ApiError(403, "forbidden", "scope=all needs an admin key (`irq keys create NAME --admin`)")
-    rows = svc.jobs.counts(utcnow() - timedelta(seconds=window), None if scope == "all" else who.key_id)
+    since = utcnow() - timedelta(seconds=window)
+    owner = None if scope == "all" else who.key_id
+    rows = svc.jobs.counts(since, owner)
     totals: dict[str, int] = defaultdict(int)
     per_owner: dict[str, dict[str, int]] = defaultdict(dict)
     for name, status, n in rows:
@@ -52,4 +127,5 @@ def stats(
         scope=scope,
         jobs=dict(totals),
         owners=[OwnerStats(name=name, jobs=jobs) for name, jobs in sorted(per_owner.items())],
+        groups=_groups(svc.jobs.finished_since(since, owner), svc.settings.gpu_cost_per_hour),
     )
