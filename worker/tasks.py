@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -14,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import jsonschema
+import redis
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
@@ -44,6 +44,7 @@ class _Process:
     db: Database | None = None
     jobs: JobManager | None = None
     inference: InferenceClient | ModalInferenceClient | None = None
+    redis: redis.Redis | None = None
     upkeep: Upkeep | None = None
 
     @classmethod
@@ -55,7 +56,10 @@ class _Process:
                 cls.db = Database(settings.database_url)
                 cls.jobs = JobManager(cls.db)
                 cls.inference = connect(settings)
-                cls.upkeep = Upkeep(cls.jobs, settings, cls.name)
+                cls.redis = redis.Redis.from_url(
+                    settings.redis_url, socket_timeout=10, socket_connect_timeout=5
+                )
+                cls.upkeep = Upkeep(cls.jobs, cls.redis, settings, cls.name)
                 cls.upkeep.start()
             return cls.jobs, cls.inference
 
@@ -66,9 +70,11 @@ class _Process:
                 cls.upkeep.stop()
             if cls.inference is not None:
                 cls.inference.close()
+            if cls.redis is not None:
+                cls.redis.close()
             if cls.db is not None:
                 cls.db.dispose()
-            cls.db = cls.jobs = cls.inference = cls.upkeep = None
+            cls.db = cls.jobs = cls.inference = cls.redis = cls.upkeep = None
 
 
 @worker_ready.connect
@@ -82,7 +88,7 @@ def _close(**_: Any) -> None:
     _Process.close()
 
 
-def _store(call: Callable[..., T], *args: Any) -> T:
+def _store(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """A store call, retried with backoff while the database is unreachable (up to `store_retry_s`).
 
     A job's result is never dropped because the database restarted; if it stays down longer, the job is
@@ -92,7 +98,7 @@ def _store(call: Callable[..., T], *args: Any) -> T:
     delay = 0.25
     while True:
         try:
-            return call(*args)
+            return call(*args, **kwargs)
         except OperationalError as exc:
             if time.monotonic() + delay > deadline:
                 raise
@@ -169,10 +175,13 @@ def run_job(job_id: str) -> str:
     )
     if error is not None:
         _store(
-            functools.partial(jobs.fail, endpoint=inference.url, result=document, validation_error=error),
+            jobs.fail,
             job,
             "schema_mismatch",
             f"output does not match the schema {error}",
+            endpoint=inference.url,
+            result=document,
+            validation_error=error,
         )
         return "failed"
     return "succeeded" if _store(jobs.succeed, job, outcome) else "discarded"  # cancelled meanwhile
@@ -187,13 +196,13 @@ def _handle_fault(jobs: JobManager, job: Job, exc: InferenceError, endpoint: str
             log.warning("job %s: could not enqueue its retry: %s", job.id, broker_exc)
         return "queued"
     if not exc.retryable:
-        _store(functools.partial(jobs.fail, endpoint=endpoint), job, exc.code, str(exc))
+        _store(jobs.fail, job, exc.code, str(exc), endpoint=endpoint)
     return "failed"
 
 
 @celery_app.task(name=TASK_RUN_JOB)
 def run_job_task(job_id: str) -> str:
     status = run_job(job_id)
-    if status in ("succeeded", "failed") and _Process.upkeep is not None:
-        publish_finished(_Process.upkeep.broker, job_id)  # wakes the clients long-polling this job
+    if status in ("succeeded", "failed") and _Process.redis is not None:
+        publish_finished(_Process.redis, job_id)  # wakes the clients long-polling this job
     return status

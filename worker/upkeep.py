@@ -58,11 +58,11 @@ def sweep(jobs: JobManager, broker: redis.Redis, settings: Settings) -> SweepRep
 class Upkeep:
     """A daemon thread renewing this worker's leases and, when it holds the sweep lock, sweeping."""
 
-    def __init__(self, jobs: JobManager, settings: Settings, worker: str) -> None:
+    def __init__(self, jobs: JobManager, broker: redis.Redis, settings: Settings, worker: str) -> None:
         self.jobs = jobs
+        self.broker = broker
         self.settings = settings
         self.worker = worker
-        self.broker = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="irq-upkeep", daemon=True)
 
@@ -72,7 +72,6 @@ class Upkeep:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self.broker.close()
 
     def _run(self) -> None:
         renew_every = self.settings.lease_s / 3

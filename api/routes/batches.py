@@ -3,6 +3,7 @@ API format), their counts by status, their results as JSONL, and cancel."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
-from api.routes.jobs import to_new_job
+from api.routes.jobs import check_quota, to_new_job
 from api.schemas import JobRequest, JobView
 from irq.jobs import NewJob
 from irq.settings import Settings
@@ -142,7 +143,7 @@ def parse_batch(body: bytes, settings: Settings) -> list[NewJob]:
             raise ApiError(422, "invalid_request", f"job {number}: {exc}") from None
         except ApiError as exc:
             raise ApiError(exc.status, exc.code, f"job {number}: {exc.message}") from None
-        news.append(NewJob(**{**new.__dict__, "custom_id": custom_id}))
+        news.append(dataclasses.replace(new, custom_id=custom_id))
     return news
 
 
@@ -167,12 +168,7 @@ def _store_and_enqueue(
     svc: Services, owner_id: int, news: list[NewJob], idempotency_key: str | None
 ) -> JSONResponse:
 
-    quota = svc.settings.max_inflight_jobs
-    if quota and svc.jobs.count_active(owner_id) + len(news) > quota:
-        raise ApiError(
-            429, "quota_exceeded", f"the batch would take this key over {quota} jobs queued or running",
-            headers={"Retry-After": "5"},
-        )  # fmt: skip
+    check_quota(svc, owner_id, adding=len(news))
     try:
         svc.redis.ping()  # refuse while the broker is down rather than store jobs nobody is told of
     except redis.RedisError:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api.deps import PrincipalDep, ServicesDep
+from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.schemas import JobPage, JobRequest, JobView
 from irq.events import RECHECK_S, publish_finished
@@ -67,6 +67,18 @@ def to_new_job(body: JobRequest, settings: Settings, idempotency_key: str | None
     )
 
 
+def check_quota(svc: Services, owner_id: int, adding: int) -> None:
+    """429 when `adding` more jobs would take the key over its queued + running quota."""
+    quota = svc.settings.max_inflight_jobs
+    if quota and svc.jobs.count_active(owner_id) + adding > quota:
+        raise ApiError(
+            429,
+            "quota_exceeded",
+            f"this API key may have {quota} jobs queued or running; submit more as they finish",
+            headers={"Retry-After": "5"},
+        )
+
+
 @router.post(
     "",
     status_code=202,
@@ -81,14 +93,7 @@ def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobView:
     new = to_new_job(body, svc.settings, idempotency_key)
-    quota = svc.settings.max_inflight_jobs
-    if quota and svc.jobs.count_active(who.key_id) >= quota:
-        raise ApiError(
-            429,
-            "quota_exceeded",
-            f"this API key has {quota} jobs queued or running, its limit; submit more as they finish",
-            headers={"Retry-After": "5"},
-        )
+    check_quota(svc, who.key_id, adding=1)
     job, created = svc.jobs.create(who.key_id, new)
     if created:
         try:
