@@ -22,8 +22,10 @@ from rich.table import Table
 from irq.dev import start_embedded_redis
 from irq.keys import create_key
 from irq.migrate import upgrade
-from irq.procs import Service, free_port
+from irq.procs import Service, free_port, wait_until
+from irq.settings import Settings
 from irq.store.db import Database
+from worker.celery_app import make_celery
 
 console = Console()
 
@@ -53,9 +55,11 @@ def stack(
     database_url: str | None = None,
     worker: bool = True,
     env: dict[str, str] | None = None,
+    inference_url: str | None = None,
 ) -> Iterator[Stack]:
     """Redis (a server of its own), the store (a fresh SQLite file unless `database_url`), the simulated
-    inference service, the API, and `workers` worker processes with the default settings unless `env`."""
+    inference service (unless `inference_url` names a real one), the API, and `workers` worker processes
+    with the default settings unless `env`."""
     workdir = Path(tempfile.mkdtemp(prefix="irq-bench-"))
     redis_url = f"redis://127.0.0.1:{free_port()}/0"
     redis_proc = start_embedded_redis(redis_url)
@@ -68,7 +72,7 @@ def stack(
         "IRQ_REDIS_URL": redis_url,
         "IRQ_API_PORT": str(api_port),
         "IRQ_INFERENCE_PORT": str(inference_port),
-        "IRQ_INFERENCE_URL": f"http://127.0.0.1:{inference_port}/generate",
+        "IRQ_INFERENCE_URL": inference_url or f"http://127.0.0.1:{inference_port}/generate",
         "IRQ_ENGINE": "simulated",
         "IRQ_SIMULATED_LATENCY_S": str(latency_s),
         "IRQ_SIMULATED_SLOTS": str(slots),
@@ -83,13 +87,16 @@ def stack(
         workdir=workdir,
     )
     try:
-        bench.start("inference", ["inference", "serve"]).wait_ready(
-            f"http://127.0.0.1:{inference_port}/health"
-        )
+        if inference_url is None:
+            health = f"http://127.0.0.1:{inference_port}/health"
+            bench.start("inference", ["inference", "serve"]).wait_ready(health)
         bench.start("api", ["api"]).wait_ready(bench.api + "/readyz")
         if worker:
             for i in range(workers):
                 bench.start(f"worker-{i}", ["worker"], IRQ_WORKER_NAME=f"bench-{i}")
+            # Measure from here: no job may wait in the queue for a worker that is still starting.
+            control = make_celery(Settings(redis_url=redis_url)).control
+            wait_until(lambda: len(control.ping(timeout=0.5)) >= workers, 120, f"{workers} worker(s)")
         yield bench
     finally:
         for service in reversed(bench.services):
@@ -181,21 +188,29 @@ async def _retrying(call: Any, attempts: int = 3) -> Any:
     raise AssertionError("unreachable")
 
 
-async def _submit_and_wait(http: Any, prompt: str, started: float) -> Finished:
+async def _submit_and_wait(http: Any, body: dict[str, Any], started: float) -> Finished:
     import time
     import uuid
 
+    import httpx
+
     headers = {"Idempotency-Key": uuid.uuid4().hex}
-    job = await _retrying(lambda: http.post("/v1/jobs", json={"prompt": prompt}, headers=headers))
+    try:
+        job = await _retrying(lambda: http.post("/v1/jobs", json=body, headers=headers))
+    except httpx.HTTPStatusError as exc:  # refused at submit (e.g. a schema llguidance cannot compile)
+        refused = {"status": "refused", "error": exc.response.json().get("error")}
+        return Finished(job=refused, client_ms=(time.perf_counter() - started) * 1000.0)
     url = f"/v1/jobs/{job['id']}"
     while job["status"] in ("queued", "running"):
         job = await _retrying(lambda: http.get(url, params={"wait": 30}))
     return Finished(job=job, client_ms=(time.perf_counter() - started) * 1000.0)
 
 
-def run_jobs(bench: Stack, n: int, concurrency: int) -> tuple[list[Finished], float]:
-    """Submit `n` jobs through REST, `concurrency` clients at a time, each long-polling its job to the end.
-    Returns the finished jobs and the wall time from the first submit to the last job seen finished."""
+def run_jobs(bench: Stack, bodies: list[dict[str, Any]], concurrency: int) -> tuple[list[Finished], float]:
+    """Submit one job per request body through REST, `concurrency` clients at a time, each long-polling its
+    job to the end. Returns the finished jobs, in order, and the wall time from the first submit to the
+    last job seen finished."""
+    n = len(bodies)
     import asyncio
     import time
 
@@ -212,9 +227,7 @@ def run_jobs(bench: Stack, n: int, concurrency: int) -> tuple[list[Finished], fl
 
             async def one(i: int) -> Finished:
                 async with gate:
-                    done = await _submit_and_wait(
-                        http, f"bench job {i}: a function that returns {i}", time.perf_counter()
-                    )
+                    done = await _submit_and_wait(http, bodies[i], time.perf_counter())
                 progress.update()
                 return done
 

@@ -46,7 +46,8 @@ def bare_celery(bench: Stack, n: int, concurrency: int) -> tuple[list[float], fl
 def run(n: int, concurrency: int, out_dir: Path, database_url: str | None = None) -> dict[str, Any]:
     with stack(latency_s=0.0, slots=100_000, database_url=database_url) as bench:
         celery_ms, celery_wall = bare_celery(bench, n, concurrency)
-        finished, irq_wall = run_jobs(bench, n, concurrency)
+        bodies = [{"prompt": f"bench job {i}: a function that returns {i}"} for i in range(n)]
+        finished, irq_wall = run_jobs(bench, bodies, concurrency)
     succeeded = [f for f in finished if f.job["status"] == "succeeded"]
     added_ms = [f.client_ms - (f.job["timings"]["generation_ms"] or 0.0) for f in succeeded]
     irq_rate, celery_rate = n / irq_wall, n / celery_wall

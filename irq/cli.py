@@ -243,6 +243,22 @@ def batch_submit(
     raise typer.Exit(0 if final["counts"].get("succeeded", 0) == final["total"] else 1)
 
 
+@bench_app.command("compare")
+def bench_compare(
+    endpoint: Annotated[list[str], typer.Option(help="NAME=GENERATE_URL, once per backend.")],
+    prompts: Annotated[Path, typer.Option(help="JSONL with a `prompt` per line (default IR schema).")],
+    schemas: Annotated[Path | None, typer.Option(help="Folder of JSON Schemas, one job each.")] = None,
+    concurrency: int = 64,
+    out: OutOpt = Path("bench-results"),
+) -> None:
+    """The same jobs through the queue to each endpoint: schema-valid rate, latency, TTFT, tokens/s with
+    bootstrap confidence intervals, and Mann-Whitney tests between backends."""
+    from bench.compare import requests, run
+
+    pairs = dict(e.split("=", 1) for e in endpoint)
+    run(pairs, requests(prompts, schemas), concurrency, out)
+
+
 @app.command()
 def status(job_id: str, api_url: ApiOpt = None, key: KeyOpt = None) -> None:
     """Print a job."""
