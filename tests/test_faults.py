@@ -321,3 +321,14 @@ def test_cancel_of_a_running_job_survives_its_late_result(
         assert fault_inference.calls()[prompt] == 1
     finally:
         stop_stack(stack)
+
+
+def test_retry_backoff_is_exponential_with_full_jitter() -> None:
+    from worker.tasks import backoff_s
+
+    settings = Settings()
+    for attempt in (1, 2, 3, 4, 8):
+        cap = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** (attempt - 1))
+        waits = [backoff_s(attempt) for _ in range(500)]
+        assert all(0 <= w <= cap for w in waits)
+        assert max(waits) > 0.8 * cap and min(waits) < 0.2 * cap  # spread over the whole range
