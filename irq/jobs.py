@@ -74,6 +74,13 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _cancelled(message: str) -> dict[str, Any]:
+    """The values of a queued or running job being cancelled."""
+    return dict(
+        status=JobStatus.cancelled, finished_at=utcnow(), error_code="cancelled", error_message=message
+    )
+
+
 def _ms(later: datetime, earlier: datetime | None) -> float | None:
     return None if earlier is None else (later - earlier).total_seconds() * 1000.0
 
@@ -168,18 +175,13 @@ class JobManager:
 
     def cancel_batch(self, batch: Batch) -> None:
         """Cancel every queued or running job of the batch; finished ones keep their outcome."""
-        now = utcnow()
+        values = _cancelled("the batch was cancelled")
         with self.db.session() as s:
-            s.execute(update(Batch).where(Batch.id == batch.id).values(cancelled_at=now))
+            s.execute(update(Batch).where(Batch.id == batch.id).values(cancelled_at=values["finished_at"]))
             s.execute(
                 update(Job)
                 .where(Job.batch_id == batch.id, Job.status.in_([JobStatus.queued, JobStatus.running]))
-                .values(
-                    status=JobStatus.cancelled,
-                    finished_at=now,
-                    error_code="cancelled",
-                    error_message="the batch was cancelled",
-                )
+                .values(values)
             )
 
     def _new_job(
@@ -275,12 +277,7 @@ class JobManager:
                     Job.owner_id == owner_id,
                     Job.status.in_([JobStatus.queued, JobStatus.running]),
                 )
-                .values(
-                    status=JobStatus.cancelled,
-                    finished_at=utcnow(),
-                    error_code="cancelled",
-                    error_message="cancelled by the client",
-                )
+                .values(_cancelled("cancelled by the client"))
             )
         return self.get(job_id, owner_id)
 

@@ -4,53 +4,27 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
-from irq.procs import ROOT, Service, answers, free_port, wait_until
+from irq.dev import start_embedded_redis
+from irq.procs import Service, answers, free_port, wait_until
 
-REPO = ROOT
-__all__ = ["REPO", "PostgresServer", "RedisServer", "Service", "answers", "free_port", "wait_until"]
+__all__ = ["PostgresServer", "RedisServer", "Service", "answers", "free_port", "wait_until"]
 
 
 class RedisServer:
-    """A `redis-server` of a test's own on a free port, keeping nothing on disk, that it may kill."""
+    """A `redis-server` of a test's own on a free port, keeping nothing on disk, that it may kill and
+    start again on the same port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}"
-        self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(self.answers, 10, f"redis-server on port {self.port}")
-
-    def answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        self.proc = start_embedded_redis(self.url + "/0")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

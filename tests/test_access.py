@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from irq.keys import create_key
+from irq.procs import ROOT
 from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
-from tests.procs import REPO, Service, free_port, wait_until
+from tests.procs import Service, free_port, wait_until
 
 PROMPT = "Create a function that returns the maximum of a list"
 
@@ -87,7 +88,7 @@ def test_flower_answers_only_with_its_credentials(redis_url: str, tmp_path: Path
         env={"PATH": "/usr/bin:/bin", "IRQ_REDIS_URL": redis_url, "IRQ_FLOWER_BASIC_AUTH": ""},
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=ROOT,
         timeout=60,
     )
     assert refused.returncode == 2

@@ -147,7 +147,7 @@ def test_a_job_whose_worker_died_fails_when_out_of_attempts(
 
 
 def test_redis_restart_with_500_jobs_queued_loses_none(postgres_url: str, tmp_path: Path) -> None:
-    broker = RedisServer(tmp_path)
+    broker = RedisServer()
     broker.start()
     inference = start_fault_service(tmp_path)
     stack = start_stack(

@@ -12,9 +12,9 @@ from sqlalchemy import inspect
 from irq.jobs import JobManager, NewJob, Outcome
 from irq.keys import authenticate, create_key, hash_key
 from irq.migrate import downgrade, upgrade
+from irq.procs import ROOT
 from irq.store.db import Database
 from irq.store.models import ApiKey, JobStatus
-from tests.procs import REPO
 
 
 def new_job(**over: object) -> NewJob:
@@ -48,7 +48,7 @@ def outcome() -> Outcome:
 def test_irq_db_upgrade_creates_the_tables_and_downgrade_removes_them(database_url: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "irq", "db", "upgrade"],
-        cwd=REPO,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         env={"IRQ_DATABASE_URL": database_url, "PATH": ""},
