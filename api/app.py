@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import Services
 from api.middleware import BodyPolicy
-from api.routes import batches, health, jobs, metrics, stats
+from api.routes import batches, dashboard, health, jobs, metrics, stats
 from irq.settings import Settings, get_settings
 
 
@@ -43,4 +43,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(batches.router)
     app.include_router(stats.router)
+    app.include_router(dashboard.router)
     return app

@@ -267,6 +267,20 @@ class JobManager:
         with self.db.session() as s:
             return list(s.scalars(q))
 
+    def finished_outline(
+        self, since: datetime, limit: int
+    ) -> list[tuple[datetime, str, str, str | None, float | None]]:
+        """(finished_at, status, model, backend, total_ms) of every owner's jobs finished since `since`,
+        newest first and at most `limit`: the columns a dashboard plots, without prompts or documents."""
+        q = (
+            select(Job.finished_at, Job.status, Job.model, Job.backend, Job.total_ms)
+            .where(Job.finished_at >= since)
+            .order_by(Job.finished_at.desc())
+            .limit(limit)
+        )
+        with self.db.session() as s:
+            return [tuple(row) for row in s.execute(q)]  # type: ignore[misc]
+
     def cancel(self, job_id: str, owner_id: int) -> Job | None:
         """Cancel a queued or running job; a finished job stays as it is. None if not the owner's."""
         with self.db.session() as s:

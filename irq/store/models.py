@@ -95,6 +95,7 @@ class Job(Base):
         Index("ix_jobs_batch_id", "batch_id"),
         Index("ix_jobs_owner_id_status", "owner_id", "status"),
         Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+        Index("ix_jobs_finished_at", "finished_at"),  # the windows of /v1/stats and /dashboard
     )
 
     # Time-ordered UUIDs: ordering by id is ordering by creation, which cursor pagination relies on.

@@ -1,0 +1,114 @@
+"""`/dashboard`: a page with plots of latency and success rate over time, drawn in the browser with
+plotly.js from `/dashboard/data`.
+
+Like `/metrics`, it shows aggregates of every key's jobs (no prompts, documents or keys) and needs no API
+key: keep it, like `/metrics`, on the operators' side of the network.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from api.deps import ServicesDep
+from irq.jobs import utcnow
+from irq.store.models import TERMINAL, JobStatus
+
+router = APIRouter(prefix="/dashboard", tags=["dashboard"])
+
+PAGE = Path(__file__).parent.parent / "static" / "dashboard.html"
+MAX_JOBS = 100_000  # newest finished jobs a window reads at most
+MAX_BUCKETS = 60
+BUCKET_SIZES_S = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+class LatencyGroup(BaseModel):
+    model: str
+    backend: str | None
+    total_ms: list[float] = Field(description="Created → finished of each succeeded job.")
+
+
+class Timeline(BaseModel):
+    bucket_s: int
+    starts: list[datetime] = Field(description="Start of each bucket of finish times.")
+    succeeded: list[int]
+    failed: list[int]
+    cancelled: list[int]
+
+
+class DashboardData(BaseModel):
+    window_s: float
+    generated_at: datetime
+    finished: dict[str, int] = Field(description="Jobs finished in the window, by status.")
+    truncated: bool = Field(description=f"More than {MAX_JOBS} jobs finished: only the newest are shown.")
+    latency: list[LatencyGroup]
+    timeline: Timeline
+
+
+def bucket_size(window_s: float) -> int:
+    """The smallest round bucket that cuts the window into at most MAX_BUCKETS buckets."""
+    return next((b for b in BUCKET_SIZES_S if window_s / b <= MAX_BUCKETS), BUCKET_SIZES_S[-1])
+
+
+@router.get("", response_class=HTMLResponse, include_in_schema=False)
+async def page() -> HTMLResponse:
+    return HTMLResponse(PAGE.read_text())
+
+
+@cache
+def _plotly_js() -> bytes:
+    return (files("plotly") / "package_data" / "plotly.min.js").read_bytes()
+
+
+@router.get("/plotly.min.js", include_in_schema=False)
+async def plotly_js() -> Response:
+    return Response(
+        _plotly_js(), media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"}
+    )
+
+
+@router.get("/data", response_model=DashboardData)
+def data(
+    svc: ServicesDep,
+    window: Annotated[float, Query(gt=0, le=366 * 86400, description="Seconds back from now.")] = 3600,
+) -> DashboardData:
+    now = utcnow()
+    since = datetime.fromtimestamp(now.timestamp() - window, UTC)
+    rows = svc.jobs.finished_outline(since, MAX_JOBS)
+
+    size = bucket_size(window)
+    first = math.floor(since.timestamp() / size) * size
+    n_buckets = math.floor(now.timestamp() / size) - first // size + 1
+    per_bucket: dict[str, list[int]] = {status: [0] * n_buckets for status in TERMINAL}
+    latency: dict[tuple[str, str | None], list[float]] = defaultdict(list)
+    for finished_at, status, model, backend, total_ms in rows:
+        # min(): a worker's clock a little ahead of this process's still lands in the last bucket
+        per_bucket[status][min(int((finished_at.timestamp() - first) // size), n_buckets - 1)] += 1
+        if status == JobStatus.succeeded and total_ms is not None:
+            latency[(model, backend)].append(total_ms)
+    return DashboardData(
+        window_s=window,
+        generated_at=now,
+        finished=dict(Counter(status for _, status, *_ in rows)),
+        truncated=len(rows) == MAX_JOBS,
+        latency=[
+            LatencyGroup(model=model, backend=backend, total_ms=values)
+            for (model, backend), values in sorted(latency.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
+        ],
+        timeline=Timeline(
+            bucket_s=size,
+            starts=[datetime.fromtimestamp(first + i * size, UTC) for i in range(n_buckets)],
+            succeeded=per_bucket[JobStatus.succeeded],
+            failed=per_bucket[JobStatus.failed],
+            cancelled=per_bucket[JobStatus.cancelled],
+        ),
+    )

@@ -1,0 +1,133 @@
+"""`/dashboard` in headless Chromium: the page fetches its data and plotly.js draws the latency histogram
+and the success rate over time from the jobs the store holds; with no jobs it says so."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections import defaultdict
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Stack, start_fault_service, start_stack, stop_stack
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+@dataclass
+class Page:
+    """What the rendered DOM holds: the plots' SVG paths by plot and trace, and the text by element id."""
+
+    paths: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
+    text: dict[str, str] = field(default_factory=lambda: defaultdict(str))
+    plots: set[str] = field(default_factory=set)
+
+
+class _Reader(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.page = Page()
+        self.open: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if "js-plotly-plot" in a.get("class", "").split():
+            self.page.plots.add(a["id"])
+        if tag == "path" and "d" in a:
+            plot = next((e["id"] for e in reversed(self.open) if e.get("id") in self.page.plots), None)
+            classes = (e.get("class", "") for e in reversed(self.open))
+            trace = next((c for c in classes if c.startswith("trace ")), "")
+            if plot and trace:  # keyed by plot and trace kind, then the path's own class (markers: "point")
+                kind = ".".join([trace.split()[1], *a.get("class", "").split()[:1]])
+                self.page.paths[(plot, kind)].append(a["d"])
+        if tag not in VOID:
+            self.open.append(a)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in VOID and self.open:
+            self.open.pop()
+
+    def handle_data(self, data: str) -> None:
+        for element in self.open:
+            if "id" in element:
+                self.page.text[element["id"]] += data
+
+
+def render(url: str, profile: Path) -> Page:
+    """The page's DOM after its scripts ran, as headless Chromium serializes it."""
+    done = subprocess.run(
+        [CHROMIUM or "chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+         "--virtual-time-budget=20000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=180, check=True,
+    )  # fmt: skip
+    reader = _Reader()
+    reader.feed(done.stdout)
+    return reader.page
+
+
+def bar_heights(paths: list[str]) -> list[float]:
+    """Heights of plotly's bars, drawn as `M x,base V top H x2 V base Z`."""
+    heights = []
+    for d in paths:
+        numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", d)]
+        heights.append(abs(numbers[1] - numbers[2]))
+    return heights
+
+
+def _submit(stack: Stack, prompts: list[str]) -> list[dict]:  # type: ignore[type-arg]
+    with stack.client() as http:
+        ids = [http.post("/v1/jobs", json={"prompt": p}).json()["id"] for p in prompts]
+        return [stack.wait_for(http, job_id, 60) for job_id in ids]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_dashboard_plots_latency_and_success_rate_from_the_store(
+    sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    inference = start_fault_service(tmp_path)
+    stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path)
+    try:
+        empty = render(stack.api + "/dashboard", tmp_path / "chromium")
+        jobs = _submit(
+            stack,
+            [f"A function that returns {i}" for i in range(4)]
+            + [f"[faults: 400] refused {i}" for i in range(2)],
+        )
+        data = httpx.get(stack.api + "/dashboard/data", params={"window": 900}, timeout=10).json()
+        page = render(stack.api + "/dashboard", tmp_path / "chromium")
+    finally:
+        stop_stack(stack)
+        inference.service.stop()
+
+    assert {"latency", "success"} <= empty.plots
+    assert "no job succeeded in this window" in empty.text["latency"]
+    assert "no job finished in this window" in empty.text["success"]
+    assert "0 finished" in empty.text["summary"]
+
+    # The data the page plots: what the store holds about these jobs, and nothing of their prompts.
+    assert [job["status"] for job in jobs] == ["succeeded"] * 4 + ["failed"] * 2
+    assert data["finished"] == {"succeeded": 4, "failed": 2}
+    [group] = data["latency"]
+    assert (group["model"], group["backend"]) == (jobs[0]["model"], "simulated")
+    assert sorted(group["total_ms"]) == pytest.approx(sorted(job["timings"]["total_ms"] for job in jobs[:4]))
+    timeline = data["timeline"]
+    assert (sum(timeline["succeeded"]), sum(timeline["failed"]), sum(timeline["cancelled"])) == (4, 2, 0)
+    assert len(timeline["starts"]) <= 60 and timeline["bucket_s"] * len(timeline["starts"]) >= 900
+    assert "refused" not in str(data)
+
+    # What Chromium drew from it.
+    assert {"latency", "success"} <= page.plots
+    summary = "6 finished: 4 succeeded, 2 failed, 0 cancelled · 66.7 % succeeded"
+    assert page.text["summary"].startswith(summary)
+    assert "could not load" not in page.text["status"]
+    histogram = bar_heights(page.paths[("latency", "bars")])
+    assert sum(h > 0 for h in histogram) >= 1
+    busy_buckets = sum(1 for s, f in zip(timeline["succeeded"], timeline["failed"], strict=True) if s + f)
+    assert sum(h > 0 for h in bar_heights(page.paths[("success", "bars")])) == busy_buckets
+    assert len(page.paths[("success", "scatter.point")]) == busy_buckets  # a marker where jobs finished
