@@ -18,8 +18,9 @@ from bench.harness import console, machine, percentile, run_jobs, stack
 CONFIDENCE = 0.95
 
 
-def requests(prompts: Path, schemas: Path | None) -> list[dict[str, Any]]:
-    """The prompts (JSONL with a `prompt` each) with the default IR schema, then one job per schema file."""
+def requests(prompts: Path, schemas: Path | None, max_tokens: int | None = None) -> list[dict[str, Any]]:
+    """The prompts (JSONL with a `prompt` each) with the default IR schema, then one job per schema file;
+    every job with `max_tokens` when given (else the API's default)."""
     bodies: list[dict[str, Any]] = [
         {"prompt": json.loads(line)["prompt"]} for line in prompts.read_text().splitlines() if line.strip()
     ]
@@ -30,6 +31,8 @@ def requests(prompts: Path, schemas: Path | None) -> list[dict[str, Any]]:
                 "schema": json.loads(path.read_text()),
             }
         )
+    if max_tokens is not None:
+        bodies = [{**body, "max_tokens": max_tokens} for body in bodies]
     return bodies
 
 

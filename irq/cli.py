@@ -248,6 +248,7 @@ def bench_compare(
     endpoint: Annotated[list[str], typer.Option(help="NAME=GENERATE_URL, once per backend.")],
     prompts: Annotated[Path, typer.Option(help="JSONL with a `prompt` per line (default IR schema).")],
     schemas: Annotated[Path | None, typer.Option(help="Folder of JSON Schemas, one job each.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Each job's max_tokens (else the API's).")] = None,
     concurrency: int = 64,
     out: OutOpt = Path("bench-results"),
 ) -> None:
@@ -256,7 +257,7 @@ def bench_compare(
     from bench.compare import requests, run
 
     pairs = dict(e.split("=", 1) for e in endpoint)
-    run(pairs, requests(prompts, schemas), concurrency, out)
+    run(pairs, requests(prompts, schemas, max_tokens), concurrency, out)
 
 
 @app.command()
