@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.finished.start()
         yield
         await services.finished.stop()
-        services.close()
+        await services.close()
 
     app = FastAPI(
         title="irq",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Annotated
 
 import redis
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.asyncio import Redis as AsyncRedis
 
 from api.errors import ApiError
 from irq.events import FinishedListener
@@ -16,6 +19,34 @@ from irq.jobs import JobManager
 from irq.keys import KeyCache, Principal
 from irq.settings import Settings
 from irq.store.db import Database
+
+
+class ActiveCounts:
+    """Per key, queued + running jobs for the in-flight quota, without counting a large backlog on every
+    submit: the store's count is re-read when it is older than `ttl_s` or when the cached count would
+    refuse (so a refusal always rests on a fresh count), and the jobs this process accepts are added to it
+    in between. Other API processes' accepts within `ttl_s` can overrun the quota; nothing else can."""
+
+    def __init__(self, jobs: JobManager, ttl_s: float = 1.0) -> None:
+        self.jobs = jobs
+        self.ttl_s = ttl_s
+        self._counts: dict[int, tuple[int, float]] = {}  # owner → (count, fresh until)
+        self._lock = threading.Lock()
+
+    def would_exceed(self, owner_id: int, adding: int, quota: int) -> bool:
+        hit = self._counts.get(owner_id)
+        if hit is not None and hit[1] > time.monotonic() and hit[0] + adding <= quota:
+            return False
+        count = self.jobs.count_active(owner_id)
+        with self._lock:
+            self._counts[owner_id] = (count, time.monotonic() + self.ttl_s)
+        return count + adding > quota
+
+    def added(self, owner_id: int, n: int) -> None:
+        with self._lock:
+            hit = self._counts.get(owner_id)
+            if hit is not None:
+                self._counts[owner_id] = (hit[0] + n, hit[1])
 
 
 @dataclass
@@ -26,22 +57,28 @@ class Services:
     db: Database
     jobs: JobManager
     redis: redis.Redis
+    aredis: AsyncRedis  # for what runs on the event loop (the rate limiter)
     finished: FinishedListener
     keys: KeyCache
+    active: ActiveCounts
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
         db = Database(settings.database_url)
+        jobs = JobManager(db)
         return cls(
             settings=settings,
             db=db,
-            jobs=JobManager(db),
+            jobs=jobs,
             redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+            aredis=AsyncRedis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
             finished=FinishedListener(settings.redis_url),
             keys=KeyCache(db),
+            active=ActiveCounts(jobs),
         )
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        await self.aredis.aclose()
         self.redis.close()
         self.db.dispose()
 
@@ -53,7 +90,7 @@ async def services(request: Request) -> Services:  # async: no thread hop for a 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `irq keys create NAME`.")
 
 
-def principal(
+async def principal(  # async: no thread hop on the common path (a cached key)
     svc: Annotated[Services, Depends(services)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -64,26 +101,28 @@ def principal(
             "missing API key: send `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    found = svc.keys.authenticate(credentials.credentials)
+    found = svc.keys.cached(credentials.credentials) or await run_in_threadpool(
+        svc.keys.authenticate, credentials.credentials
+    )
     if found is None:
         raise ApiError(
             401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
         )
-    _check_rate(svc, found)
+    await _check_rate(svc, found)
     return found
 
 
-def _check_rate(svc: Services, who: Principal) -> None:
+async def _check_rate(svc: Services, who: Principal) -> None:
     """At most `rate_limit_per_s` requests per key in each wall-clock second, counted in Redis."""
     limit = svc.settings.rate_limit_per_s
     if limit <= 0:
         return
     counter = f"irq:rate:{who.key_id}:{int(time.time())}"
     try:
-        pipe = svc.redis.pipeline()
+        pipe = svc.aredis.pipeline(transaction=False)  # one round trip; no MULTI/EXEC needed
         pipe.incr(counter)
         pipe.expire(counter, 2)
-        count = int(pipe.execute()[0])
+        count = int((await pipe.execute())[0])
     except redis.RedisError:
         return  # no counter without Redis; a submit then fails with 503 anyway
     if count > limit:

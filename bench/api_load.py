@@ -90,8 +90,14 @@ def _measure(bench: Stack, rate: float, duration_s: float) -> tuple[list[float],
     return asyncio.run(_load(bench, rate, duration_s))
 
 
-def run(rate: float, duration_s: float, steps: list[float], step_s: float, out_dir: Path) -> dict[str, Any]:
-    env = {"IRQ_MAX_INFLIGHT_JOBS": "0", "IRQ_RATE_LIMIT_PER_S": "0"}  # one key sends everything here
+def run(
+    rate: float, duration_s: float, steps: list[float], step_s: float, api_workers: int, out_dir: Path
+) -> dict[str, Any]:
+    env = {
+        "IRQ_MAX_INFLIGHT_JOBS": "0",  # one key sends everything here
+        "IRQ_RATE_LIMIT_PER_S": "0",
+        "IRQ_API_WORKERS": str(api_workers),
+    }
     with stack(latency_s=0.0, slots=1, worker=False, env=env) as bench:
         _measure(bench, min(rate, 50), 2)  # warm up connections and the schema-check cache
         latencies, outcomes, achieved = _measure(bench, rate, duration_s)
@@ -122,6 +128,7 @@ def run(rate: float, duration_s: float, steps: list[float], step_s: float, out_d
         "load_generator": "hey" if shutil.which("hey") else "asyncio (in process)",
         "rate": rate,
         "duration_s": duration_s,
+        "api_workers": api_workers,
         "requests": len(latencies),
         "achieved_per_s": achieved,
         "outcomes": dict(outcomes),
@@ -133,6 +140,7 @@ def run(rate: float, duration_s: float, steps: list[float], step_s: float, out_d
     }
     rows = [
         ("offered rate / duration", f"{rate:g}/s for {duration_s:g} s"),
+        ("API processes", str(api_workers)),
         ("requests / achieved rate", f"{len(latencies)} / {achieved:.1f}/s"),
         ("errors (not 202)", str(errors)),
         ("submit latency p50 / p99 ms", f"{percentile(latencies, 50):.1f} / {percentile(latencies, 99):.1f}"),

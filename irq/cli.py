@@ -40,7 +40,14 @@ def api() -> None:
     import uvicorn
 
     s = get_settings()
-    uvicorn.run("api.app:create_app", factory=True, host=s.api_host, port=s.api_port, log_level="info")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=s.api_host,
+        port=s.api_port,
+        workers=s.api_workers,
+        log_level="info",
+    )
 
 
 @app.command()
@@ -199,12 +206,13 @@ def bench_api_load(
         str, typer.Option(help="Rates to try for the highest sustained one.")
     ] = "300,400,500,600",
     step_duration: float = 15,
+    api_workers: Annotated[int, typer.Option(help="Processes of the API (IRQ_API_WORKERS).")] = 1,
     out: OutOpt = Path("bench-results"),
 ) -> None:
     """The API under load: submit latency at a fixed rate, then the highest rate served with no errors."""
     from bench.api_load import run
 
-    run(rate, duration, [float(s) for s in steps.split(",") if s], step_duration, out)
+    run(rate, duration, [float(s) for s in steps.split(",") if s], step_duration, api_workers, out)
 
 
 @batch_app.command("submit")

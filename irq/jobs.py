@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from irq.store.db import Database
@@ -99,10 +99,10 @@ class JobManager:
             existing = self._by_idempotency_key(owner_id, new.idempotency_key)
             if existing is not None:
                 return existing, False
-        job = self._new_job(owner_id, new, utcnow())
+        row = self._new_row(owner_id, new, utcnow())
         try:
             with self.db.session() as s:
-                s.add(job)
+                s.execute(insert(Job), [row])  # a bulk INSERT: no unit-of-work bookkeeping for one row
         except IntegrityError:
             # Two requests raced with the same idempotency key: the other one won.
             assert new.idempotency_key is not None
@@ -110,7 +110,7 @@ class JobManager:
             if existing is None:
                 raise
             return existing, False
-        return job, True
+        return Job(**row), True
 
     def create_batch(
         self, owner_id: int, news: list[NewJob], idempotency_key: str | None
@@ -129,19 +129,19 @@ class JobManager:
             total=len(news),
             created_at=now,
         )
-        jobs = [self._new_job(owner_id, new, now, batch.id, index) for index, new in enumerate(news)]
+        rows = [self._new_row(owner_id, new, now, batch.id, index) for index, new in enumerate(news)]
         try:
             with self.db.session() as s:
                 s.add(batch)
                 s.flush()
-                s.add_all(jobs)
+                s.execute(insert(Job), rows)
         except IntegrityError:
             assert idempotency_key is not None
             existing = self._batch_by_idempotency_key(owner_id, idempotency_key)
             if existing is None:
                 raise
             return existing, [], False
-        return batch, jobs, True
+        return batch, [Job(**row) for row in rows], True
 
     def get_batch(self, batch_id: str, owner_id: int) -> Batch | None:
         with self.db.session() as s:
@@ -184,10 +184,11 @@ class JobManager:
                 .values(values)
             )
 
-    def _new_job(
+    def _new_row(
         self, owner_id: int, new: NewJob, now: datetime, batch_id: str | None = None, index: int | None = None
-    ) -> Job:
-        return Job(
+    ) -> dict[str, Any]:
+        """A queued job's values, by `Job` attribute."""
+        return dict(
             id=new_job_id(),
             owner_id=owner_id,
             batch_id=batch_id,

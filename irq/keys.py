@@ -47,11 +47,16 @@ class KeyCache:
         self.ttl_s = ttl_s
         self._known: dict[str, tuple[Principal, float]] = {}
 
+    def cached(self, key: str) -> Principal | None:
+        """The key's principal if it was found in the last `ttl_s` seconds; no query."""
+        hit = self._known.get(hash_key(key))
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
     def authenticate(self, key: str) -> Principal | None:
+        cached = self.cached(key)
+        if cached is not None:
+            return cached
         digest = hash_key(key)
-        hit = self._known.get(digest)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
         found = _lookup(self.db, digest)
         if found is not None:
             self._known[digest] = (found, time.monotonic() + self.ttl_s)

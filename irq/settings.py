@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = 1  # processes of `irq api` (uvicorn workers): about one per core on a busy host
     max_body_bytes: int = 1_000_000
     max_batch_bytes: int = 20_000_000  # a `POST /v1/batches` body
     max_batch_jobs: int = 10_000

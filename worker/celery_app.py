@@ -30,8 +30,9 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # The workers' task events feed Flower; the API sends none ("task-sent" would cost every submit
+        # another Redis round trip, and Flower shows a task from its "received" event on).
         worker_send_task_events=True,
-        task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": int(settings.max_timeout_s + VISIBILITY_MARGIN_S),

@@ -167,7 +167,6 @@ async def submit_batch(
 def _store_and_enqueue(
     svc: Services, owner_id: int, news: list[NewJob], idempotency_key: str | None
 ) -> JSONResponse:
-
     check_quota(svc, owner_id, adding=len(news))
     try:
         svc.redis.ping()  # refuse while the broker is down rather than store jobs nobody is told of
@@ -176,6 +175,7 @@ def _store_and_enqueue(
             503, "broker_unavailable", "could not reach the broker", headers={"Retry-After": "5"}
         ) from None
     batch, jobs, created = svc.jobs.create_batch(owner_id, news, idempotency_key)
+    svc.active.added(owner_id, len(jobs))
     for job in jobs:
         try:
             enqueue(job.id, job.priority)

@@ -70,7 +70,7 @@ def to_new_job(body: JobRequest, settings: Settings, idempotency_key: str | None
 def check_quota(svc: Services, owner_id: int, adding: int) -> None:
     """429 when `adding` more jobs would take the key over its queued + running quota."""
     quota = svc.settings.max_inflight_jobs
-    if quota and svc.jobs.count_active(owner_id) + adding > quota:
+    if quota and svc.active.would_exceed(owner_id, adding, quota):
         raise ApiError(
             429,
             "quota_exceeded",
@@ -106,6 +106,7 @@ def submit_job(
                 f"could not enqueue the job: {type(exc).__name__}",
                 headers={"Retry-After": "5"},
             ) from None
+        svc.active.added(who.key_id, 1)
     else:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
