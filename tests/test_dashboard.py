@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import Stack, start_fault_service, start_stack, stop_stack
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+MARKUP_MODEL = "<b>bold</b>"  # a client's model name, which the page must show as text, not markup
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 
@@ -80,9 +81,9 @@ def bar_heights(paths: list[str]) -> list[float]:
     return heights
 
 
-def _submit(stack: Stack, prompts: list[str]) -> list[dict]:  # type: ignore[type-arg]
+def _submit(stack: Stack, bodies: list[dict[str, str]]) -> list[dict]:  # type: ignore[type-arg]
     with stack.client() as http:
-        ids = [http.post("/v1/jobs", json={"prompt": p}).json()["id"] for p in prompts]
+        ids = [http.post("/v1/jobs", json=body).json()["id"] for body in bodies]
         return [stack.wait_for(http, job_id, 60) for job_id in ids]
 
 
@@ -96,8 +97,9 @@ def test_dashboard_plots_latency_and_success_rate_from_the_store(
         empty = render(stack.api + "/dashboard", tmp_path / "chromium")
         jobs = _submit(
             stack,
-            [f"A function that returns {i}" for i in range(4)]
-            + [f"[faults: 400] refused {i}" for i in range(2)],
+            [{"prompt": f"A function that returns {i}"} for i in range(4)]
+            + [{"prompt": f"[faults: 400] refused {i}"} for i in range(2)]
+            + [{"prompt": "A function that returns 5", "model": MARKUP_MODEL}],
         )
         data = httpx.get(stack.api + "/dashboard/data", params={"window": 900}, timeout=10).json()
         page = render(stack.api + "/dashboard", tmp_path / "chromium")
@@ -111,21 +113,26 @@ def test_dashboard_plots_latency_and_success_rate_from_the_store(
     assert "0 finished" in empty.text["summary"]
 
     # The data the page plots: what the store holds about these jobs, and nothing of their prompts.
-    assert [job["status"] for job in jobs] == ["succeeded"] * 4 + ["failed"] * 2
-    assert data["finished"] == {"succeeded": 4, "failed": 2}
-    [group] = data["latency"]
-    assert (group["model"], group["backend"]) == (jobs[0]["model"], "simulated")
-    assert sorted(group["total_ms"]) == pytest.approx(sorted(job["timings"]["total_ms"] for job in jobs[:4]))
+    assert [job["status"] for job in jobs] == ["succeeded"] * 4 + ["failed"] * 2 + ["succeeded"]
+    assert data["finished"] == {"succeeded": 5, "failed": 2}
+    groups = {group["model"]: group for group in data["latency"]}
+    default = groups[jobs[0]["model"]]
+    assert default["backend"] == "simulated"
+    assert sorted(default["total_ms"]) == pytest.approx(
+        sorted(job["timings"]["total_ms"] for job in jobs[:4])
+    )
+    assert groups[MARKUP_MODEL]["total_ms"] == pytest.approx([jobs[-1]["timings"]["total_ms"]])
     timeline = data["timeline"]
-    assert (sum(timeline["succeeded"]), sum(timeline["failed"]), sum(timeline["cancelled"])) == (4, 2, 0)
+    assert (sum(timeline["succeeded"]), sum(timeline["failed"]), sum(timeline["cancelled"])) == (5, 2, 0)
     assert len(timeline["starts"]) <= 60 and timeline["bucket_s"] * len(timeline["starts"]) >= 900
     assert "refused" not in str(data)
 
     # What Chromium drew from it.
     assert {"latency", "success"} <= page.plots
-    summary = "6 finished: 4 succeeded, 2 failed, 0 cancelled · 66.7 % succeeded"
+    summary = "7 finished: 5 succeeded, 2 failed, 0 cancelled · 71.4 % succeeded"
     assert page.text["summary"].startswith(summary)
     assert "could not load" not in page.text["status"]
+    assert f"{MARKUP_MODEL} · simulated" in page.text["latency"]  # the legend, tags shown as typed
     histogram = bar_heights(page.paths[("latency", "bars")])
     assert sum(h > 0 for h in histogram) >= 1
     busy_buckets = sum(1 for s, f in zip(timeline["succeeded"], timeline["failed"], strict=True) if s + f)
