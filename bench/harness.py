@@ -25,6 +25,7 @@ from irq.migrate import upgrade
 from irq.procs import Service, free_port, wait_until
 from irq.settings import Settings
 from irq.store.db import Database
+from irq.store.models import ACTIVE
 from worker.celery_app import make_celery
 
 console = Console()
@@ -201,7 +202,7 @@ async def _submit_and_wait(http: Any, body: dict[str, Any], started: float) -> F
         refused = {"status": "refused", "error": exc.response.json().get("error")}
         return Finished(job=refused, client_ms=(time.perf_counter() - started) * 1000.0)
     url = f"/v1/jobs/{job['id']}"
-    while job["status"] in ("queued", "running"):
+    while job["status"] in ACTIVE:
         job = await _retrying(lambda: http.get(url, params={"wait": 30}))
     return Finished(job=job, client_ms=(time.perf_counter() - started) * 1000.0)
 

@@ -16,6 +16,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from irq.store.models import TERMINAL
+
 POLL_S = 1.0
 
 
@@ -38,7 +40,7 @@ def follow(http: httpx.Client, batch_id: str, out: Path | None) -> dict[str, Any
         while True:
             batch = http.get(f"/v1/batches/{batch_id}").raise_for_status().json()
             counts = batch["counts"]
-            done = sum(counts.get(s, 0) for s in ("succeeded", "failed", "cancelled"))
+            done = sum(counts.get(s, 0) for s in TERMINAL)
             first_done = done if first_done is None else first_done  # a resumed batch was partly done
             elapsed = max(time.monotonic() - started, 1e-9)
             progress.update(

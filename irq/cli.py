@@ -155,6 +155,8 @@ def submit(
     key: KeyOpt = None,
 ) -> None:
     """Submit a job and print it; with --wait, print it once it has finished."""
+    from irq.store.models import TERMINAL
+
     body: dict[str, Any] = {"prompt": prompt}
     if schema is not None:
         body["schema"] = json.loads(schema.read_text())
@@ -166,7 +168,7 @@ def submit(
         job_id = response.json()["id"]
         while True:
             job = http.get(f"/v1/jobs/{job_id}", params={"wait": 60})
-            if job.status_code >= 400 or job.json()["status"] in ("succeeded", "failed", "cancelled"):
+            if job.status_code >= 400 or job.json()["status"] in TERMINAL:
                 body = _show(job)
                 raise typer.Exit(0 if body.get("status") == "succeeded" else 1)
 

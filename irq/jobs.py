@@ -19,9 +19,10 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import load_only
 
 from irq.store.db import Database
-from irq.store.models import ApiKey, Batch, Job, JobStatus
+from irq.store.models import ACTIVE, ApiKey, Batch, Job, JobStatus
 
 
 def utcnow() -> datetime:
@@ -178,11 +179,7 @@ class JobManager:
         values = _cancelled("the batch was cancelled")
         with self.db.session() as s:
             s.execute(update(Batch).where(Batch.id == batch.id).values(cancelled_at=values["finished_at"]))
-            s.execute(
-                update(Job)
-                .where(Job.batch_id == batch.id, Job.status.in_([JobStatus.queued, JobStatus.running]))
-                .values(values)
-            )
+            s.execute(update(Job).where(Job.batch_id == batch.id, Job.status.in_(ACTIVE)).values(values))
 
     def _new_row(
         self, owner_id: int, new: NewJob, now: datetime, batch_id: str | None = None, index: int | None = None
@@ -261,8 +258,24 @@ class JobManager:
             return [(name, status, int(n)) for name, status, n in s.execute(q)]
 
     def finished_since(self, since: datetime, owner_id: int | None = None) -> list[Job]:
-        """Jobs finished since `since` (every owner's when `owner_id` is None), for statistics."""
-        q = select(Job).where(Job.finished_at >= since)
+        """Jobs finished since `since` (every owner's when `owner_id` is None), for statistics: their
+        outcome and timing columns only, not prompts, schemas or documents."""
+        q = (
+            select(Job)
+            .options(
+                load_only(
+                    Job.model,
+                    Job.backend,
+                    Job.status,
+                    Job.error_code,
+                    Job.total_ms,
+                    Job.ttft_ms,
+                    Job.tokens_per_s,
+                    Job.generation_ms,
+                )  # fmt: skip
+            )
+            .where(Job.finished_at >= since)
+        )
         if owner_id is not None:
             q = q.where(Job.owner_id == owner_id)
         with self.db.session() as s:
@@ -290,7 +303,7 @@ class JobManager:
                 .where(
                     Job.id == job_id,
                     Job.owner_id == owner_id,
-                    Job.status.in_([JobStatus.queued, JobStatus.running]),
+                    Job.status.in_(ACTIVE),
                 )
                 .values(_cancelled("cancelled by the client"))
             )
@@ -364,7 +377,7 @@ class JobManager:
                 s.scalar(
                     select(func.count())
                     .select_from(Job)
-                    .where(Job.owner_id == owner_id, Job.status.in_([JobStatus.queued, JobStatus.running]))
+                    .where(Job.owner_id == owner_id, Job.status.in_(ACTIVE))
                 )
                 or 0
             )

@@ -49,20 +49,23 @@ class KeyCache:
 
     def cached(self, key: str) -> Principal | None:
         """The key's principal if it was found in the last `ttl_s` seconds; no query."""
-        hit = self._known.get(hash_key(key))
-        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+        return self._fresh(hash_key(key))
 
     def authenticate(self, key: str) -> Principal | None:
-        cached = self.cached(key)
+        digest = hash_key(key)
+        cached = self._fresh(digest)
         if cached is not None:
             return cached
-        digest = hash_key(key)
         found = _lookup(self.db, digest)
         if found is not None:
             self._known[digest] = (found, time.monotonic() + self.ttl_s)
         else:
             self._known.pop(digest, None)
         return found
+
+    def _fresh(self, digest: str) -> Principal | None:
+        hit = self._known.get(digest)
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
 
 
 def authenticate(db: Database, key: str) -> Principal | None:

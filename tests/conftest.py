@@ -18,6 +18,7 @@ from irq.dev import redis_answers, start_embedded_redis
 from irq.keys import create_key
 from irq.migrate import upgrade
 from irq.store.db import Database
+from irq.store.models import TERMINAL
 from tests.procs import Service, free_port, wait_until
 from worker.celery_app import queue_keys
 
@@ -134,7 +135,7 @@ class Stack:
     def wait_for(self, http: httpx.Client, job_id: str, timeout_s: float) -> dict:  # type: ignore[type-arg]
         def finished() -> dict | None:  # type: ignore[type-arg]
             job = http.get(f"/v1/jobs/{job_id}", params={"wait": 5}).json()
-            return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+            return job if job["status"] in TERMINAL else None
 
         return wait_until(finished, timeout_s, f"job {job_id} to finish")  # type: ignore[return-value]
 

@@ -186,11 +186,16 @@ def _store_and_enqueue(
     return JSONResponse(view.model_dump(mode="json"), status_code=202 if created else 200, headers=headers)
 
 
-@router.get("/{batch_id}", response_model=BatchView, responses=_NOT_FOUND)
-def get_batch(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> BatchView:
-    batch = svc.jobs.get_batch(batch_id, who.key_id)
+def _owned_batch(svc: Services, batch_id: str, owner_id: int) -> Batch:
+    batch = svc.jobs.get_batch(batch_id, owner_id)
     if batch is None:
         raise ApiError(404, "not_found", f"no batch {batch_id}")
+    return batch
+
+
+@router.get("/{batch_id}", response_model=BatchView, responses=_NOT_FOUND)
+def get_batch(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> BatchView:
+    batch = _owned_batch(svc, batch_id, who.key_id)
     return _view(batch, svc.jobs.batch_counts(batch.id))
 
 
@@ -205,9 +210,7 @@ def get_batch(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> BatchView:
     },
 )
 def batch_results(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> StreamingResponse:
-    batch = svc.jobs.get_batch(batch_id, who.key_id)
-    if batch is None:
-        raise ApiError(404, "not_found", f"no batch {batch_id}")
+    batch = _owned_batch(svc, batch_id, who.key_id)
 
     def lines() -> Iterator[bytes]:
         for job in svc.jobs.batch_jobs(batch.id):
@@ -223,10 +226,7 @@ RESULT_FIELDS = ("id", "status", "result", "error", "validation_error", "finish_
 
 @router.post("/{batch_id}/cancel", response_model=BatchView, responses=_NOT_FOUND)
 def cancel_batch(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> BatchView:
-    batch = svc.jobs.get_batch(batch_id, who.key_id)
-    if batch is None:
-        raise ApiError(404, "not_found", f"no batch {batch_id}")
+    batch = _owned_batch(svc, batch_id, who.key_id)
     svc.jobs.cancel_batch(batch)
-    batch = svc.jobs.get_batch(batch_id, who.key_id)
-    assert batch is not None
+    batch = _owned_batch(svc, batch_id, who.key_id)
     return _view(batch, svc.jobs.batch_counts(batch.id))

@@ -56,6 +56,7 @@ class JobStatus(enum.StrEnum):
 
 
 TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+ACTIVE = frozenset({JobStatus.queued, JobStatus.running})  # what a cancel stops and the quota counts
 
 
 class ApiKey(Base):
