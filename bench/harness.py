@@ -26,7 +26,7 @@ from irq.procs import Service, free_port, wait_until
 from irq.settings import Settings
 from irq.store.db import Database
 from irq.store.models import ACTIVE
-from worker.celery_app import make_celery
+from worker.celery_app import make_celery, worker_argv
 
 console = Console()
 
@@ -57,10 +57,12 @@ def stack(
     worker: bool = True,
     env: dict[str, str] | None = None,
     inference_url: str | None = None,
+    worker_pool: str = "threads",
 ) -> Iterator[Stack]:
     """Redis (a server of its own), the store (a fresh SQLite file unless `database_url`), the simulated
     inference service (unless `inference_url` names a real one), the API, and `workers` worker processes
-    with the default settings unless `env`."""
+    with the default settings unless `env`. A `worker_pool` other than threads runs the workers through
+    Celery's own command, which patches the standard library for gevent before anything is imported."""
     workdir = Path(tempfile.mkdtemp(prefix="irq-bench-"))
     redis_url = f"redis://127.0.0.1:{free_port()}/0"
     redis_proc = start_embedded_redis(redis_url)
@@ -94,7 +96,14 @@ def stack(
         bench.start("api", ["api"]).wait_ready(bench.api + "/readyz")
         if worker:
             for i in range(workers):
-                bench.start(f"worker-{i}", ["worker"], IRQ_WORKER_NAME=f"bench-{i}")
+                name = f"bench-{i}"
+                if worker_pool == "threads":
+                    bench.start(f"worker-{i}", ["worker"], IRQ_WORKER_NAME=name)
+                else:
+                    argv = worker_argv(Settings(worker_name=name), worker_pool)
+                    bench.start(
+                        f"worker-{i}", ["-A", "worker.tasks", *argv], module="celery", IRQ_WORKER_NAME=name
+                    )
             # Measure from here: no job may wait in the queue for a worker that is still starting.
             control = make_celery(Settings(redis_url=redis_url)).control
             wait_until(lambda: len(control.ping(timeout=0.5)) >= workers, 120, f"{workers} worker(s)")

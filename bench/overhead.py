@@ -43,8 +43,10 @@ def bare_celery(bench: Stack, n: int, concurrency: int) -> tuple[list[float], fl
     return latencies, wall
 
 
-def run(n: int, concurrency: int, out_dir: Path, database_url: str | None = None) -> dict[str, Any]:
-    with stack(latency_s=0.0, slots=100_000, database_url=database_url) as bench:
+def run(
+    n: int, concurrency: int, out_dir: Path, database_url: str | None = None, worker_pool: str = "threads"
+) -> dict[str, Any]:
+    with stack(latency_s=0.0, slots=100_000, database_url=database_url, worker_pool=worker_pool) as bench:
         celery_ms, celery_wall = bare_celery(bench, n, concurrency)
         bodies = [{"prompt": f"bench job {i}: a function that returns {i}"} for i in range(n)]
         finished, irq_wall = run_jobs(bench, bodies, concurrency)
@@ -55,6 +57,7 @@ def run(n: int, concurrency: int, out_dir: Path, database_url: str | None = None
         "jobs": n,
         "concurrency": concurrency,
         "store": database_url or "sqlite (a fresh file)",
+        "worker_pool": worker_pool,
         "succeeded": len(succeeded),
         "irq_jobs_per_s": irq_rate,
         "celery_noop_per_s": celery_rate,
@@ -65,6 +68,7 @@ def run(n: int, concurrency: int, out_dir: Path, database_url: str | None = None
     rows = [
         ("jobs (each way)", str(n)),
         ("clients at once", str(concurrency)),
+        ("irq worker pool", worker_pool),
         ("irq jobs succeeded", f"{len(succeeded)}/{n}"),
         ("irq jobs/s", f"{irq_rate:.1f}"),
         ("bare Celery no-op round trips/s", f"{celery_rate:.1f}"),

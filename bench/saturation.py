@@ -39,9 +39,14 @@ def _finished(bench: Stack) -> int:
 
 
 def run(
-    n: int, latency_s: float, slots: int, out_dir: Path, database_url: str | None = None
+    n: int,
+    latency_s: float,
+    slots: int,
+    out_dir: Path,
+    database_url: str | None = None,
+    worker_pool: str = "threads",
 ) -> dict[str, Any]:
-    with stack(latency_s=latency_s, slots=slots, database_url=database_url) as bench:
+    with stack(latency_s=latency_s, slots=slots, database_url=database_url, worker_pool=worker_pool) as bench:
         asyncio.run(_submit_all(bench, n, concurrency=64))
         with tqdm(total=n, unit="job", leave=False) as progress:
             while (done := _finished(bench)) < n:
@@ -60,6 +65,7 @@ def run(
         "jobs": n,
         "slots": slots,
         "latency_s": latency_s,
+        "worker_pool": worker_pool,
         "succeeded": succeeded,
         "ideal_makespan_s": ideal,
         "makespan_s": makespan,
@@ -71,6 +77,7 @@ def run(
     rows = [
         ("jobs", str(n)),
         ("inference slots × seconds per request", f"{slots} × {latency_s:g}"),
+        ("worker pool", worker_pool),
         ("succeeded", f"{succeeded}/{n}"),
         ("ideal makespan s", f"{ideal:.1f}"),
         ("measured makespan s", f"{makespan:.1f}"),

@@ -53,21 +53,9 @@ def api() -> None:
 @app.command()
 def worker() -> None:
     """Run a Celery worker that executes jobs."""
-    from worker.celery_app import QUEUE, celery_app
+    from worker.celery_app import celery_app, worker_argv
 
-    s = get_settings()
-    celery_app.worker_main(
-        [
-            "worker",
-            "--pool=threads",
-            f"--concurrency={s.worker_concurrency}",
-            "-Q",
-            QUEUE,
-            "--loglevel=INFO",
-            "-E",
-        ]
-        + ([f"--hostname={s.worker_name}"] if s.worker_name else [])
-    )
+    celery_app.worker_main(worker_argv(get_settings()))
 
 
 @app.command()
@@ -173,17 +161,27 @@ def submit(
                 raise typer.Exit(0 if body.get("status") == "succeeded" else 1)
 
 
+PoolOpt = Annotated[
+    str,
+    typer.Option(
+        help="Celery pool of the workers: threads (what `irq worker` runs) or gevent (`pip install gevent`), "
+        "to compare the two."
+    ),
+]
+
+
 @bench_app.command("overhead")
 def bench_overhead(
     jobs: int = 3000,
     concurrency: int = 64,
     out: OutOpt = Path("bench-results"),
     database_url: StoreOpt = None,
+    worker_pool: PoolOpt = "threads",
 ) -> None:
     """Queue overhead: irq jobs with an instant inference service vs bare Celery no-op round trips."""
     from bench.overhead import run
 
-    run(jobs, concurrency, out, database_url)
+    run(jobs, concurrency, out, database_url, worker_pool)
 
 
 @bench_app.command("saturation")
@@ -193,11 +191,12 @@ def bench_saturation(
     slots: int = 64,
     out: OutOpt = Path("bench-results"),
     database_url: StoreOpt = None,
+    worker_pool: PoolOpt = "threads",
 ) -> None:
     """GPU saturation: a simulated inference service with `slots` at once, `latency` s per request."""
     from bench.saturation import run
 
-    run(jobs, latency, slots, out, database_url)
+    run(jobs, latency, slots, out, database_url, worker_pool)
 
 
 @bench_app.command("api-load")

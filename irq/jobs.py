@@ -17,12 +17,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import load_only
 
 from irq.store.db import Database
 from irq.store.models import ACTIVE, ApiKey, Batch, Job, JobStatus
+
+# The hot path (create, claim, finish, requeue) runs single Core statements on the jobs table: the ORM's
+# unit of work and its session synchronisation cost more than the statement itself (measured in
+# docs/benchmarks.md). `_COLUMN` maps each `Job` attribute to its column ("schema_" is stored as "schema").
+_JOBS = Job.__table__
+_COLUMN = {attr.key: attr.columns[0].key for attr in Job.__mapper__.column_attrs}
+
+
+def _as_job(row: Row[Any]) -> Job:
+    """A detached `Job` from a row of the jobs table."""
+    return Job(**{attr: row._mapping[column] for attr, column in _COLUMN.items()})
 
 
 def utcnow() -> datetime:
@@ -102,8 +113,8 @@ class JobManager:
                 return existing, False
         row = self._new_row(owner_id, new, utcnow())
         try:
-            with self.db.session() as s:
-                s.execute(insert(Job), [row])  # a bulk INSERT: no unit-of-work bookkeeping for one row
+            with self.db.engine.begin() as conn:
+                conn.execute(insert(_JOBS), [{_COLUMN[attr]: value for attr, value in row.items()}])
         except IntegrityError:
             # Two requests raced with the same idempotency key: the other one won.
             assert new.idempotency_key is not None
@@ -314,21 +325,21 @@ class JobManager:
     def claim(self, job_id: str, worker: str, lease_s: float) -> Job | None:
         """Atomically move a queued job to running and count the attempt; None if it is not queued."""
         now = utcnow()
-        with self.db.session() as s:
-            job = s.scalars(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.queued)
+        with self.db.engine.begin() as conn:
+            row = conn.execute(
+                update(_JOBS)
+                .where(_JOBS.c.id == job_id, _JOBS.c.status == JobStatus.queued)
                 .values(
                     status=JobStatus.running,
-                    attempts=Job.attempts + 1,
+                    attempts=_JOBS.c.attempts + 1,
                     started_at=now,
-                    first_started_at=func.coalesce(Job.first_started_at, now),
+                    first_started_at=func.coalesce(_JOBS.c.first_started_at, now),
                     worker=worker,
                     lease_expires_at=now + timedelta(seconds=lease_s),
                 )
-                .returning(Job)
+                .returning(_JOBS)
             ).one_or_none()
-        return job
+        return None if row is None else _as_job(row)
 
     def renew_leases(self, worker: str, lease_s: float) -> int:
         """Extend the lease of every job `worker` is running; returns how many it holds."""
@@ -430,19 +441,16 @@ class JobManager:
             reason = "timeout" if past_deadline else code
             self.fail(job, reason, f"gave up after {job.attempts} attempt(s): {message}")
             return False
-        with self.db.session() as s:
-            res = s.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.status == JobStatus.running, Job.attempts == job.attempts)
-                .values(
-                    status=JobStatus.queued,
-                    enqueued_at=now,
-                    lease_expires_at=None,
-                    error_code=code,
-                    error_message=message[:4000],
-                )
-            )
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+        return self._transition(
+            job,
+            dict(
+                status=JobStatus.queued,
+                enqueued_at=now,
+                lease_expires_at=None,
+                error_code=code,
+                error_message=message[:4000],
+            ),
+        )
 
     def _finish(self, job: Job, now: datetime, values: dict[str, Any]) -> bool:
         values.update(
@@ -451,13 +459,21 @@ class JobManager:
             queue_wait_ms=_ms(job.started_at, job.enqueued_at) if job.started_at else None,
             total_ms=_ms(now, job.created_at),
         )
-        with self.db.session() as s:
-            res = s.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.status == JobStatus.running, Job.attempts == job.attempts)
-                .values(**values)
+        return self._transition(job, values)
+
+    def _transition(self, job: Job, values: dict[str, Any]) -> bool:
+        """Update the job as this attempt of it runs; False if it is no longer this running attempt."""
+        with self.db.engine.begin() as conn:
+            res = conn.execute(
+                update(_JOBS)
+                .where(
+                    _JOBS.c.id == job.id,
+                    _JOBS.c.status == JobStatus.running,
+                    _JOBS.c.attempts == job.attempts,
+                )
+                .values(values)
             )
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+        return bool(res.rowcount)
 
     def _batch_by_idempotency_key(self, owner_id: int, key: str) -> Batch | None:
         with self.db.session() as s:

@@ -47,6 +47,20 @@ def make_celery(settings: Settings) -> Celery:
 celery_app = make_celery(get_settings())
 
 
+def worker_argv(settings: Settings, pool: str = "threads") -> list[str]:
+    """The arguments of Celery's `worker` command that `irq worker` runs (`pool` other than threads only
+    for the benchmarks' comparison)."""
+    return [
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={settings.worker_concurrency}",
+        "-Q",
+        QUEUE,
+        "--loglevel=INFO",
+        "-E",
+    ] + ([f"--hostname={settings.worker_name}"] if settings.worker_name else [])
+
+
 def enqueue(job_id: str, priority: int, countdown: float | None = None) -> None:
     """Put a job id on the broker; the API and the worker's retry path both use this.
 
