@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -161,8 +162,13 @@ def submit(
                 raise typer.Exit(0 if body.get("status") == "succeeded" else 1)
 
 
+class WorkerPool(enum.StrEnum):
+    threads = "threads"
+    gevent = "gevent"
+
+
 PoolOpt = Annotated[
-    str,
+    WorkerPool,
     typer.Option(
         help="Celery pool of the workers: threads (what `irq worker` runs) or gevent (`pip install gevent`), "
         "to compare the two."
@@ -176,12 +182,12 @@ def bench_overhead(
     concurrency: int = 64,
     out: OutOpt = Path("bench-results"),
     database_url: StoreOpt = None,
-    worker_pool: PoolOpt = "threads",
+    worker_pool: PoolOpt = WorkerPool.threads,
 ) -> None:
     """Queue overhead: irq jobs with an instant inference service vs bare Celery no-op round trips."""
     from bench.overhead import run
 
-    run(jobs, concurrency, out, database_url, worker_pool)
+    run(jobs, concurrency, out, database_url, worker_pool.value)
 
 
 @bench_app.command("saturation")
@@ -191,12 +197,12 @@ def bench_saturation(
     slots: int = 64,
     out: OutOpt = Path("bench-results"),
     database_url: StoreOpt = None,
-    worker_pool: PoolOpt = "threads",
+    worker_pool: PoolOpt = WorkerPool.threads,
 ) -> None:
     """GPU saturation: a simulated inference service with `slots` at once, `latency` s per request."""
     from bench.saturation import run
 
-    run(jobs, latency, slots, out, database_url, worker_pool)
+    run(jobs, latency, slots, out, database_url, worker_pool.value)
 
 
 @bench_app.command("api-load")

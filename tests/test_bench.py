@@ -37,8 +37,12 @@ def test_queue_overhead(tmp_path: Path) -> None:
     assert 0 <= result["irq_added_latency_ms"]["p50"] <= result["irq_added_latency_ms"]["p99"]
 
 
-def test_gpu_saturation(tmp_path: Path) -> None:
-    result = bench(tmp_path, "saturation", "--jobs", "40", "--latency", "0.5", "--slots", "8")
+@pytest.mark.parametrize("pool", ["threads", "gevent"])
+def test_gpu_saturation(tmp_path: Path, pool: str) -> None:
+    result = bench(
+        tmp_path, "saturation", "--jobs", "40", "--latency", "0.5", "--slots", "8", "--worker-pool", pool
+    )
+    assert result["worker_pool"] == pool
     assert result["succeeded"] == 40
     assert result["ideal_makespan_s"] == 5 * 0.5
     # Nothing can beat the simulated service's own limit: 8 at once, 0.5 s each.
