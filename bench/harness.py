@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from rich.console import Console
 from rich.table import Table
@@ -99,8 +100,9 @@ def stack(
                 name = f"bench-{i}"
                 if worker_pool == "threads":
                     bench.start(f"worker-{i}", ["worker"], IRQ_WORKER_NAME=name)
-                else:
-                    argv = worker_argv(Settings(worker_name=name), worker_pool)
+                else:  # the arguments from the settings the worker itself reads, `env` included
+                    with mock.patch.dict(os.environ, {**base_env, "IRQ_WORKER_NAME": name}):
+                        argv = worker_argv(Settings(), worker_pool)
                     bench.start(
                         f"worker-{i}", ["-A", "worker.tasks", *argv], module="celery", IRQ_WORKER_NAME=name
                     )

@@ -15,20 +15,26 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import load_only
 
 from irq.store.db import Database
 from irq.store.models import ACTIVE, ApiKey, Batch, Job, JobStatus
 
-# The hot path (create, claim, finish, requeue) runs single Core statements on the jobs table: the ORM's
-# unit of work and its session synchronisation cost more than the statement itself (measured in
-# docs/benchmarks.md). `_COLUMN` maps each `Job` attribute to its column ("schema_" is stored as "schema").
-_JOBS = Job.__table__
+# The hot path (creating jobs, one or a batch, claiming, finishing and requeuing them) runs Core
+# statements on the jobs table: the ORM's unit of work and its session synchronisation cost more than
+# the statement itself (measured in docs/benchmarks.md). `_COLUMN` maps each `Job` attribute to its
+# column ("schema_" is stored as "schema").
+_JOBS = cast(Table, Job.__table__)
 _COLUMN = {attr.key: attr.columns[0].key for attr in Job.__mapper__.column_attrs}
+
+
+def _columns(values: dict[str, Any]) -> dict[str, Any]:
+    """`Job` attribute values keyed by their columns, for a Core INSERT."""
+    return {_COLUMN[attr]: value for attr, value in values.items()}
 
 
 def _as_job(row: Row[Any]) -> Job:
@@ -114,7 +120,7 @@ class JobManager:
         row = self._new_row(owner_id, new, utcnow())
         try:
             with self.db.engine.begin() as conn:
-                conn.execute(insert(_JOBS), [{_COLUMN[attr]: value for attr, value in row.items()}])
+                conn.execute(insert(_JOBS), [_columns(row)])
         except IntegrityError:
             # Two requests raced with the same idempotency key: the other one won.
             assert new.idempotency_key is not None
@@ -146,7 +152,7 @@ class JobManager:
             with self.db.session() as s:
                 s.add(batch)
                 s.flush()
-                s.execute(insert(Job), rows)
+                s.execute(insert(_JOBS), [_columns(row) for row in rows])
         except IntegrityError:
             assert idempotency_key is not None
             existing = self._batch_by_idempotency_key(owner_id, idempotency_key)
