@@ -38,6 +38,7 @@ class Stack:
     key: str
     db: Database
     redis_url: str
+    redis_pid: int
     env: dict[str, str]
     workdir: Path
     services: list[Service] = field(default_factory=list)
@@ -87,6 +88,7 @@ def stack(
         key=create_key(db, "bench"),
         db=db,
         redis_url=redis_url,
+        redis_pid=redis_proc.pid,
         env=base_env,
         workdir=workdir,
     )

@@ -87,3 +87,20 @@ def test_backend_comparison_through_the_queue(tmp_path: Path) -> None:
     (test,) = result["mann_whitney"]
     assert (test["a"], test["b"]) == ("fast", "slow") and test["p"] < 0.01
     assert "| fast |" in (tmp_path / "compare.md").read_text()
+
+
+def test_cpu_split_and_store_calls_run() -> None:
+    """The two measuring scripts docs/benchmarks.md quotes: they finish and print their tables."""
+
+    def script(*args: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=280
+        )
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+        return run.stdout
+
+    split = script("bench.cpu_split", "--jobs", "60", "--concurrency", "8", "--window", "1")
+    assert "60/60 jobs succeeded" in split
+    assert all(name in split for name in ("api", "worker-0", "inference", "redis", "client"))
+    calls = script("bench.store_calls", "--calls", "20")
+    assert all(name in calls for name in ("create", "claim", "succeed"))
