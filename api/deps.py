@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis as AsyncRedis
+from redis.commands.core import AsyncScript
 
 from api.errors import ApiError
 from irq.events import FinishedListener
@@ -49,6 +50,13 @@ class ActiveCounts:
                 self._counts[owner_id] = (hit[0] + n, hit[1])
 
 
+_COUNT_REQUEST = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
 @dataclass
 class Services:
     """Created once in the app's lifespan, closed on shutdown."""
@@ -58,6 +66,7 @@ class Services:
     jobs: JobManager
     redis: redis.Redis
     aredis: AsyncRedis  # for what runs on the event loop (the rate limiter)
+    count_request: AsyncScript  # INCR a counter, with an expiry when it is new: one round trip, atomic
     finished: FinishedListener
     keys: KeyCache
     active: ActiveCounts
@@ -66,12 +75,14 @@ class Services:
     def open(cls, settings: Settings) -> Services:
         db = Database(settings.database_url)
         jobs = JobManager(db)
+        aredis = AsyncRedis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         return cls(
             settings=settings,
             db=db,
             jobs=jobs,
             redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
-            aredis=AsyncRedis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+            aredis=aredis,
+            count_request=aredis.register_script(_COUNT_REQUEST),
             finished=FinishedListener(settings.redis_url),
             keys=KeyCache(db),
             active=ActiveCounts(jobs),
@@ -119,10 +130,7 @@ async def _check_rate(svc: Services, who: Principal) -> None:
         return
     counter = f"irq:rate:{who.key_id}:{int(time.time())}"
     try:
-        pipe = svc.aredis.pipeline(transaction=False)  # one round trip; no MULTI/EXEC needed
-        pipe.incr(counter)
-        pipe.expire(counter, 2)
-        count = int((await pipe.execute())[0])
+        count = int(await svc.count_request(keys=[counter], args=[2]))
     except redis.RedisError:
         return  # no counter without Redis; a submit then fails with 503 anyway
     if count > limit:

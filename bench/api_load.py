@@ -1,6 +1,8 @@
 """The API under load: a load generator submits jobs (with a JSON Schema of their own, so the schema check
 runs, and a bearer key, so auth runs) at a fixed rate; then rising rates find the highest rate served
-with no errors and no backlog. No worker runs: this is the submit path.
+with no errors and no backlog. No worker runs: this is the submit path. The same rising rates are then
+sent to `bench.minimal_submit` (FastAPI + SQLAlchemy + Celery with nothing else, one process) on the same
+Redis, as the reference measured in the same run.
 
 The generator is `hey` (Debian package `hey`) where it is installed, with one connection per 50 requests
 per second, each held to its share of the rate (hey's connections send on aligned tickers, so many
@@ -19,12 +21,24 @@ import shutil
 import subprocess
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.harness import Stack, console, percentile, report, stack
+from irq.procs import answers, free_port, wait_until
+
+
+@dataclass(frozen=True)
+class Target:
+    """A submit endpoint under load: irq's API, or the minimal reference path."""
+
+    name: str
+    url: str
+    key: str
+
 
 SCHEMA = {
     "type": "object",
@@ -34,13 +48,13 @@ SCHEMA = {
 }
 
 
-async def _load(bench: Stack, rate: float, duration_s: float) -> tuple[list[float], Counter[str], float]:
+async def _load(target: Target, rate: float, duration_s: float) -> tuple[list[float], Counter[str], float]:
     n = int(rate * duration_s)
     latencies: list[float] = []
     outcomes: Counter[str] = Counter()
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    headers = {"Authorization": f"Bearer {bench.key}"}
-    async with httpx.AsyncClient(base_url=bench.api, headers=headers, limits=limits, timeout=30) as http:
+    headers = {"Authorization": f"Bearer {target.key}"}
+    async with httpx.AsyncClient(base_url=target.url, headers=headers, limits=limits, timeout=30) as http:
 
         async def one(i: int, scheduled: float) -> None:
             try:
@@ -66,13 +80,13 @@ async def _load(bench: Stack, rate: float, duration_s: float) -> tuple[list[floa
 RATE_PER_CONNECTION = 50
 
 
-def _hey(bench: Stack, rate: float, duration_s: float) -> tuple[list[float], Counter[str], float]:
+def _hey(target: Target, rate: float, duration_s: float) -> tuple[list[float], Counter[str], float]:
     connections = max(1, math.ceil(rate / RATE_PER_CONNECTION))
     run = subprocess.run(
         [
             "hey", "-z", f"{duration_s:g}s", "-c", str(connections), "-q", f"{rate / connections:g}",
-            "-m", "POST", "-T", "application/json", "-H", f"Authorization: Bearer {bench.key}",
-            "-d", json.dumps({"prompt": "load", "schema": SCHEMA}), "-o", "csv", bench.api + "/v1/jobs",
+            "-m", "POST", "-T", "application/json", "-H", f"Authorization: Bearer {target.key}",
+            "-d", json.dumps({"prompt": "load", "schema": SCHEMA}), "-o", "csv", target.url + "/v1/jobs",
         ],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
@@ -84,10 +98,53 @@ def _hey(bench: Stack, rate: float, duration_s: float) -> tuple[list[float], Cou
     return latencies, outcomes, len(latencies) / duration_s
 
 
-def _measure(bench: Stack, rate: float, duration_s: float) -> tuple[list[float], Counter[str], float]:
+def _measure(target: Target, rate: float, duration_s: float) -> tuple[list[float], Counter[str], float]:
     if shutil.which("hey"):
-        return _hey(bench, rate, duration_s)
-    return asyncio.run(_load(bench, rate, duration_s))
+        return _hey(target, rate, duration_s)
+    return asyncio.run(_load(target, rate, duration_s))
+
+
+def _ramp(target: Target, steps: list[float], step_s: float) -> tuple[list[dict[str, Any]], float | None]:
+    """Each rate in turn; returns the steps and the highest one served in full (97%), with no errors and
+    p99 under a second."""
+    ramp = []
+    for step in steps:
+        lat, out, got = _measure(target, step, step_s)
+        errors = sum(v for k, v in out.items() if k != "202")
+        ramp.append(
+            {
+                "rate": step,
+                "achieved": got,
+                "errors": errors,
+                "p50_ms": percentile(lat, 50),
+                "p99_ms": percentile(lat, 99),
+            }
+        )
+        console.print(
+            f"  {target.name} {step:.0f}/s: achieved {got:.0f}/s, errors {errors}, "
+            f"p99 {percentile(lat, 99):.1f} ms"
+        )
+    sustained = [
+        r["rate"]
+        for r in ramp
+        if r["errors"] == 0 and r["achieved"] >= 0.97 * r["rate"] and r["p99_ms"] < 1000
+    ]
+    return ramp, max(sustained, default=None)
+
+
+def _minimal_submit(bench: Stack) -> Target:
+    """`bench.minimal_submit` under uvicorn, one process, on the stack's Redis and a store of its own."""
+    port = free_port()
+    bench.start(
+        "minimal-submit",
+        ["bench.minimal_submit:app", "--host", "127.0.0.1", "--port", str(port)],
+        module="uvicorn",
+        BENCH_DATABASE_URL=f"sqlite:///{bench.workdir / 'minimal-submit.db'}",
+        BENCH_REDIS_URL=bench.redis_url,
+    )
+    target = Target("minimal", f"http://127.0.0.1:{port}", key="unused")
+    wait_until(lambda: answers(target.url + "/openapi.json"), 60, "the minimal submit app")
+    return target
 
 
 def run(
@@ -99,31 +156,14 @@ def run(
         "IRQ_API_WORKERS": str(api_workers),
     }
     with stack(latency_s=0.0, slots=1, worker=False, env=env) as bench:
-        _measure(bench, min(rate, 50), 2)  # warm up connections and the schema-check cache
-        latencies, outcomes, achieved = _measure(bench, rate, duration_s)
-        ramp = []
-        for step in steps:
-            lat, out, got = _measure(bench, step, step_s)
-            errors = sum(v for k, v in out.items() if k != "202")
-            ramp.append(
-                {
-                    "rate": step,
-                    "achieved": got,
-                    "errors": errors,
-                    "p50_ms": percentile(lat, 50),
-                    "p99_ms": percentile(lat, 99),
-                }
-            )
-            console.print(
-                f"  {step:.0f}/s: achieved {got:.0f}/s, errors {errors}, p99 {percentile(lat, 99):.1f} ms"
-            )
+        irq = Target("irq", bench.api, bench.key)
+        _measure(irq, min(rate, 50), 2)  # warm up connections and the schema-check cache
+        latencies, outcomes, achieved = _measure(irq, rate, duration_s)
+        ramp, best = _ramp(irq, steps, step_s)
+        minimal = _minimal_submit(bench)
+        _measure(minimal, min(rate, 50), 2)
+        reference_ramp, reference_best = _ramp(minimal, steps, step_s)
     errors = sum(v for k, v in outcomes.items() if k != "202")
-    sustained = [
-        r["rate"]
-        for r in ramp
-        if r["errors"] == 0 and r["achieved"] >= 0.97 * r["rate"] and r["p99_ms"] < 1000
-    ]
-    best = max(sustained, default=None)
     result = {
         "load_generator": "hey" if shutil.which("hey") else "asyncio (in process)",
         "rate": rate,
@@ -137,6 +177,8 @@ def run(
         "p99_ms": percentile(latencies, 99),
         "ramp": ramp,
         "highest_sustained_rate": best,
+        "minimal_submit_path": {"ramp": reference_ramp, "highest_sustained_rate": reference_best},
+        "ratio_to_minimal": best / reference_best if best and reference_best else None,
     }
     rows = [
         ("offered rate / duration", f"{rate:g}/s for {duration_s:g} s"),
@@ -144,7 +186,13 @@ def run(
         ("requests / achieved rate", f"{len(latencies)} / {achieved:.1f}/s"),
         ("errors (not 202)", str(errors)),
         ("submit latency p50 / p99 ms", f"{percentile(latencies, 50):.1f} / {percentile(latencies, 99):.1f}"),
-        ("highest rate with no errors and no backlog", f"{best:g}/s" if best else "none of the steps"),
+        ("highest rate with no errors and no backlog", _rate(best)),
+        ("the same for the minimal submit path (1 process)", _rate(reference_best)),
+        ("irq ÷ minimal", f"{best / reference_best:.2f}" if best and reference_best else "-"),
     ]
     report("api_load", f"API under load: submits at {rate:g}/s", rows, result, {"submit": latencies}, out_dir)
     return result
+
+
+def _rate(rate: float | None) -> str:
+    return f"{rate:g}/s" if rate else "none of the steps"

@@ -24,7 +24,7 @@ from sqlalchemy.orm import load_only
 from irq.store.db import Database
 from irq.store.models import ACTIVE, ApiKey, Batch, Job, JobStatus
 
-# The hot path (creating jobs, one or a batch, claiming, finishing and requeuing them) runs Core
+# The hot path (creating jobs, one or a batch, reading, claiming, finishing and requeuing them) runs Core
 # statements on the jobs table: the ORM's unit of work and its session synchronisation cost more than
 # the statement itself (measured in docs/benchmarks.md). `_COLUMN` maps each `Job` attribute to its
 # column ("schema_" is stored as "schema").
@@ -234,11 +234,11 @@ class JobManager:
 
     def get(self, job_id: str, owner_id: int | None = None) -> Job | None:
         """The job, or None when it does not exist or belongs to another owner."""
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-        if job is None or (owner_id is not None and job.owner_id != owner_id):
+        with self.db.engine.connect() as conn:
+            row = conn.execute(select(_JOBS).where(_JOBS.c.id == job_id)).one_or_none()
+        if row is None or (owner_id is not None and row.owner_id != owner_id):
             return None
-        return job
+        return _as_job(row)
 
     def page(
         self,

@@ -39,6 +39,9 @@ def test_flower_shows_each_job_task_by_its_id_and_nothing_else(
         everything = httpx.get(base + "/api/tasks", auth=AUTH, timeout=10).text
         assert prompt not in everything and stack.key not in everything
         assert httpx.get(base + "/api/tasks", timeout=10).status_code == 401
+        queues = httpx.get(base + "/api/queues/length", auth=AUTH, timeout=10)
+        assert queues.status_code == 200, queues.text
+        assert {"name": "irq", "messages": 0} in queues.json()["active_queues"]
     finally:
         stop_stack(stack)
         inference.service.stop()
