@@ -58,6 +58,8 @@ def test_api_load(tmp_path: Path) -> None:
     assert result["errors"] == 0 and result["outcomes"] == {"202": 40}
     assert result["p50_ms"] <= result["p99_ms"]
     assert [step["rate"] for step in result["ramp"]] == [40]
+    reference = result["minimal_submit_path"]["ramp"]  # the minimal submit path, same run, same rates
+    assert [(step["rate"], step["errors"]) for step in reference] == [(40, 0)]
 
 
 def test_backend_comparison_through_the_queue(tmp_path: Path) -> None:
@@ -89,8 +91,8 @@ def test_backend_comparison_through_the_queue(tmp_path: Path) -> None:
     assert "| fast |" in (tmp_path / "compare.md").read_text()
 
 
-def test_cpu_split_and_store_calls_run() -> None:
-    """The two measuring scripts docs/benchmarks.md quotes: they finish and print their tables."""
+def test_cpu_split_store_calls_and_broker_calls_run() -> None:
+    """The measuring scripts docs/benchmarks.md quotes: they finish and print their tables."""
 
     def script(*args: str) -> str:
         run = subprocess.run(
@@ -104,3 +106,5 @@ def test_cpu_split_and_store_calls_run() -> None:
     assert all(name in split for name in ("api", "worker-0", "inference", "redis", "client"))
     calls = script("bench.store_calls", "--calls", "20")
     assert all(name in calls for name in ("create", "claim", "succeed"))
+    broker = script("bench.broker_calls", "--calls", "20", "--rounds", "1")
+    assert "kombu as shipped" in broker and "irq" in broker
