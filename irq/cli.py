@@ -214,7 +214,7 @@ def bench_api_load(
     duration: float = 60,
     steps: Annotated[
         str, typer.Option(help="Rates to try for the highest sustained one.")
-    ] = "300,400,500,600",
+    ] = "300,400,500,600,700,800",
     step_duration: float = 15,
     api_workers: Annotated[int, typer.Option(help="Processes of the API (IRQ_API_WORKERS).")] = 1,
     out: OutOpt = Path("bench-results"),
