@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from irq.jobs import JobManager
 from irq.keys import KeyCache, Principal
 from irq.settings import Settings
 from irq.store.db import Database
+
+log = logging.getLogger("irq.api")
 
 
 class ActiveCounts:
@@ -70,6 +73,7 @@ class Services:
     finished: FinishedListener
     keys: KeyCache
     active: ActiveCounts
+    rate_warned_at: float = float("-inf")  # when the rate limiter last logged that it could not count
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -131,8 +135,13 @@ async def _check_rate(svc: Services, who: Principal) -> None:
     counter = f"irq:rate:{who.key_id}:{int(time.time())}"
     try:
         count = int(await svc.count_request(keys=[counter], args=[2]))
-    except redis.RedisError:
-        return  # no counter without Redis; a submit then fails with 503 anyway
+    except redis.RedisError as exc:
+        # No counter without Redis (a submit then fails with 503 anyway), or a Redis whose ACL refuses
+        # scripts: the request goes through, and operators are told, once a minute at most.
+        if time.monotonic() - svc.rate_warned_at > 60:
+            svc.rate_warned_at = time.monotonic()
+            log.warning("rate limit not applied: %s: %s", type(exc).__name__, exc)
+        return
     if count > limit:
         raise ApiError(
             429,

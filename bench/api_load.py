@@ -1,8 +1,9 @@
 """The API under load: a load generator submits jobs (with a JSON Schema of their own, so the schema check
 runs, and a bearer key, so auth runs) at a fixed rate; then rising rates find the highest rate served
-with no errors and no backlog. No worker runs: this is the submit path. The same rising rates are then
-sent to `bench.minimal_submit` (FastAPI + SQLAlchemy + Celery with nothing else, one process) on the same
-Redis, as the reference measured in the same run.
+with no errors and no backlog. No worker runs: this is the submit path. Each rising rate also goes to
+`bench.minimal_submit` (FastAPI + SQLAlchemy + Celery with nothing else, one process, stock kombu) on the
+same Redis, the two taking turns to go first, as the reference measured in the same run; each step
+records the CPU the target's processes used per request (from /proc).
 
 The generator is `hey` (Debian package `hey`) where it is installed, with one connection per 50 requests
 per second, each held to its share of the rate (hey's connections send on aligned tickers, so many
@@ -18,6 +19,7 @@ import io
 import json
 import math
 import shutil
+import statistics
 import subprocess
 import time
 from collections import Counter
@@ -27,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Stack, console, percentile, report, stack
+from bench.harness import Stack, console, group_cpu_s, percentile, report, stack
 from irq.procs import answers, free_port, wait_until
 
 
@@ -38,6 +40,7 @@ class Target:
     name: str
     url: str
     key: str
+    pgid: int  # its processes' group, for their CPU
 
 
 SCHEMA = {
@@ -104,45 +107,63 @@ def _measure(target: Target, rate: float, duration_s: float) -> tuple[list[float
     return asyncio.run(_load(target, rate, duration_s))
 
 
-def _ramp(target: Target, steps: list[float], step_s: float) -> tuple[list[dict[str, Any]], float | None]:
-    """Each rate in turn; returns the steps and the highest one served in full (97%), with no errors and
-    p99 under a second."""
-    ramp = []
-    for step in steps:
-        lat, out, got = _measure(target, step, step_s)
-        errors = sum(v for k, v in out.items() if k != "202")
-        ramp.append(
-            {
-                "rate": step,
-                "achieved": got,
-                "errors": errors,
-                "p50_ms": percentile(lat, 50),
-                "p99_ms": percentile(lat, 99),
-            }
-        )
-        console.print(
-            f"  {target.name} {step:.0f}/s: achieved {got:.0f}/s, errors {errors}, "
-            f"p99 {percentile(lat, 99):.1f} ms"
-        )
+def _step(target: Target, rate: float, step_s: float) -> dict[str, Any]:
+    """One rate for `step_s`; with the CPU the target's processes used per request answered."""
+    cpu_before = group_cpu_s(target.pgid)
+    lat, out, got = _measure(target, rate, step_s)
+    cpu_s = group_cpu_s(target.pgid) - cpu_before
+    errors = sum(v for k, v in out.items() if k != "202")
+    console.print(
+        f"  {target.name} {rate:.0f}/s: achieved {got:.0f}/s, errors {errors}, "
+        f"p99 {percentile(lat, 99):.1f} ms"
+    )
+    return {
+        "rate": rate,
+        "achieved": got,
+        "errors": errors,
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
+        "cpu_ms_per_request": cpu_s * 1000 / max(1, len(lat)),
+    }
+
+
+def _ramps(targets: list[Target], steps: list[float], step_s: float) -> dict[str, list[dict[str, Any]]]:
+    """Each rate in turn for every target, the targets' order alternating from one rate to the next, so
+    a drift of the machine's speed weighs on both alike."""
+    ramps: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    for i, rate in enumerate(steps):
+        for target in targets if i % 2 == 0 else targets[::-1]:
+            ramps[target.name].append(_step(target, rate, step_s))
+    return ramps
+
+
+def _summary(ramp: list[dict[str, Any]]) -> dict[str, Any]:
+    """The highest rate served in full (97%) with no errors and p99 under a second, the highest rate
+    achieved, and the CPU per request over all the steps."""
     sustained = [
         r["rate"]
         for r in ramp
         if r["errors"] == 0 and r["achieved"] >= 0.97 * r["rate"] and r["p99_ms"] < 1000
     ]
-    return ramp, max(sustained, default=None)
+    return {
+        "ramp": ramp,
+        "highest_sustained_rate": max(sustained, default=None),
+        "highest_achieved_rate": max((r["achieved"] for r in ramp), default=None),
+        "cpu_ms_per_request": statistics.median(r["cpu_ms_per_request"] for r in ramp) if ramp else None,
+    }
 
 
 def _minimal_submit(bench: Stack) -> Target:
     """`bench.minimal_submit` under uvicorn, one process, on the stack's Redis and a store of its own."""
     port = free_port()
-    bench.start(
+    service = bench.start(
         "minimal-submit",
         ["bench.minimal_submit:app", "--host", "127.0.0.1", "--port", str(port)],
         module="uvicorn",
         BENCH_DATABASE_URL=f"sqlite:///{bench.workdir / 'minimal-submit.db'}",
         BENCH_REDIS_URL=bench.redis_url,
     )
-    target = Target("minimal", f"http://127.0.0.1:{port}", key="unused")
+    target = Target("minimal", f"http://127.0.0.1:{port}", key="unused", pgid=service.proc.pid)
     wait_until(lambda: answers(target.url + "/openapi.json"), 60, "the minimal submit app")
     return target
 
@@ -156,13 +177,14 @@ def run(
         "IRQ_API_WORKERS": str(api_workers),
     }
     with stack(latency_s=0.0, slots=1, worker=False, env=env) as bench:
-        irq = Target("irq", bench.api, bench.key)
-        _measure(irq, min(rate, 50), 2)  # warm up connections and the schema-check cache
-        latencies, outcomes, achieved = _measure(irq, rate, duration_s)
-        ramp, best = _ramp(irq, steps, step_s)
+        api = next(service for service in bench.services if service.name == "api")
+        irq = Target("irq", bench.api, bench.key, pgid=api.proc.pid)
         minimal = _minimal_submit(bench)
-        _measure(minimal, min(rate, 50), 2)
-        reference_ramp, reference_best = _ramp(minimal, steps, step_s)
+        for target in (irq, minimal):
+            _measure(target, min(rate, 50), 2)  # warm up connections and irq's schema-check cache
+        latencies, outcomes, achieved = _measure(irq, rate, duration_s)
+        ramps = _ramps([irq, minimal], steps, step_s)
+    ours, reference = _summary(ramps["irq"]), _summary(ramps["minimal"])
     errors = sum(v for k, v in outcomes.items() if k != "202")
     result = {
         "load_generator": "hey" if shutil.which("hey") else "asyncio (in process)",
@@ -175,10 +197,8 @@ def run(
         "errors": errors,
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
-        "ramp": ramp,
-        "highest_sustained_rate": best,
-        "minimal_submit_path": {"ramp": reference_ramp, "highest_sustained_rate": reference_best},
-        "ratio_to_minimal": best / reference_best if best and reference_best else None,
+        **ours,
+        "minimal_submit_path": reference,
     }
     rows = [
         ("offered rate / duration", f"{rate:g}/s for {duration_s:g} s"),
@@ -186,13 +206,14 @@ def run(
         ("requests / achieved rate", f"{len(latencies)} / {achieved:.1f}/s"),
         ("errors (not 202)", str(errors)),
         ("submit latency p50 / p99 ms", f"{percentile(latencies, 50):.1f} / {percentile(latencies, 99):.1f}"),
-        ("highest rate with no errors and no backlog", _rate(best)),
-        ("the same for the minimal submit path (1 process)", _rate(reference_best)),
-        ("irq ÷ minimal", f"{best / reference_best:.2f}" if best and reference_best else "-"),
+        ("steps: highest rate served in full, irq / min.*", _pair(ours, reference, "highest_sustained_rate")),
+        ("steps: highest rate achieved, irq / min.*", _pair(ours, reference, "highest_achieved_rate")),
+        ("steps: CPU ms per submit (median), irq / min.*", _pair(ours, reference, "cpu_ms_per_request")),
     ]
     report("api_load", f"API under load: submits at {rate:g}/s", rows, result, {"submit": latencies}, out_dir)
+    console.print("* the minimal FastAPI + SQLAlchemy + Celery submit path, one process, the same rates")
     return result
 
 
-def _rate(rate: float | None) -> str:
-    return f"{rate:g}/s" if rate else "none of the steps"
+def _pair(ours: dict[str, Any], reference: dict[str, Any], key: str) -> str:
+    return " / ".join("-" if d[key] is None else f"{d[key]:.3g}" for d in (ours, reference))

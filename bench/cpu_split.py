@@ -16,32 +16,13 @@ import os
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from bench.harness import run_jobs, stack
+from bench.harness import group_cpu_s, run_jobs, stack
 from irq.store.models import Job
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def group_cpu_s(pgid: int) -> float:
-    """User + system CPU so far of every process in a process group (a service and its children: each
-    service starts in a session of its own)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # exited meanwhile
-            continue
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / _TICKS
-    return total
 
 
 def main() -> None:

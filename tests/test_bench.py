@@ -60,6 +60,7 @@ def test_api_load(tmp_path: Path) -> None:
     assert [step["rate"] for step in result["ramp"]] == [40]
     reference = result["minimal_submit_path"]["ramp"]  # the minimal submit path, same run, same rates
     assert [(step["rate"], step["errors"]) for step in reference] == [(40, 0)]
+    assert result["cpu_ms_per_request"] > 0 and result["minimal_submit_path"]["cpu_ms_per_request"] > 0
 
 
 def test_backend_comparison_through_the_queue(tmp_path: Path) -> None:

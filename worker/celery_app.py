@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from urllib.parse import urlparse
 
 import redis
 from celery import Celery
@@ -50,7 +51,9 @@ class Transport(kombu_redis.Transport):
 def make_celery(settings: Settings) -> Celery:
     app = Celery("irq", broker=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
-        broker_transport=f"{__name__}:Transport",  # the Redis transport with the channel above
+        # The Redis transport with the channel above, for redis:// URLs; others (rediss://, whose TLS
+        # defaults kombu sets by scheme, and redis+socket://) keep kombu's own.
+        broker_transport=f"{__name__}:Transport" if urlparse(settings.redis_url).scheme == "redis" else None,
         task_default_queue=QUEUE,
         task_ignore_result=True,  # results live in the SQL store
         task_acks_late=True,
