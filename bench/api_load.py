@@ -139,7 +139,7 @@ def _ramps(targets: list[Target], steps: list[float], step_s: float) -> dict[str
 
 def _summary(ramp: list[dict[str, Any]]) -> dict[str, Any]:
     """The highest rate served in full (97%) with no errors and p99 under a second, the highest rate
-    achieved, and the CPU per request over all the steps."""
+    achieved, and the median of the steps' CPU per request."""
     sustained = [
         r["rate"]
         for r in ramp
