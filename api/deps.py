@@ -16,11 +16,13 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.commands.core import AsyncScript
 
 from api.errors import ApiError
+from irq.broker import Broker, rate_key
 from irq.events import FinishedListener
 from irq.jobs import JobManager
 from irq.keys import KeyCache, Principal
 from irq.settings import Settings
 from irq.store.db import Database
+from irq.store.jobs import JobStore
 
 log = logging.getLogger("irq.api")
 
@@ -31,8 +33,8 @@ class ActiveCounts:
     refuse (so a refusal always rests on a fresh count), and the jobs this process accepts are added to it
     in between. Other API processes' accepts within `ttl_s` can overrun the quota; nothing else can."""
 
-    def __init__(self, jobs: JobManager, ttl_s: float = 1.0) -> None:
-        self.jobs = jobs
+    def __init__(self, store: JobStore, ttl_s: float = 1.0) -> None:
+        self.store = store
         self.ttl_s = ttl_s
         self._counts: dict[int, tuple[int, float]] = {}  # owner → (count, fresh until)
         self._lock = threading.Lock()
@@ -41,7 +43,7 @@ class ActiveCounts:
         hit = self._counts.get(owner_id)
         if hit is not None and hit[1] > time.monotonic() and hit[0] + adding <= quota:
             return False
-        count = self.jobs.count_active(owner_id)
+        count = self.store.count_active(owner_id)
         with self._lock:
             self._counts[owner_id] = (count, time.monotonic() + self.ttl_s)
         return count + adding > quota
@@ -66,8 +68,9 @@ class Services:
 
     settings: Settings
     db: Database
-    jobs: JobManager
-    redis: redis.Redis
+    broker: Broker
+    jobs: JobManager  # every move of a job (submit, cancel)
+    store: JobStore  # reads of jobs and batches
     aredis: AsyncRedis  # for what runs on the event loop (the rate limiter)
     count_request: AsyncScript  # INCR a counter, with an expiry when it is new: one round trip, atomic
     finished: FinishedListener
@@ -78,23 +81,25 @@ class Services:
     @classmethod
     def open(cls, settings: Settings) -> Services:
         db = Database(settings.database_url)
-        jobs = JobManager(db)
+        broker = Broker(settings)
+        jobs = JobManager.open(settings, db, broker)
         aredis = AsyncRedis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         return cls(
             settings=settings,
             db=db,
+            broker=broker,
             jobs=jobs,
-            redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+            store=jobs.store,
             aredis=aredis,
             count_request=aredis.register_script(_COUNT_REQUEST),
             finished=FinishedListener(settings.redis_url),
             keys=KeyCache(db),
-            active=ActiveCounts(jobs),
+            active=ActiveCounts(jobs.store),
         )
 
     async def close(self) -> None:
         await self.aredis.aclose()
-        self.redis.close()
+        self.broker.close()
         self.db.dispose()
 
 
@@ -132,7 +137,7 @@ async def _check_rate(svc: Services, who: Principal) -> None:
     limit = svc.settings.rate_limit_per_s
     if limit <= 0:
         return
-    counter = f"irq:rate:{who.key_id}:{int(time.time())}"
+    counter = rate_key(who.key_id, int(time.time()))
     try:
         count = int(await svc.count_request(keys=[counter], args=[2]))
     except redis.RedisError as exc:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inference.protocol import TEMPERATURE_MAX, TEMPERATURE_MIN, TOP_P_MAX, TOP_P_MIN
 from irq.store.models import Job
 
 
@@ -20,9 +21,11 @@ class JobRequest(BaseModel):
         default=None, alias="schema", description="JSON Schema of the output."
     )
     model: str | None = Field(default=None, max_length=200)
-    max_tokens: int | None = Field(default=None, ge=1, le=32768)
-    temperature: float = Field(default=0.3, ge=0.0, le=2.0)
-    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    # Unset: IRQ_DEFAULT_MAX_TOKENS, IRQ_DEFAULT_TEMPERATURE, IRQ_DEFAULT_TOP_P; max_tokens is bounded by
+    # IRQ_MAX_MAX_TOKENS (checked at submit), temperature and top_p by what every engine takes.
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=TEMPERATURE_MIN, le=TEMPERATURE_MAX)
+    top_p: float | None = Field(default=None, gt=TOP_P_MIN, le=TOP_P_MAX)
     priority: int = Field(default=5, ge=0, le=9, description="0..9, higher runs first.")
     timeout: float | None = Field(
         default=None,

@@ -1,4 +1,4 @@
-"""CPU per broker call with kombu's Redis transport as it ships and with irq's (`worker.celery_app.Transport`:
+"""CPU per broker call with kombu's Redis transport as it ships and with irq's (`irq.broker.Transport`:
 one Redis client per channel instead of one per command): publishing a message (what a submit and every
 task event do), then getting and acknowledging it (what a worker's consumer does with each message).
 
@@ -21,9 +21,9 @@ from kombu.transport import redis as kombu_redis
 from rich.console import Console
 from rich.table import Table
 
-from irq.dev import start_embedded_redis
+from irq.broker import Transport
 from irq.procs import free_port
-from worker.celery_app import Transport
+from irq.stack import start_embedded_redis
 
 QUEUE = Queue("bench-broker-calls", Exchange("bench-broker-calls"), routing_key="bench")
 

@@ -19,10 +19,9 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select
 
 from bench.harness import group_cpu_s, run_jobs, stack
-from irq.store.models import Job
+from irq.store import reads
 
 
 def main() -> None:
@@ -56,13 +55,7 @@ def main() -> None:
         meter.start()
         finished, wall = run_jobs(bench, bodies, args.concurrency)
         meter.join()
-        with bench.db.session() as s:
-            in_window = int(
-                s.scalar(
-                    select(func.count()).select_from(Job).where(Job.finished_at.between(span[0], span[1]))
-                )
-                or 0
-            )
+        in_window = reads.finished_count(bench.db, span[0], span[1])
 
     succeeded = sum(f.job["status"] == "succeeded" for f in finished)
     seconds = (span[1] - span[0]).total_seconds()

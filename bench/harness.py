@@ -11,42 +11,47 @@ import statistics
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from rich.console import Console
 from rich.table import Table
 
-from irq.dev import start_embedded_redis
-from irq.keys import create_key
-from irq.migrate import upgrade
-from irq.procs import Service, free_port, wait_until
-from irq.settings import Settings
-from irq.store.db import Database
+import irq.stack
+from irq.procs import free_port
+from irq.stack import StackEnv
 from irq.store.models import ACTIVE
-from worker.celery_app import make_celery, worker_argv
 
 console = Console()
 
 
-@dataclass
-class Stack:
-    api: str
-    key: str
-    db: Database
-    redis_url: str
-    redis_pid: int
-    env: dict[str, str]
-    workdir: Path
-    services: list[Service] = field(default_factory=list)
+class Stack(irq.stack.Stack):
+    """A benchmark's stack, with its own Redis, and what a benchmark reaches it with: the API's URL, the
+    store and a key."""
 
-    def start(self, name: str, args: list[str], module: str = "irq", **env: str) -> Service:
-        service = Service(name, args, {**self.env, **env}, self.workdir, module=module)
-        self.services.append(service)
-        return service
+    def __init__(self, config: StackEnv, workdir: Path) -> None:
+        super().__init__(config, workdir)
+        self.workdir = workdir
+        self.api = self.api_url
+        self.redis_url = self.settings.redis_url
+        self.start_redis()
+        try:
+            self.db, keys = self.prepare_store("bench")
+        except BaseException:
+            super().stop()
+            raise
+        self.key = keys[0]
+
+    @property
+    def redis_pid(self) -> int:
+        assert self.redis_proc is not None
+        return self.redis_proc.pid
+
+    def stop(self) -> None:
+        super().stop()
+        self.db.dispose()
 
 
 @contextmanager
@@ -66,58 +71,28 @@ def stack(
     with the default settings unless `env`. A `worker_pool` other than threads runs the workers through
     Celery's own command, which patches the standard library for gevent before anything is imported."""
     workdir = Path(tempfile.mkdtemp(prefix="irq-bench-"))
-    redis_url = f"redis://127.0.0.1:{free_port()}/0"
-    redis_proc = start_embedded_redis(redis_url)
-    database_url = database_url or f"sqlite:///{workdir / 'irq.db'}"
-    upgrade(database_url)
-    db = Database(database_url)
-    api_port, inference_port = free_port(), free_port()
-    base_env = {
-        "IRQ_DATABASE_URL": database_url,
-        "IRQ_REDIS_URL": redis_url,
-        "IRQ_API_PORT": str(api_port),
-        "IRQ_INFERENCE_PORT": str(inference_port),
-        "IRQ_INFERENCE_URL": inference_url or f"http://127.0.0.1:{inference_port}/generate",
-        "IRQ_ENGINE": "simulated",
-        "IRQ_SIMULATED_LATENCY_S": str(latency_s),
-        "IRQ_SIMULATED_SLOTS": str(slots),
-        **(env or {}),
-    }
-    bench = Stack(
-        api=f"http://127.0.0.1:{api_port}",
-        key=create_key(db, "bench"),
-        db=db,
-        redis_url=redis_url,
-        redis_pid=redis_proc.pid,
-        env=base_env,
-        workdir=workdir,
+    config = StackEnv(
+        database_url=database_url or f"sqlite:///{workdir / 'irq.db'}",
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        api_port=free_port(),
+        inference_port=free_port(),
+        inference_url=inference_url,
+        engine="simulated",
+        extra={"IRQ_SIMULATED_LATENCY_S": str(latency_s), "IRQ_SIMULATED_SLOTS": str(slots), **(env or {})},
     )
+    bench = Stack(config, workdir)
     try:
         if inference_url is None:
-            health = f"http://127.0.0.1:{inference_port}/health"
-            bench.start("inference", ["inference", "serve"]).wait_ready(health)
-        bench.start("api", ["api"]).wait_ready(bench.api + "/readyz")
+            bench.start_inference()
+        bench.start_api()
         if worker:
             for i in range(workers):
-                name = f"bench-{i}"
-                if worker_pool == "threads":
-                    bench.start(f"worker-{i}", ["worker"], IRQ_WORKER_NAME=name)
-                else:  # the arguments from the settings the worker itself reads, `env` included
-                    with mock.patch.dict(os.environ, {**base_env, "IRQ_WORKER_NAME": name}):
-                        argv = worker_argv(Settings(), worker_pool)
-                    bench.start(
-                        f"worker-{i}", ["-A", "worker.tasks", *argv], module="celery", IRQ_WORKER_NAME=name
-                    )
+                bench.start_worker(f"worker-{i}", worker_name=f"bench-{i}", pool=worker_pool)
             # Measure from here: no job may wait in the queue for a worker that is still starting.
-            control = make_celery(Settings(redis_url=redis_url)).control
-            wait_until(lambda: len(control.ping(timeout=0.5)) >= workers, 120, f"{workers} worker(s)")
+            bench.wait_workers(workers)
         yield bench
     finally:
-        for service in reversed(bench.services):
-            service.stop()
-        db.dispose()
-        redis_proc.terminate()
-        redis_proc.wait()
+        bench.stop()
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")

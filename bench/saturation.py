@@ -8,15 +8,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
 from tqdm import tqdm
 
 from bench.harness import Stack, percentile, report, stack
-from irq.store.models import Job, JobStatus
+from irq.store import reads
+from irq.store.models import JobStatus
 
 
 async def _submit_all(bench: Stack, n: int, concurrency: int) -> None:
@@ -32,12 +33,6 @@ async def _submit_all(bench: Stack, n: int, concurrency: int) -> None:
         await asyncio.gather(*(one(i) for i in range(n)))
 
 
-def _finished(bench: Stack) -> int:
-    with bench.db.session() as s:
-        terminal = [JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled]
-        return int(s.scalar(select(func.count()).select_from(Job).where(Job.status.in_(terminal))) or 0)
-
-
 def run(
     n: int,
     latency_s: float,
@@ -49,13 +44,12 @@ def run(
     with stack(latency_s=latency_s, slots=slots, database_url=database_url, worker_pool=worker_pool) as bench:
         asyncio.run(_submit_all(bench, n, concurrency=64))
         with tqdm(total=n, unit="job", leave=False) as progress:
-            while (done := _finished(bench)) < n:
+            while (done := reads.finished_count(bench.db)) < n:
                 progress.update(done - progress.n)
                 time.sleep(0.25)
-        with bench.db.session() as s:
-            jobs = list(s.scalars(select(Job)))
+        jobs = reads.finished_since(bench.db, datetime.fromtimestamp(0, UTC))
     first = min(job.created_at for job in jobs)
-    last = max(job.finished_at for job in jobs if job.finished_at is not None)
+    last = max(job.finished_at for job in jobs)
     makespan = (last - first).total_seconds()
     ideal = math.ceil(n / slots) * latency_s
     succeeded = sum(job.status == JobStatus.succeeded for job in jobs)

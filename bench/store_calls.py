@@ -1,4 +1,4 @@
-"""CPU per store call on the hot path, the way `irq.jobs` makes it (Core statements on the jobs table)
+"""CPU per store call on the hot path, the way `irq.store.jobs` makes it (Core statements on the jobs table)
 against the same statements as ORM statements through a session (what it made before): create, claim,
 succeed.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,14 +21,17 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, insert, update
 
+from irq.clock import utcnow
 from irq.ir_schema import ir_json_schema
-from irq.jobs import JobManager, NewJob, Outcome, utcnow
+from irq.jobs import NewJob, job_row
 from irq.keys import create_key
 from irq.migrate import upgrade
 from irq.store.db import Database
+from irq.store.jobs import JobStore
 from irq.store.models import Job, JobStatus
 
-OUTCOME = Outcome(
+SUCCEEDED: dict[str, Any] = dict(
+    status=JobStatus.succeeded,
     result={"intent": {"summary": "s"}},
     finish_reason="stop",
     prompt_tokens=10,
@@ -40,14 +43,12 @@ OUTCOME = Outcome(
 )
 
 
-class OrmJobs(JobManager):
-    """`JobManager` with its statements executed as ORM statements through a session."""
+class OrmJobs(JobStore):
+    """`JobStore` with its statements executed as ORM statements through a session."""
 
-    def create_row(self, owner_id: int, new: NewJob) -> str:
-        row = self._new_row(owner_id, new, utcnow())
+    def insert(self, rows: Sequence[dict[str, Any]], batch: dict[str, Any] | None = None) -> None:
         with self.db.session() as s:
-            s.execute(insert(Job), [row])
-        return str(row["id"])
+            s.execute(insert(Job), list(rows))
 
     def claim(self, job_id: str, worker: str, lease_s: float) -> Job | None:
         now = utcnow()
@@ -66,7 +67,7 @@ class OrmJobs(JobManager):
                 .returning(Job)
             ).one_or_none()
 
-    def _transition(self, job: Job, values: dict[str, Any]) -> bool:
+    def update_running(self, job: Job, values: dict[str, Any]) -> bool:
         with self.db.session() as s:
             res = s.execute(
                 update(Job)
@@ -76,10 +77,21 @@ class OrmJobs(JobManager):
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
-def _claimed(jobs: JobManager, job_id: str) -> Job:
-    job = jobs.claim(job_id, "bench", 60)
+def _created(store: JobStore, owner_id: int, new: NewJob) -> str:
+    row = job_row(owner_id, new, utcnow())
+    store.insert([row])
+    return str(row["id"])
+
+
+def _claimed(store: JobStore, job_id: str) -> Job:
+    job = store.claim(job_id, "bench", 60)
     assert job is not None
     return job
+
+
+def _succeeded(store: JobStore, job: Job) -> None:
+    now = utcnow()
+    assert store.update_running(job, {**SUCCEEDED, "finished_at": now, "lease_expires_at": None})
 
 
 def cpu_ms(call: Callable[[int], object], n: int) -> float:
@@ -97,7 +109,7 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{Path(tempfile.mkdtemp()) / 'irq.db'}"
     upgrade(url)
     db = Database(url)
-    jobs, orm = JobManager(db), OrmJobs(db)
+    jobs, orm = JobStore(db), OrmJobs(db)
     create_key(db, "bench")
     owner = 1
     new = NewJob(
@@ -119,8 +131,8 @@ def main() -> None:
     rows = [
         (
             "create",
-            cpu_ms(lambda i: core_ids.append(jobs.create(owner, new)[0].id), n),
-            cpu_ms(lambda i: orm_ids.append(orm.create_row(owner, new)), n),
+            cpu_ms(lambda i: core_ids.append(_created(jobs, owner, new)), n),
+            cpu_ms(lambda i: orm_ids.append(_created(orm, owner, new)), n),
         ),
         (
             "claim",
@@ -129,13 +141,13 @@ def main() -> None:
         ),
         (
             "succeed",
-            cpu_ms(lambda i: jobs.succeed(core_jobs[i], OUTCOME), n),
-            cpu_ms(lambda i: orm.succeed(orm_jobs[i], OUTCOME), n),
+            cpu_ms(lambda i: _succeeded(jobs, core_jobs[i]), n),
+            cpu_ms(lambda i: _succeeded(orm, orm_jobs[i]), n),
         ),
     ]
     db.dispose()
     table = Table(title=f"CPU ms per store call, {n} calls each ({url.split(':')[0]})")
-    for column in ("call", "Core statement (irq.jobs)", "ORM statement in a session"):
+    for column in ("call", "Core statement (irq.store.jobs)", "ORM statement in a session"):
         table.add_column(column, justify="left" if column == "call" else "right")
     for name, core, orm_ms in rows:
         table.add_row(name, f"{core:.3f}", f"{orm_ms:.3f}")

@@ -2,17 +2,16 @@
 
 It speaks to `Inference.generate` (inference/modal_app.py): the POST /generate body in, the response body
 out, or `{"status_code", "error": {code, message}}` for what the service answers with an error status.
-Faults are typed like InferenceClient's, so the worker and its retry policy can use either client.
+Faults are typed like the HTTP client's (inference/errors.py), so the worker and its retry policy can use
+either client.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from inference.client import PermanentInferenceError, RetryableInferenceError
-from inference.protocol import GenerateResponse, request_body
+from inference.errors import InferenceError, RetryableInferenceError, fault_for_status
+from inference.protocol import GenerateRequest, GenerateResponse, decode_response
 from irq.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,29 +36,16 @@ def app_from_url(url: str) -> str:
 
 def parse_result(result: object) -> GenerateResponse:
     """The response of `Inference.generate`, or its error typed for the retry policy."""
-    if not isinstance(result, dict):
-        raise RetryableInferenceError(
-            "inference_bad_response", f"unreadable response: {type(result).__name__}"
-        )
-    if "error" in result:
+    if isinstance(result, dict) and "error" in result:
         raise _error(result)
-    body = dict(result)
-    if "text" not in body and "ir_json" in body:
-        body["text"] = body.pop("ir_json")  # the older deployments' key
-    try:
-        return GenerateResponse.model_validate(body)
-    except ValidationError as exc:
-        raise RetryableInferenceError("inference_bad_response", f"unreadable response: {exc}") from exc
+    return decode_response(result)
 
 
-def _error(result: dict[str, Any]) -> RetryableInferenceError | PermanentInferenceError:
+def _error(result: dict[str, Any]) -> InferenceError:
     status = int(result.get("status_code") or 500)
     error = result["error"] if isinstance(result["error"], dict) else {}
-    code = str(error.get("code") or f"inference_http_{status}")
-    message = f"HTTP {status}: {error.get('message', '')}"
-    if status == 429 or status >= 500:
-        return RetryableInferenceError(code, message)
-    return PermanentInferenceError(code, message)
+    code = error.get("code")
+    return fault_for_status(status, str(code) if code else None, str(error.get("message", "")))
 
 
 def typed_fault(exc: BaseException, timeout_s: float) -> RetryableInferenceError:
@@ -75,7 +61,7 @@ def typed_fault(exc: BaseException, timeout_s: float) -> RetryableInferenceError
 
 
 class ModalInferenceClient:
-    """Calls `Inference.generate` of one deployed app; one per worker process, like InferenceClient."""
+    """Calls `Inference.generate` of one deployed app; one per worker process, like the HTTP client."""
 
     def __init__(self, settings: Settings, app_name: str | None = None) -> None:
         self.app_name = (
@@ -95,17 +81,8 @@ class ModalInferenceClient:
             self._instance = cls()
         return self._instance
 
-    def generate(
-        self,
-        *,
-        prompt: str,
-        schema: dict[str, Any],
-        max_tokens: int,
-        temperature: float,
-        top_p: float,
-        timeout_s: float,
-    ) -> GenerateResponse:
-        body = request_body(prompt, schema, max_tokens, temperature, top_p)
+    def generate(self, request: GenerateRequest, timeout_s: float) -> GenerateResponse:
+        body = request.model_dump(by_alias=True)
         call = None
         try:
             # spawn + get, not remote: get() takes a timeout; remote() waits as long as the function may run.

@@ -4,26 +4,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from inference.errors import RetryableInferenceError
+from irq.settings import get_settings
+
+# The sampling ranges every engine accepts; the API checks a job's values against the same ones.
+TEMPERATURE_MIN = 0.0
+TEMPERATURE_MAX = 2.0
+TOP_P_MIN = 0.0  # exclusive: top_p must be above it
+TOP_P_MAX = 1.0
 
 
 class GenerateRequest(BaseModel):
+    """One generation: a prompt, the JSON Schema its document must match, and the sampling parameters.
+
+    Left out, `max_tokens`, `temperature` and `top_p` take the configured defaults; `max_tokens` is held to
+    `Settings.max_max_tokens`.
+    """
+
     prompt: str = Field(min_length=1)
     schema_: dict[str, Any] = Field(alias="schema")
-    max_tokens: int = Field(default=2048, ge=1)
-    temperature: float = Field(default=0.3, ge=0.0, le=2.0)
-    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(default_factory=lambda: get_settings().default_max_tokens, ge=1)
+    temperature: float = Field(
+        default_factory=lambda: get_settings().default_temperature, ge=TEMPERATURE_MIN, le=TEMPERATURE_MAX
+    )
+    top_p: float = Field(default_factory=lambda: get_settings().default_top_p, gt=TOP_P_MIN, le=TOP_P_MAX)
 
     model_config = ConfigDict(populate_by_name=True)
 
-
-def request_body(
-    prompt: str, schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
-) -> dict[str, Any]:
-    """The JSON body of a `/generate` call."""
-    return GenerateRequest(
-        prompt=prompt, schema=schema, max_tokens=max_tokens, temperature=temperature, top_p=top_p
-    ).model_dump(by_alias=True)
+    @field_validator("max_tokens")
+    @classmethod
+    def _at_most_the_configured_maximum(cls, max_tokens: int) -> int:
+        limit = get_settings().max_max_tokens
+        if max_tokens > limit:
+            raise ValueError(f"must be at most {limit}")
+        return max_tokens
 
 
 class GenerateResponse(BaseModel):
@@ -38,6 +54,19 @@ class GenerateResponse(BaseModel):
     ttft_ms: float | None = None
     model: str = ""
     backend: str = ""
+
+
+def decode_response(body: object) -> GenerateResponse:
+    """A `/generate` answer's decoded JSON body as a response; `RetryableInferenceError` when unreadable."""
+    if not isinstance(body, dict):
+        raise RetryableInferenceError("inference_bad_response", f"unreadable response: {type(body).__name__}")
+    body = dict(body)
+    if "text" not in body and "ir_json" in body:
+        body["text"] = body.pop("ir_json")  # the older deployments' key
+    try:
+        return GenerateResponse.model_validate(body)
+    except ValidationError as exc:
+        raise RetryableInferenceError("inference_bad_response", f"unreadable response: {exc}") from exc
 
 
 class HealthResponse(BaseModel):

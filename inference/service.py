@@ -113,11 +113,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     async def generate(request: GenerateRequest) -> GenerateResponse:
         if not engine.loaded:
             await _engine_call(engine.load())
-        result = await _engine_call(
-            engine.generate(
-                request.prompt, request.schema_, request.max_tokens, request.temperature, request.top_p
-            )
-        )
+        result = await _engine_call(engine.generate(request))
         return GenerateResponse(
             text=_parse_output(result),
             tokens_used=result.completion_tokens,

@@ -54,7 +54,8 @@ def api() -> None:
 @app.command()
 def worker() -> None:
     """Run a Celery worker that executes jobs."""
-    from worker.celery_app import celery_app, worker_argv
+    from irq.broker import worker_argv
+    from worker.app import celery_app
 
     celery_app.worker_main(worker_argv(get_settings()))
 
@@ -62,7 +63,7 @@ def worker() -> None:
 @app.command()
 def flower() -> None:
     """Serve Flower, Celery's dashboard, behind basic auth (IRQ_FLOWER_BASIC_AUTH=user:password)."""
-    from worker.celery_app import celery_app
+    from irq.broker import make_celery
 
     s = get_settings()
     auth = s.flower_basic_auth.get_secret_value()
@@ -74,8 +75,7 @@ def flower() -> None:
         raise typer.Exit(2)
     # Flower shows queue lengths by the broker URL's scheme, which the workers' transport class would
     # replace; reading events and queues needs none of its speed.
-    celery_app.conf.broker_transport = None
-    celery_app.start(
+    make_celery(s, stock_transport=True).start(
         ["flower", f"--port={s.flower_port}", f"--address={s.flower_address}", f"--basic-auth={auth}"]
     )
 

@@ -1,8 +1,8 @@
 """Job-finished notices over Redis pub/sub, so that long-polling clients hear of a result at once.
 
-Workers (and the API, on cancel) publish a job's id when it reaches a terminal status. The notice is a
+The lifecycle (`irq/jobs.py`) publishes a job's id with every move into a terminal status. The notice is a
 hint, never the truth: a waiter still reads the job from the store, and re-reads it every
-`RECHECK_S` in case a notice was lost (Redis restarted, or a publisher could not reach it).
+`Settings.long_poll_recheck_s` in case a notice was lost (Redis restarted, or a publisher could not reach it).
 """
 
 from __future__ import annotations
@@ -11,22 +11,32 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import redis
 import redis.asyncio as aioredis
 
-FINISHED_CHANNEL = "irq:finished"
-RECHECK_S = 1.0
+from irq.broker import FINISHED_CHANNEL
 
 log = logging.getLogger("irq.events")
 
 
-def publish_finished(client: redis.Redis, job_id: str) -> None:
-    try:
-        client.publish(FINISHED_CHANNEL, job_id)
-    except redis.RedisError as exc:  # waiters re-read the store on their own
-        log.info("could not publish that job %s finished: %s", job_id, exc)
+class Notifier:
+    """Publishes that jobs finished; a notice that cannot be sent is logged, never raised."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def finished(self, job_ids: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.publish(FINISHED_CHANNEL, job_id)
+                pipe.execute()
+        except redis.RedisError as exc:  # waiters re-read the store on their own
+            log.info("could not publish that %d job(s) finished: %s", len(job_ids), exc)
 
 
 class FinishedListener:

@@ -7,11 +7,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
-from irq.jobs import utcnow
+from irq.clock import utcnow
 from irq.store.db import Database
-from irq.store.models import ApiKey
+from irq.store.keys import find_key, insert_key
 
 KEY_PREFIX = "irq_"
 
@@ -33,8 +31,7 @@ def hash_key(key: str) -> str:
 def create_key(db: Database, name: str, *, admin: bool = False) -> str:
     """Create a key and return it; this is the only time the key itself is known."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    with db.session() as s:
-        s.add(ApiKey(name=name, prefix=key[:10], key_hash=hash_key(key), is_admin=admin, created_at=utcnow()))
+    insert_key(db, name=name, prefix=key[:10], key_hash=hash_key(key), admin=admin, now=utcnow())
     return key
 
 
@@ -73,8 +70,5 @@ def authenticate(db: Database, key: str) -> Principal | None:
 
 
 def _lookup(db: Database, digest: str) -> Principal | None:
-    with db.session() as s:
-        row = s.scalars(
-            select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
-        ).one_or_none()
+    row = find_key(db, digest)
     return None if row is None else Principal(key_id=row.id, name=row.name, is_admin=row.is_admin)

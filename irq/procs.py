@@ -1,4 +1,4 @@
-"""Child processes for tests and benchmarks: start an irq service on a free port, wait until it answers,
+"""Child processes of `irq dev`, the tests and the benchmarks: start an irq service, wait until it answers,
 stop it (or kill it)."""
 
 from __future__ import annotations
@@ -44,47 +44,69 @@ def answers(url: str) -> bool:
 
 
 class Service:
-    """An `irq …` child process (or `python -m module …`) with its output in a log file a failing test
-    can show."""
+    """An `irq …` child process (or `python -m module …`) in a session of its own, with its output in a log
+    file a failing test can show, or (without a `log_dir`) on this process's terminal."""
 
     def __init__(
-        self, name: str, args: list[str], env: dict[str, str], log_dir: Path, module: str = "irq"
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        log_dir: Path | None,
+        module: str = "irq",
+        cwd: Path | None = ROOT,
     ) -> None:
         self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log: IO[bytes] = self.log_path.open("wb")
+        self.log_path = log_dir / f"{name}.log" if log_dir is not None else None
+        self._log: IO[bytes] | None = self.log_path.open("wb") if self.log_path is not None else None
+        # A session of its own: a terminal's Ctrl-C reaches only the parent, which stops its children in turn.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, *args],
             env={**os.environ, **env},
             stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            stderr=subprocess.STDOUT if self._log is not None else None,
+            cwd=cwd,
             start_new_session=True,
         )
 
+    def check_running(self) -> None:
+        """Raise `RuntimeError` (with the end of the log) if the process has exited."""
+        if self.proc.poll() is not None:
+            log = self.log()
+            raise RuntimeError(
+                f"{self.name} exited with {self.proc.returncode}" + (f":\n{log}" if log else "")
+            )
+
     def wait_ready(self, url: str, timeout_s: float = 60) -> None:
         def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            self.check_running()
             return answers(url)
 
         wait_until(ready, timeout_s, f"{self.name} at {url}")
 
     def log(self) -> str:
+        """The end of the log file ("" where the output goes to the terminal)."""
+        if self.log_path is None:
+            return ""
         return self.log_path.read_text(errors="replace")[-6000:]
 
     def kill(self) -> None:
         """`kill -9` of the process and its children: no clean-up of any kind."""
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
-        self._log.close()
+        self._close_log()
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 15) -> None:
+        """SIGTERM to the process and its children; SIGKILL if they have not exited after `grace_s`."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self._log.close()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     max_schema_bytes: int = 200_000
     schema_compile_timeout_s: float = 5.0
     max_wait_s: float = 60.0  # longest long-poll a client may ask for
+    # A long-poll wakes on the job's finished notice; it re-reads the store this often in case one was lost.
+    long_poll_recheck_s: float = 1.0
     max_schema_depth: int = 64  # JSON nesting of objects and arrays in a job's schema
     rate_limit_per_s: int = 1000  # requests per second per API key; 0: no limit
     max_inflight_jobs: int = 10_000  # queued + running jobs per API key; 0: no limit
@@ -36,6 +38,8 @@ class Settings(BaseSettings):
     # Jobs
     default_model: str = "SmolLM2-135M-Instruct"
     default_max_tokens: int = 2048
+    default_temperature: float = 0.3
+    default_top_p: float = 0.95
     max_max_tokens: int = 8192
     default_timeout_s: float = 600.0
     max_timeout_s: float = 3600.0

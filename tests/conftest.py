@@ -14,13 +14,11 @@ import psycopg
 import pytest
 import redis
 
-from irq.dev import redis_answers, start_embedded_redis
-from irq.keys import create_key
-from irq.migrate import upgrade
-from irq.store.db import Database
+import irq.stack
+from irq.broker import queue_keys
+from irq.stack import StackEnv, redis_answers, start_embedded_redis
 from irq.store.models import TERMINAL
 from tests.procs import Service, free_port, wait_until
-from worker.celery_app import queue_keys
 
 PG_ADMIN_URL = os.environ.get("IRQ_TEST_PG", "postgresql://127.0.0.1:5432/postgres")
 REDIS_SERVER = os.environ.get("IRQ_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -86,43 +84,25 @@ def redis_url(redis_server: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def inference_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real inference service with the local engine (SmolLM2-135M, llguidance), warmed up once."""
-    port = free_port()
-    svc = Service(
-        "inference",
-        ["inference", "serve"],
-        {"IRQ_INFERENCE_PORT": str(port)},
-        tmp_path_factory.mktemp("inference"),
-    )
-    base = f"http://127.0.0.1:{port}"
+    system = irq.stack.Stack(StackEnv(inference_port=free_port()), tmp_path_factory.mktemp("inference"))
     try:
-        svc.wait_ready(base + "/health")
-        httpx.post(base + "/warmup", timeout=600).raise_for_status()
-        yield base + "/generate"
+        system.start_inference()
+        system.warm_up()
+        yield system.inference_base + "/generate"
     finally:
-        svc.stop()
+        system.stop()
 
 
-@dataclass
-class Stack:
-    """An API process (and optionally a worker) over one store and one Redis database."""
+class Stack(irq.stack.Stack):
+    """An API process (and optionally a worker) over one store and one Redis database, with what a test
+    reaches them with: the API's URL, the store, a Redis client and two users' keys."""
 
-    api: str
-    db: Database
-    redis: redis.Redis
-    key: str
-    other_key: str
-    services: list[Service]
-    env: dict[str, str]
-    log_dir: Path
-
-    def start(self, name: str, args: list[str], **env: str) -> Service:
-        """An `irq …` process with the stack's settings (and `env`), stopped with the stack."""
-        service = Service(name, args, {**self.env, **env}, self.log_dir)
-        self.services.append(service)
-        return service
-
-    def start_worker(self, name: str = "worker", **env: str) -> Service:
-        return self.start(name, ["worker"], **env)
+    def __init__(self, config: StackEnv, log_dir: Path) -> None:
+        super().__init__(config, log_dir)
+        self.api = self.api_url
+        self.db, keys = self.prepare_store("alice", "bob")
+        self.key, self.other_key = keys
+        self.redis = redis.Redis.from_url(self.settings.redis_url)
 
     def client(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(
@@ -139,6 +119,11 @@ class Stack:
 
         return wait_until(finished, timeout_s, f"job {job_id} to finish")  # type: ignore[return-value]
 
+    def stop(self) -> None:
+        super().stop()
+        self.redis.close()
+        self.db.dispose()
+
 
 def start_stack(
     database_url: str,
@@ -149,38 +134,27 @@ def start_stack(
     worker: bool | None = None,
 ) -> Stack:
     """API (and a worker unless `worker` is False; by default one when there is an inference URL)."""
-    upgrade(database_url)
-    db = Database(database_url)
-    port = free_port()
-    env = {
-        "IRQ_DATABASE_URL": database_url,
-        "IRQ_REDIS_URL": redis_url,
-        "IRQ_API_PORT": str(port),
-        "IRQ_INFERENCE_URL": inference_url or "http://127.0.0.1:9/generate",
-        "IRQ_WORKER_NAME": "test-worker",
-        **(env or {}),
-    }
-    stack = Stack(
-        api=f"http://127.0.0.1:{port}",
-        db=db,
-        redis=redis.Redis.from_url(redis_url),
-        key=create_key(db, "alice"),
-        other_key=create_key(db, "bob"),
-        services=[Service("api", ["api"], env, log_dir)],
-        env=env,
-        log_dir=log_dir,
+    config = StackEnv(
+        database_url=database_url,
+        redis_url=redis_url,
+        api_port=free_port(),
+        inference_url=inference_url or "http://127.0.0.1:9/generate",
+        extra={"IRQ_WORKER_NAME": "test-worker", **(env or {})},
     )
-    if worker if worker is not None else inference_url is not None:
-        stack.start_worker()
-    stack.services[0].wait_ready(stack.api + "/readyz")
+    stack = Stack(config, log_dir)
+    try:
+        api = stack.start_api(wait=False)
+        if worker if worker is not None else inference_url is not None:
+            stack.start_worker()
+        stack.wait_api(api)
+    except BaseException:
+        stack.stop()
+        raise
     return stack
 
 
 def stop_stack(stack: Stack) -> None:
-    for svc in stack.services:
-        svc.stop()
-    stack.redis.close()
-    stack.db.dispose()
+    stack.stop()
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from irq.dev import start_embedded_redis
 from irq.procs import Service, answers, free_port, wait_until
+from irq.stack import start_embedded_redis
 
 __all__ = ["PostgresServer", "RedisServer", "Service", "answers", "free_port", "wait_until"]
 

@@ -147,7 +147,7 @@ def test_secrets_stay_out_of_logs_errors_and_job_records(
     seen = {
         "job records": json.dumps(jobs) + listing,
         "error answers": unauthorized,
-        **{svc.name: svc.log_path.read_text(errors="replace") for svc in stack.services},
+        **{svc.name: Path(str(svc.log_path)).read_text(errors="replace") for svc in stack.services},
     }
     for secret in (stack.key, stack.other_key, wrong_key, db_password, modal_key, modal_secret):
         for where, text in seen.items():

@@ -21,12 +21,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from irq.broker import TASK_RUN_JOB, make_celery
 from irq.settings import Settings
 from irq.store.db import Database
 from irq.store.models import Job
 from tests.conftest import FaultService, start_fault_service, start_stack, stop_stack
 from tests.procs import PostgresServer, RedisServer, wait_until
-from worker.celery_app import TASK_RUN_JOB, make_celery
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -324,9 +324,10 @@ def test_cancel_of_a_running_job_survives_its_late_result(
 
 
 def test_retry_backoff_is_exponential_with_full_jitter() -> None:
-    from worker.tasks import backoff_s
+    from irq.retry import RetryPolicy
 
     settings = Settings()
+    backoff_s = RetryPolicy.from_settings(settings).delay_s
     for attempt in (1, 2, 3, 4, 8):
         cap = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** (attempt - 1))
         waits = [backoff_s(attempt) for _ in range(500)]

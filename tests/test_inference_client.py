@@ -11,7 +11,9 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from inference.client import InferenceClient, PermanentInferenceError, RetryableInferenceError
+from inference.errors import InferenceError, PermanentInferenceError, RetryableInferenceError
+from inference.http_client import HttpInferenceClient
+from inference.protocol import GenerateRequest
 from irq.settings import Settings
 from tests.procs import free_port, wait_until
 
@@ -55,11 +57,10 @@ def server() -> Iterator[str]:
 
 
 def call(url: str, timeout_s: float = 10) -> object:
-    client = InferenceClient(Settings(inference_url=url))
+    client = HttpInferenceClient(Settings(inference_url=url))
     try:
-        return client.generate(
-            prompt="p", schema={"type": "object"}, max_tokens=8, temperature=0, top_p=1, timeout_s=timeout_s
-        )
+        request = GenerateRequest(prompt="p", schema={"type": "object"}, max_tokens=8, temperature=0, top_p=1)
+        return client.generate(request, timeout_s=timeout_s)
     finally:
         client.close()
 
@@ -79,7 +80,9 @@ def test_reads_the_text_key_and_the_older_ir_json_key(server: str) -> None:
         ("422", PermanentInferenceError, "schema_unsupported"),
     ],
 )
-def test_http_faults_are_typed_for_the_retry_policy(server: str, mode: str, error: type, code: str) -> None:
+def test_http_faults_are_typed_for_the_retry_policy(
+    server: str, mode: str, error: type[InferenceError], code: str
+) -> None:
     with pytest.raises(error) as caught:
         call(f"{server}/generate/{mode}")
     assert caught.value.code == code

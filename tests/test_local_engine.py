@@ -15,6 +15,7 @@ import pytest
 
 from inference.engines.base import SchemaRejected
 from inference.engines.local import LocalEngine
+from inference.protocol import GenerateRequest
 from irq.settings import Settings
 from tests.procs import Service, free_port
 
@@ -70,7 +71,8 @@ def engine(model_cache: Path) -> LocalEngine:
 @pytest.mark.parametrize(("schema_file", "prompt"), BENCH_CASES)
 def test_generates_schema_valid_json(engine: LocalEngine, schema_file: str, prompt: str) -> None:
     schema = load_schema(schema_file)
-    result = asyncio.run(engine.generate(prompt, schema, max_tokens=1024, temperature=0.0, top_p=1.0))
+    request = GenerateRequest(prompt=prompt, schema=schema, max_tokens=1024, temperature=0.0, top_p=1.0)
+    result = asyncio.run(engine.generate(request))
 
     assert result.finish_reason == "stop", result.text
     jsonschema.validate(json.loads(result.text), schema)
@@ -88,7 +90,11 @@ def test_first_load_leaves_a_complete_cache(engine: LocalEngine, model_cache: Pa
 def test_unsupported_schema_is_rejected(engine: LocalEngine) -> None:
     with pytest.raises(SchemaRejected, match="Unknown format"):
         asyncio.run(
-            engine.generate("anything", UNSUPPORTED_SCHEMA, max_tokens=16, temperature=0.0, top_p=1.0)
+            engine.generate(
+                GenerateRequest(
+                    prompt="anything", schema=UNSUPPORTED_SCHEMA, max_tokens=16, temperature=0.0, top_p=1.0
+                )
+            )
         )
 
 

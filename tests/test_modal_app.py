@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 
+from inference.errors import PermanentInferenceError, RetryableInferenceError
 from inference.modal_client import (
     ModalInferenceClient,
     modal_app_name,
     parse_result,
 )
+from inference.protocol import GenerateRequest
 
 pytest.importorskip("modal")
 
@@ -166,8 +168,6 @@ def test_method_results_mirror_the_service_answers() -> None:
 
 
 def test_the_modal_client_types_the_method_results_like_the_http_client() -> None:
-    from inference.client import PermanentInferenceError, RetryableInferenceError
-
     ok = parse_result(
         {"ir_json": {"a": 1}, "tokens_used": 3, "generation_time_ms": 5.0, "finish_reason": "stop"}
     )
@@ -234,12 +234,11 @@ def client_answering(result: object) -> tuple[ModalInferenceClient, FakeCall]:
 
 
 def generate(client: ModalInferenceClient) -> object:
-    return client.generate(prompt="p", schema={}, max_tokens=8, temperature=0.0, top_p=1.0, timeout_s=30)
+    request = GenerateRequest(prompt="p", schema={}, max_tokens=8, temperature=0.0, top_p=1.0)
+    return client.generate(request, timeout_s=30)
 
 
 def test_a_call_past_its_timeout_is_cancelled_and_retried_later() -> None:
-    from inference.client import RetryableInferenceError
-
     client, call = client_answering(TimeoutError())
     with pytest.raises(RetryableInferenceError) as fault:
         generate(client)
@@ -247,8 +246,6 @@ def test_a_call_past_its_timeout_is_cancelled_and_retried_later() -> None:
 
 
 def test_a_refused_schema_through_the_sdk_is_permanent() -> None:
-    from inference.client import PermanentInferenceError
-
     client, call = client_answering(
         {"status_code": 422, "error": {"code": "schema_unsupported", "message": "x"}}
     )

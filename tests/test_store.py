@@ -9,10 +9,13 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import inspect
 
+from inference.errors import RetryableInferenceError
+from irq.broker import Broker
 from irq.jobs import JobManager, NewJob, Outcome
 from irq.keys import authenticate, create_key, hash_key
 from irq.migrate import downgrade, upgrade
 from irq.procs import ROOT
+from irq.settings import Settings
 from irq.store.db import Database
 from irq.store.models import ApiKey, JobStatus
 
@@ -74,6 +77,15 @@ def db(database_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
+def jobs(db: Database, redis_url: str) -> Iterator[JobManager]:
+    """The lifecycle over the store, with a real broker (a Redis database of its own)."""
+    settings = Settings(redis_url=redis_url)
+    broker = Broker(settings)
+    yield JobManager.open(settings, db, broker)
+    broker.close()
+
+
+@pytest.fixture
 def owner(db: Database) -> int:
     principal = authenticate(db, create_key(db, "alice"))
     assert principal is not None
@@ -89,27 +101,26 @@ def test_keys_are_stored_hashed_and_authenticate(db: Database) -> None:
 
 
 def test_a_job_is_claimed_once_and_a_late_result_does_not_overwrite_a_cancel(
-    db: Database, owner: int
+    jobs: JobManager, owner: int
 ) -> None:
-    jobs = JobManager(db)
-    job, created = jobs.create(owner, new_job())
+    job, created = jobs.submit(owner, new_job())
     assert created and job.status == JobStatus.queued
     claimed = jobs.claim(job.id, "w1", 30)
     assert claimed is not None and claimed.attempts == 1 and claimed.status == JobStatus.running
     assert jobs.claim(job.id, "w2", 30) is None  # a duplicate delivery finds it taken
     jobs.cancel(job.id, owner)
     assert jobs.succeed(claimed, outcome()) is False
-    final = jobs.get(job.id)
+    final = jobs.store.get(job.id)
     assert final is not None and final.status == JobStatus.cancelled and final.result is None
 
 
-def test_retryable_faults_requeue_until_attempts_run_out(db: Database, owner: int) -> None:
-    jobs = JobManager(db)
-    job, _ = jobs.create(owner, new_job(max_attempts=2))
+def test_retryable_faults_requeue_until_attempts_run_out(jobs: JobManager, owner: int) -> None:
+    busy = RetryableInferenceError("inference_http_503", "busy")
+    job, _ = jobs.submit(owner, new_job(max_attempts=2))
     first = jobs.claim(job.id, "w", 30)
-    assert first is not None and jobs.requeue(first, "inference_http_503", "busy") is True
+    assert first is not None and jobs.retry_or_fail(first, busy).retry is True
     second = jobs.claim(job.id, "w", 30)
     assert second is not None and second.attempts == 2
-    assert jobs.requeue(second, "inference_http_503", "busy") is False
-    final = jobs.get(job.id)
+    assert jobs.retry_or_fail(second, busy).retry is False
+    final = jobs.store.get(job.id)
     assert final is not None and final.status == JobStatus.failed and final.error_code == "inference_http_503"

@@ -29,6 +29,7 @@ from inference.engines.vllm import (
     chosen_backend,
     to_engine_result,
 )
+from inference.protocol import GenerateRequest
 from irq.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,15 @@ def delta(text: str, tokens: list[int], finish: str | None = None, prompt: int =
     """A RequestOutput-shaped delta, for the cases that need no vLLM."""
     completion = SimpleNamespace(text=text, token_ids=tokens, finish_reason=finish)
     return SimpleNamespace(outputs=[completion], prompt_token_ids=list(range(prompt)))
+
+
+def request(
+    prompt: str, schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
+) -> GenerateRequest:
+    """The engine's request, from its values in the order the cases give them."""
+    return GenerateRequest(
+        prompt=prompt, schema=schema, max_tokens=max_tokens, temperature=temperature, top_p=top_p
+    )
 
 
 def collect(*outputs: Any) -> Collected:
@@ -106,12 +116,13 @@ def test_the_backend_is_the_one_vllm_resolved_else_the_configured_one() -> None:
 def test_a_submit_time_value_error_rejects_only_that_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     """vLLM raises ValueError from generate() at submit; the engine answers SchemaRejected and serves on."""
 
-    def params(schema: dict[str, Any], *_: Any) -> Any:
-        return SimpleNamespace(structured_outputs=SimpleNamespace(json=schema, _backend=None))
+    def params(request: GenerateRequest) -> Any:
+        return SimpleNamespace(structured_outputs=SimpleNamespace(json=request.schema_, _backend=None))
 
     class FakeLLM:
         async def generate(self, prompt: Any, params: Any, request_id: str) -> Any:
-            if params.structured_outputs.json is UNKNOWN_FORMAT:
+            # `==`, not `is`: the request holds a copy of the schema it was built with.
+            if params.structured_outputs.json == UNKNOWN_FORMAT:
                 raise ValueError("Grammar error: Unknown format: topic")
             params.structured_outputs._backend = "guidance"
             yield delta('{"name": "a"}', [1, 2, 3], "stop")
@@ -124,8 +135,8 @@ def test_a_submit_time_value_error_rejects_only_that_schema(monkeypatch: pytest.
 
     async def both() -> Any:
         return await asyncio.gather(
-            engine.generate("p", UNKNOWN_FORMAT, 16, 0.0, 1.0),
-            engine.generate("p", SCHEMA, 16, 0.0, 1.0),
+            engine.generate(request("p", UNKNOWN_FORMAT, 16, 0.0, 1.0)),
+            engine.generate(request("p", SCHEMA, 16, 0.0, 1.0)),
             return_exceptions=True,
         )
 
@@ -142,7 +153,7 @@ def test_sampling_params_carry_the_schema_as_vllms_json_constraint(vllm: ModuleT
 
     from inference.engines.vllm import build_sampling_params
 
-    params = build_sampling_params(SCHEMA, max_tokens=64, temperature=0.3, top_p=0.95)
+    params = build_sampling_params(request("p", SCHEMA, max_tokens=64, temperature=0.3, top_p=0.95))
     assert isinstance(params, SamplingParams)
     assert isinstance(params.structured_outputs, StructuredOutputsParams)
     assert params.structured_outputs.json == SCHEMA
@@ -220,7 +231,7 @@ def test_the_engine_generates_schema_valid_json_on_the_gpu(gpu_engine: Any) -> N
     engine, loop = gpu_engine.engine, gpu_engine.loop
     schema = ir_json_schema()
     result = loop.run_until_complete(
-        engine.generate("Write a function that reverses a string.", schema, 512, 0.3, 0.95)
+        engine.generate(request("Write a function that reverses a string.", schema, 512, 0.3, 0.95))
     )
     assert engine.loaded and engine.gpu
     assert result.finish_reason in ("stop", "length") and result.completion_tokens > 0
@@ -235,8 +246,8 @@ def test_a_refused_schema_leaves_the_engine_serving_on_the_gpu(gpu_engine: Any) 
 
     async def both() -> Any:
         return await asyncio.gather(
-            engine.generate("A topic.", UNKNOWN_FORMAT, 64, 0.0, 1.0),
-            engine.generate("Name: Ada.", SCHEMA, 64, 0.0, 1.0),
+            engine.generate(request("A topic.", UNKNOWN_FORMAT, 64, 0.0, 1.0)),
+            engine.generate(request("Name: Ada.", SCHEMA, 64, 0.0, 1.0)),
             return_exceptions=True,
         )
 
@@ -244,5 +255,5 @@ def test_a_refused_schema_leaves_the_engine_serving_on_the_gpu(gpu_engine: Any) 
     assert isinstance(rejected, SchemaRejected), rejected
     assert not isinstance(served, BaseException), served
     assert served.finish_reason == "length" or json.loads(served.text)
-    warm = loop.run_until_complete(engine.generate("Name: Bo.", WARMUP_SCHEMA, 32, 0.0, 1.0))
+    warm = loop.run_until_complete(engine.generate(request("Name: Bo.", WARMUP_SCHEMA, 32, 0.0, 1.0)))
     assert warm.completion_tokens > 0

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -13,26 +13,38 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import jsonschema
-import redis
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
-from inference.client import InferenceClient, InferenceError, connect
-from inference.modal_client import ModalInferenceClient
-from irq.events import publish_finished
-from irq.jobs import JobManager, Outcome, utcnow
+from inference.client import InferenceClient, connect
+from inference.errors import InferenceError
+from inference.protocol import GenerateRequest, GenerateResponse
+from irq.broker import TASK_RUN_JOB, Broker
+from irq.clock import utcnow
+from irq.jobs import JobManager, Outcome
+from irq.retry import InternalFault
 from irq.settings import get_settings
 from irq.store.db import Database
 from irq.store.models import Job
-from worker.celery_app import TASK_RUN_JOB, celery_app, enqueue
+from worker.app import celery_app
 from worker.upkeep import Upkeep
 
 log = logging.getLogger("irq.worker")
 T = TypeVar("T")
 
 
+class Attempt(enum.StrEnum):
+    """How one delivery of a job's message ended."""
+
+    succeeded = "succeeded"
+    failed = "failed"
+    retrying = "retrying"  # back in the queue after a retryable fault
+    skipped = "skipped"  # not queued: cancelled, finished, or another delivery holds it
+    discarded = "discarded"  # a result for a job cancelled meanwhile
+
+
 class _Process:
-    """The store, the inference client and the upkeep thread of one worker process.
+    """The store, the broker, the inference client and the upkeep thread of one worker process.
 
     Created once, under a lock, when the worker is ready (or on first use): the threads pool runs tasks in
     the worker's own process, where Celery's per-child signal never fires. `name` identifies this process
@@ -42,24 +54,22 @@ class _Process:
     _lock = threading.Lock()
     name = ""
     db: Database | None = None
+    broker: Broker | None = None
     jobs: JobManager | None = None
-    inference: InferenceClient | ModalInferenceClient | None = None
-    redis: redis.Redis | None = None
+    inference: InferenceClient | None = None
     upkeep: Upkeep | None = None
 
     @classmethod
-    def get(cls) -> tuple[JobManager, InferenceClient | ModalInferenceClient]:
+    def get(cls) -> tuple[JobManager, InferenceClient]:
         with cls._lock:
             if cls.jobs is None or cls.inference is None:
                 settings = get_settings()
                 cls.name = f"{settings.worker_name or socket.gethostname()}#{os.getpid()}"
                 cls.db = Database(settings.database_url)
-                cls.jobs = JobManager(cls.db)
+                cls.broker = Broker(settings, celery_app)
+                cls.jobs = JobManager.open(settings, cls.db, cls.broker)
                 cls.inference = connect(settings)
-                cls.redis = redis.Redis.from_url(
-                    settings.redis_url, socket_timeout=10, socket_connect_timeout=5
-                )
-                cls.upkeep = Upkeep(cls.jobs, cls.redis, settings, cls.name)
+                cls.upkeep = Upkeep(cls.jobs, settings, cls.name)
                 cls.upkeep.start()
             return cls.jobs, cls.inference
 
@@ -70,11 +80,11 @@ class _Process:
                 cls.upkeep.stop()
             if cls.inference is not None:
                 cls.inference.close()
-            if cls.redis is not None:
-                cls.redis.close()
+            if cls.broker is not None:
+                cls.broker.close()
             if cls.db is not None:
                 cls.db.dispose()
-            cls.db = cls.jobs = cls.inference = cls.redis = cls.upkeep = None
+            cls.db = cls.jobs = cls.inference = cls.broker = cls.upkeep = None
 
 
 @worker_ready.connect
@@ -107,12 +117,6 @@ def _store(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             delay = min(delay * 2, 5.0)
 
 
-def backoff_s(attempt: int) -> float:
-    """Exponential backoff with full jitter."""
-    settings = get_settings()
-    return random.uniform(0, min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** (attempt - 1)))
-
-
 def _validation_error(document: Any, schema: dict[str, Any]) -> str | None:
     error = jsonschema.exceptions.best_match(
         jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(
@@ -139,29 +143,57 @@ def _document(text: Any, schema: dict[str, Any]) -> tuple[Any, str | None]:
     return text, error
 
 
-def run_job(job_id: str) -> str:
-    """Claim, generate, validate, store. Returns the status the job ended this attempt in."""
+def run_job(job_id: str) -> Attempt:
+    """Claim, generate, validate, store."""
     jobs, inference = _Process.get()
     job = _store(jobs.claim, job_id, _Process.name, get_settings().lease_s)
     if job is None:
-        return "skipped"  # cancelled, finished, or another delivery holds it
+        return Attempt.skipped
+    try:
+        return _attempt(jobs, inference, job)
+    except Exception as exc:  # whatever went wrong, the job ends (or is retried): it never stays running
+        log.exception("job %s attempt %d: unexpected %s", job.id, job.attempts, type(exc).__name__)
+        fault = InternalFault(f"{type(exc).__name__} in the worker: {str(exc)[:200]}")
+        decision = _store(jobs.retry_or_fail, job, fault)
+        return Attempt.retrying if decision.retry else Attempt.failed
+
+
+def _attempt(jobs: JobManager, inference: InferenceClient, job: Job) -> Attempt:
     assert job.deadline_at is not None  # set by the claim
     remaining = (job.deadline_at - utcnow()).total_seconds()
     if remaining <= 0:
         _store(jobs.fail, job, "timeout", f"the job's {job.timeout_s:g} s ran out over its attempts")
-        return "failed"
+        return Attempt.failed
+    request = GenerateRequest(
+        prompt=job.prompt,
+        schema=job.schema_,
+        max_tokens=job.max_tokens,
+        temperature=job.temperature,
+        top_p=job.top_p,
+    )
     try:
-        reply = inference.generate(
-            prompt=job.prompt,
-            schema=job.schema_,
-            max_tokens=job.max_tokens,
-            temperature=job.temperature,
-            top_p=job.top_p,
-            timeout_s=remaining,
-        )
+        reply = inference.generate(request, timeout_s=remaining)
     except InferenceError as exc:
-        return _handle_fault(jobs, job, exc, inference.url)
+        log.warning("job %s attempt %d: %s (%s)", job.id, job.attempts, exc.code, exc)
+        decision = _store(jobs.retry_or_fail, job, exc, endpoint=inference.url)
+        return Attempt.retrying if decision.retry else Attempt.failed
+    return _store_reply(jobs, job, reply, inference.url)
+
+
+def _store_reply(jobs: JobManager, job: Job, reply: GenerateResponse, endpoint: str) -> Attempt:
     document, error = _document(reply.text, job.schema_)
+    if error is not None:
+        message = f"output does not match the schema {error}"
+        failed = _store(
+            jobs.fail,
+            job,
+            "schema_mismatch",
+            message,
+            endpoint=endpoint,
+            result=document,
+            validation_error=error,
+        )
+        return Attempt.failed if failed else Attempt.discarded
     outcome = Outcome(
         result=document,
         finish_reason=reply.finish_reason,
@@ -170,39 +202,11 @@ def run_job(job_id: str) -> str:
         ttft_ms=reply.ttft_ms,
         generation_ms=reply.generation_time_ms,
         backend=reply.backend,
-        endpoint=inference.url,
-        validation_error=error,
+        endpoint=endpoint,
     )
-    if error is not None:
-        _store(
-            jobs.fail,
-            job,
-            "schema_mismatch",
-            f"output does not match the schema {error}",
-            endpoint=inference.url,
-            result=document,
-            validation_error=error,
-        )
-        return "failed"
-    return "succeeded" if _store(jobs.succeed, job, outcome) else "discarded"  # cancelled meanwhile
-
-
-def _handle_fault(jobs: JobManager, job: Job, exc: InferenceError, endpoint: str) -> str:
-    log.warning("job %s attempt %d: %s (%s)", job.id, job.attempts, exc.code, exc)
-    if exc.retryable and _store(jobs.requeue, job, exc.code, str(exc)):
-        try:
-            enqueue(job.id, job.priority, countdown=backoff_s(job.attempts))
-        except Exception as broker_exc:  # the job is queued in the store: the sweeper sends it again
-            log.warning("job %s: could not enqueue its retry: %s", job.id, broker_exc)
-        return "queued"
-    if not exc.retryable:
-        _store(jobs.fail, job, exc.code, str(exc), endpoint=endpoint)
-    return "failed"
+    return Attempt.succeeded if _store(jobs.succeed, job, outcome) else Attempt.discarded
 
 
 @celery_app.task(name=TASK_RUN_JOB)
 def run_job_task(job_id: str) -> str:
-    status = run_job(job_id)
-    if status in ("succeeded", "failed") and _Process.redis is not None:
-        publish_finished(_Process.redis, job_id)  # wakes the clients long-polling this job
-    return status
+    return run_job(job_id).value

@@ -14,18 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from typing import Any
 
-import redis
-
-from irq.jobs import JobManager, utcnow
+from irq.jobs import JobManager
 from irq.settings import Settings
-from worker.celery_app import brokered_job_ids, enqueue
 
 log = logging.getLogger("irq.upkeep")
-
-SWEEP_LOCK = "irq:sweeper"
 
 
 @dataclass(frozen=True)
@@ -34,33 +30,23 @@ class SweepReport:
     reenqueued: int  # queued jobs that had no message in the broker, enqueued again
 
 
-def sweep(jobs: JobManager, broker: redis.Redis, settings: Settings) -> SweepReport:
+def sweep(jobs: JobManager, settings: Settings) -> SweepReport:
     """One pass over the store; safe to run at any time, from any process."""
-    requeued = jobs.expire_leases()
-    for job in requeued:
-        enqueue(job.id, job.priority)
-    stale = jobs.queued_since_before(utcnow() - timedelta(seconds=settings.sweep_stale_s))
-    missing = []
-    if stale:
-        held = brokered_job_ids(broker)  # read after the store, so a job finished meanwhile is only re-sent
-        missing = [job for job in stale if job.id not in held]
-        for job in missing:
-            enqueue(job.id, job.priority)
-    if requeued or missing:
+    report = SweepReport(expired=jobs.expire_leases(), reenqueued=jobs.resend_lost(settings.sweep_stale_s))
+    if report.expired or report.reenqueued:
         log.warning(
             "sweep: %d job(s) with an expired lease re-queued, %d lost message(s) re-sent",
-            len(requeued),
-            len(missing),
+            report.expired,
+            report.reenqueued,
         )
-    return SweepReport(expired=len(requeued), reenqueued=len(missing))
+    return report
 
 
 class Upkeep:
     """A daemon thread renewing this worker's leases and, when it holds the sweep lock, sweeping."""
 
-    def __init__(self, jobs: JobManager, broker: redis.Redis, settings: Settings, worker: str) -> None:
+    def __init__(self, jobs: JobManager, settings: Settings, worker: str) -> None:
         self.jobs = jobs
-        self.broker = broker
         self.settings = settings
         self.worker = worker
         self._stop = threading.Event()
@@ -80,7 +66,7 @@ class Upkeep:
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_renew:
-                self._guarded(self.jobs.renew_leases, self.worker, self.settings.lease_s)
+                self._guarded(self.jobs.store.renew_leases, self.worker, self.settings.lease_s)
                 next_renew = now + renew_every
             if now >= next_sweep:
                 self._guarded(self._sweep_if_leader)
@@ -89,11 +75,11 @@ class Upkeep:
 
     def _sweep_if_leader(self) -> None:
         interval_ms = int(self.settings.sweep_interval_s * 1000)
-        if self.broker.set(SWEEP_LOCK, self.worker, nx=True, px=max(interval_ms - 100, 100)):
-            sweep(self.jobs, self.broker, self.settings)
+        if self.jobs.broker.take_sweep_lock(self.worker, max(interval_ms - 100, 100)):
+            sweep(self.jobs, self.settings)
 
     @staticmethod
-    def _guarded(fn, *args) -> None:  # type: ignore[no-untyped-def]
+    def _guarded(fn: Callable[..., Any], *args: Any) -> None:
         try:
             fn(*args)
         except Exception as exc:  # the store or Redis is down: try again next tick

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
-import redis
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -17,12 +16,11 @@ from pydantic import BaseModel, ValidationError
 
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
-from api.routes.jobs import check_quota, to_new_job
+from api.routes.jobs import broker_unavailable, check_quota, to_new_job
 from api.schemas import JobRequest, JobView
-from irq.jobs import NewJob
+from irq.jobs import BrokerUnavailable, NewJob
 from irq.settings import Settings
 from irq.store.models import TERMINAL, Batch, JobStatus
-from worker.celery_app import enqueue
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=COMMON_RESPONSES)
 
@@ -161,33 +159,24 @@ async def submit_batch(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
     news = parse_batch(await request.body(), svc.settings)
-    return await run_in_threadpool(_store_and_enqueue, svc, who.key_id, news, idempotency_key)
+    return await run_in_threadpool(_submit, svc, who.key_id, news, idempotency_key)
 
 
-def _store_and_enqueue(
-    svc: Services, owner_id: int, news: list[NewJob], idempotency_key: str | None
-) -> JSONResponse:
+def _submit(svc: Services, owner_id: int, news: list[NewJob], idempotency_key: str | None) -> JSONResponse:
     check_quota(svc, owner_id, adding=len(news))
     try:
-        svc.redis.ping()  # refuse while the broker is down rather than store jobs nobody is told of
-    except redis.RedisError:
-        raise ApiError(
-            503, "broker_unavailable", "could not reach the broker", headers={"Retry-After": "5"}
-        ) from None
-    batch, jobs, created = svc.jobs.create_batch(owner_id, news, idempotency_key)
-    svc.active.added(owner_id, len(jobs))
-    for job in jobs:
-        try:
-            enqueue(job.id, job.priority)
-        except Exception:  # stored as queued: the sweeper sends what could not be enqueued now
-            break
-    view = _view(batch, svc.jobs.batch_counts(batch.id))
+        batch, created = svc.jobs.submit_batch(owner_id, news, idempotency_key)
+    except BrokerUnavailable as exc:
+        raise broker_unavailable(exc) from None
+    if created:
+        svc.active.added(owner_id, len(news))
+    view = _view(batch, svc.store.batch_counts(batch.id))
     headers = {"Location": f"/v1/batches/{batch.id}"}
     return JSONResponse(view.model_dump(mode="json"), status_code=202 if created else 200, headers=headers)
 
 
 def _owned_batch(svc: Services, batch_id: str, owner_id: int) -> Batch:
-    batch = svc.jobs.get_batch(batch_id, owner_id)
+    batch = svc.store.get_batch(batch_id, owner_id)
     if batch is None:
         raise ApiError(404, "not_found", f"no batch {batch_id}")
     return batch
@@ -196,7 +185,7 @@ def _owned_batch(svc: Services, batch_id: str, owner_id: int) -> Batch:
 @router.get("/{batch_id}", response_model=BatchView, responses=_NOT_FOUND)
 def get_batch(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> BatchView:
     batch = _owned_batch(svc, batch_id, who.key_id)
-    return _view(batch, svc.jobs.batch_counts(batch.id))
+    return _view(batch, svc.store.batch_counts(batch.id))
 
 
 @router.get(
@@ -213,7 +202,7 @@ def batch_results(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> Streami
     batch = _owned_batch(svc, batch_id, who.key_id)
 
     def lines() -> Iterator[bytes]:
-        for job in svc.jobs.batch_jobs(batch.id):
+        for job in svc.store.batch_jobs(batch.id):
             view = JobView.of(job).model_dump(mode="json")
             line = {"custom_id": job.custom_id, **{k: view[k] for k in RESULT_FIELDS}}
             yield (json.dumps(line, ensure_ascii=False) + "\n").encode()
@@ -229,4 +218,4 @@ def cancel_batch(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> BatchVie
     batch = _owned_batch(svc, batch_id, who.key_id)
     svc.jobs.cancel_batch(batch)
     batch = _owned_batch(svc, batch_id, who.key_id)
-    return _view(batch, svc.jobs.batch_counts(batch.id))
+    return _view(batch, svc.store.batch_counts(batch.id))

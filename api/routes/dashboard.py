@@ -20,7 +20,8 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from api.deps import ServicesDep
-from irq.jobs import utcnow
+from irq.clock import utcnow
+from irq.store import reads
 from irq.store.models import TERMINAL, JobStatus
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
@@ -83,7 +84,7 @@ def data(
 ) -> DashboardData:
     now = utcnow()
     since = datetime.fromtimestamp(now.timestamp() - window, UTC)
-    rows = svc.jobs.finished_outline(since, MAX_JOBS)
+    rows = reads.finished_outline(svc.db, since, MAX_JOBS)
 
     size = bucket_size(window)
     first = math.floor(since.timestamp() / size) * size

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from api.deps import ServicesDep
+from irq.store import reads
 
 router = APIRouter(tags=["health"])
 
@@ -20,13 +20,12 @@ def healthz() -> dict[str, str]:
 def readyz(svc: ServicesDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        with svc.db.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        reads.ping(svc.db)
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     try:
-        svc.redis.ping()
+        svc.broker.redis.ping()
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"

@@ -13,13 +13,11 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.schemas import JobPage, JobRequest, JobView
-from irq.events import RECHECK_S, publish_finished
 from irq.ir_schema import ir_json_schema
-from irq.jobs import NewJob
+from irq.jobs import BrokerUnavailable, NewJob
 from irq.schema_check import SchemaProblem, check_schema
 from irq.settings import Settings
 from irq.store.models import JobStatus
-from worker.celery_app import enqueue
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON_RESPONSES)
 
@@ -58,13 +56,18 @@ def to_new_job(body: JobRequest, settings: Settings, idempotency_key: str | None
         schema=schema,
         model=body.model or settings.default_model,
         max_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
+        temperature=settings.default_temperature if body.temperature is None else body.temperature,
+        top_p=settings.default_top_p if body.top_p is None else body.top_p,
         priority=body.priority,
         timeout_s=timeout,
         max_attempts=settings.max_attempts,
         idempotency_key=idempotency_key,
     )
+
+
+def broker_unavailable(exc: BrokerUnavailable) -> ApiError:
+    """The answer to a submit of which nothing was kept: the client should retry."""
+    return ApiError(503, "broker_unavailable", str(exc), headers={"Retry-After": "5"})
 
 
 def check_quota(svc: Services, owner_id: int, adding: int) -> None:
@@ -94,18 +97,11 @@ def submit_job(
 ) -> JobView:
     new = to_new_job(body, svc.settings, idempotency_key)
     check_quota(svc, who.key_id, adding=1)
-    job, created = svc.jobs.create(who.key_id, new)
+    try:
+        job, created = svc.jobs.submit(who.key_id, new)
+    except BrokerUnavailable as exc:
+        raise broker_unavailable(exc) from None
     if created:
-        try:
-            enqueue(job.id, job.priority)
-        except Exception as exc:
-            svc.jobs.delete_unstarted(job.id)  # not accepted: the client is told to retry
-            raise ApiError(
-                503,
-                "broker_unavailable",
-                f"could not enqueue the job: {type(exc).__name__}",
-                headers={"Retry-After": "5"},
-            ) from None
         svc.active.added(who.key_id, 1)
     else:
         response.status_code = 200
@@ -123,14 +119,14 @@ async def get_job(
     deadline = time.monotonic() + min(wait, svc.settings.max_wait_s)
     async with svc.finished.watch(job_id) as finished:
         while True:
-            job = await run_in_threadpool(svc.jobs.get, job_id, who.key_id)
+            job = await run_in_threadpool(svc.store.get, job_id, who.key_id)
             if job is None:
                 raise ApiError(404, "not_found", f"no job {job_id}")
             left = deadline - time.monotonic()
             if JobStatus(job.status).terminal or left <= 0:
                 return JobView.of(job)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), min(left, RECHECK_S))
+                await asyncio.wait_for(finished.wait(), min(left, svc.settings.long_poll_recheck_s))
             finished.clear()
 
 
@@ -143,7 +139,7 @@ def list_jobs(
     cursor: str | None = Query(default=None, description="`next_cursor` of the previous page."),
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
-    jobs = svc.jobs.page(who.key_id, status=status, batch_id=batch_id, before=cursor, limit=limit + 1)
+    jobs = svc.store.page(who.key_id, status=status, batch_id=batch_id, before=cursor, limit=limit + 1)
     page = jobs[:limit]
     return JobPage(jobs=[JobView.of(j) for j in page], next_cursor=page[-1].id if len(jobs) > limit else None)
 
@@ -153,6 +149,4 @@ def cancel_job(job_id: str, svc: ServicesDep, who: PrincipalDep) -> JobView:
     job = svc.jobs.cancel(job_id, who.key_id)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id}")
-    if job.status == JobStatus.cancelled:
-        publish_finished(svc.redis, job.id)
     return JobView.of(job)

@@ -14,8 +14,9 @@ from pydantic import BaseModel, Field
 
 from api.deps import PrincipalDep, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
-from irq.jobs import utcnow
-from irq.store.models import Job, JobStatus
+from irq.clock import utcnow
+from irq.store import reads
+from irq.store.models import JobStatus
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"], responses=COMMON_RESPONSES)
 
@@ -72,8 +73,8 @@ def _percentiles(values: list[float]) -> Percentiles:
     return Percentiles(p50=cuts[49], p95=cuts[94], p99=cuts[98])
 
 
-def _groups(jobs: list[Job], cost_per_hour: float) -> list[GroupStats]:
-    by_group: dict[tuple[str, str | None], list[Job]] = defaultdict(list)
+def _groups(jobs: list[reads.FinishedJob], cost_per_hour: float) -> list[GroupStats]:
+    by_group: dict[tuple[str, str | None], list[reads.FinishedJob]] = defaultdict(list)
     for job in jobs:
         if job.status != JobStatus.cancelled:
             by_group[(job.model, job.backend)].append(job)
@@ -116,7 +117,7 @@ def stats(
         raise ApiError(403, "forbidden", "scope=all needs an admin key (`irq keys create NAME --admin`)")
     since = utcnow() - timedelta(seconds=window)
     owner = None if scope == "all" else who.key_id
-    rows = svc.jobs.counts(since, owner)
+    rows = reads.counts_by_owner(svc.db, since, owner)
     totals: dict[str, int] = defaultdict(int)
     per_owner: dict[str, dict[str, int]] = defaultdict(dict)
     for name, status, n in rows:
@@ -127,5 +128,5 @@ def stats(
         scope=scope,
         jobs=dict(totals),
         owners=[OwnerStats(name=name, jobs=jobs) for name, jobs in sorted(per_owner.items())],
-        groups=_groups(svc.jobs.finished_since(since, owner), svc.settings.gpu_cost_per_hour),
+        groups=_groups(reads.finished_since(svc.db, since, owner), svc.settings.gpu_cost_per_hour),
     )

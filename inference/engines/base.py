@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any
+
+from inference.protocol import GenerateRequest
 
 
 class SchemaRejected(ValueError):
@@ -38,7 +39,5 @@ class Engine(abc.ABC):
         """Load the model (idempotent); may take minutes on a cold start."""
 
     @abc.abstractmethod
-    async def generate(
-        self, prompt: str, schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
-    ) -> EngineResult:
-        """Generate a document matching `schema`; raise `SchemaRejected` for a schema the backend refuses."""
+    async def generate(self, request: GenerateRequest) -> EngineResult:
+        """Generate a document matching the request's schema; `SchemaRejected` for one the backend refuses."""

@@ -34,6 +34,7 @@ from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
 from inference import prompting
 from inference.engines.base import Engine, EngineResult, SchemaRejected
+from inference.protocol import GenerateRequest
 from irq.schema_check import llguidance_grammar
 from irq.settings import Settings, get_settings
 
@@ -222,16 +223,12 @@ class LocalEngine(Engine):
         logger.info("loaded %s in %.1f s", self.model_name, time.perf_counter() - started)
         return _Loaded(model, tokenizer, ll_tokenizer, _wordlike(tokenizer, ll_tokenizer.vocab_size))
 
-    async def generate(
-        self, prompt: str, schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
-    ) -> EngineResult:
+    async def generate(self, request: GenerateRequest) -> EngineResult:
         # Off the event loop too: a pathological schema can take a while to compile.
-        grammar = await asyncio.to_thread(compile_schema, schema)
+        grammar = await asyncio.to_thread(compile_schema, request.schema_)
         await self.load()
         async with self._generate_lock:
-            return await asyncio.to_thread(
-                self._generate_blocking, prompt, schema, grammar, max_tokens, temperature, top_p
-            )
+            return await asyncio.to_thread(self._generate_blocking, request, grammar)
 
     def _prompt_ids(self, prompt: str, schema: dict[str, Any]) -> torch.Tensor:
         assert self._loaded is not None
@@ -261,20 +258,12 @@ class LocalEngine(Engine):
         llguidance.torch.apply_token_bitmask_inplace(logits, bitmask)
         return logits
 
-    def _generate_blocking(
-        self,
-        prompt: str,
-        schema: dict[str, Any],
-        grammar: str,
-        max_tokens: int,
-        temperature: float,
-        top_p: float,
-    ) -> EngineResult:
+    def _generate_blocking(self, request: GenerateRequest, grammar: str) -> EngineResult:
         assert self._loaded is not None
         started = time.perf_counter()
         matcher = self._new_matcher(grammar)
-        prompt_ids = self._prompt_ids(prompt, schema)
-        decoded = self._decode(prompt_ids, matcher, max_tokens, temperature, top_p, started)
+        prompt_ids = self._prompt_ids(request.prompt, request.schema_)
+        decoded = self._decode(prompt_ids, matcher, request, started)
         text = cast(str, self._loaded.tokenizer.decode(decoded.tokens, skip_special_tokens=True))
         return EngineResult(
             text=text,
@@ -287,13 +276,7 @@ class LocalEngine(Engine):
         )
 
     def _decode(
-        self,
-        prompt_ids: torch.Tensor,
-        matcher: LLMatcher,
-        max_tokens: int,
-        temperature: float,
-        top_p: float,
-        started: float,
+        self, prompt_ids: torch.Tensor, matcher: LLMatcher, request: GenerateRequest, started: float
     ) -> _Decoded:
         """Sample token by token under the grammar's mask, reusing the KV cache."""
         assert self._loaded is not None
@@ -301,14 +284,14 @@ class LocalEngine(Engine):
         decoded = _Decoded()
         input_ids, past = prompt_ids, None
         with torch.inference_mode():
-            while len(decoded.tokens) < max_tokens:
+            while len(decoded.tokens) < request.max_tokens:
                 out = self._loaded.model(
                     input_ids=input_ids, past_key_values=past, use_cache=True, logits_to_keep=1
                 )
                 past = out.past_key_values
                 logits = self._masked_logits(out.logits[0, -1, :], matcher, bitmask)
                 _penalize_repeats(logits, decoded.tokens, self._loaded.wordlike)
-                token = _sample(logits, temperature, top_p)
+                token = _sample(logits, request.temperature, request.top_p)
                 if not decoded.tokens:
                     decoded.ttft_ms = (time.perf_counter() - started) * 1000
                 decoded.tokens.append(token)

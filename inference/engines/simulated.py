@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from inference.engines.base import Engine, EngineResult, SchemaRejected
+from inference.protocol import GenerateRequest
 from irq.ir_schema import IRDocument, ir_json_schema
 from irq.settings import Settings
 
@@ -51,10 +51,8 @@ class SimulatedEngine(Engine):
     async def load(self) -> None:
         return None
 
-    async def generate(
-        self, prompt: str, schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
-    ) -> EngineResult:
-        if schema != ir_json_schema():
+    async def generate(self, request: GenerateRequest) -> EngineResult:
+        if request.schema_ != ir_json_schema():
             raise SchemaRejected("the simulated engine answers only the default IR schema")
         async with self._slots:
             started = time.perf_counter()
@@ -64,7 +62,7 @@ class SimulatedEngine(Engine):
         return EngineResult(
             text=self._text,
             finish_reason="stop",
-            prompt_tokens=len(prompt) // 4,
+            prompt_tokens=len(request.prompt) // 4,
             completion_tokens=self._tokens,
             ttft_ms=min(elapsed_ms, 1.0),
             generation_time_ms=elapsed_ms,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from inference import prompting
 from inference.engines.base import Engine, EngineResult, SchemaRejected
+from inference.protocol import GenerateRequest
 from irq.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -66,17 +67,15 @@ def engine_args(
     )
 
 
-def build_sampling_params(
-    schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
-) -> SamplingParams:
+def build_sampling_params(request: GenerateRequest) -> SamplingParams:
     """One request's sampling parameters: the schema as vLLM's JSON constraint, outputs streamed as deltas."""
     from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
     return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        structured_outputs=StructuredOutputsParams(json=schema),
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        structured_outputs=StructuredOutputsParams(json=request.schema_),
         # Deltas, so that the first one marks the first token and no step copies the whole output.
         output_kind=RequestOutputKind.DELTA,
     )
@@ -205,8 +204,11 @@ class VLLMEngine(Engine):
         `auto` resolves for that later request. Sending the first one here makes that backend known
         (`auto` picks xgrammar for this schema), and warms the engine up before real requests arrive.
         """
-        params = build_sampling_params(WARMUP_SCHEMA, max_tokens=8, temperature=0.0, top_p=1.0)
-        ids = prompt_token_ids(tokenizer, "Warm up.", WARMUP_SCHEMA)
+        warmup = GenerateRequest(
+            prompt="Warm up.", schema=WARMUP_SCHEMA, max_tokens=8, temperature=0.0, top_p=1.0
+        )
+        params = build_sampling_params(warmup)
+        ids = prompt_token_ids(tokenizer, warmup.prompt, warmup.schema_)
         async for _ in llm.generate(
             {"prompt_token_ids": ids}, params, request_id=f"warmup-{uuid.uuid4().hex}"
         ):
@@ -219,13 +221,11 @@ class VLLMEngine(Engine):
             self._llm.shutdown()
             self._llm = None
 
-    async def generate(
-        self, prompt: str, schema: dict[str, Any], max_tokens: int, temperature: float, top_p: float
-    ) -> EngineResult:
+    async def generate(self, request: GenerateRequest) -> EngineResult:
         await self.load()
         assert self._llm is not None
-        params = build_sampling_params(schema, max_tokens, temperature, top_p)
-        ids = prompt_token_ids(self._tokenizer, prompt, schema)
+        params = build_sampling_params(request)
+        ids = prompt_token_ids(self._tokenizer, request.prompt, request.schema_)
         started = time.perf_counter()
         collected = Collected()
         stream = self._llm.generate({"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex)

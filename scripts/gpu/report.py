@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scripts.gpu.bench_engine import table
+from scripts.gpu.bench_requests import table
 
 
 def setup_table(results: list[dict[str, Any]]) -> str:

@@ -1,0 +1,79 @@
+"""The HTTP adapter of the inference client: POST /generate to one URL, faults typed for the retry policy."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+
+from inference.errors import RetryableInferenceError, fault_for_status
+from inference.protocol import GenerateRequest, GenerateResponse, decode_response
+from irq.settings import Settings
+
+
+def _error_detail(response: httpx.Response) -> tuple[str | None, str]:
+    """The code and message of an error answer: the service's `ErrorBody`, FastAPI's `detail`, or the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None, response.text[:500]
+    if isinstance(body, dict):
+        detail = body.get("detail", body)
+        if isinstance(detail, dict):
+            return detail.get("code"), str(detail.get("message", detail))
+        return body.get("code"), str(body.get("message", detail))
+    return None, str(body)[:500]
+
+
+class HttpInferenceClient:
+    """Speaks the inference protocol to one generate URL; one instance per worker process.
+
+    Each thread gets its own connection pool: with hundreds of worker threads sharing one httpx pool,
+    connections were seen closed under a reader (`ReadError: Bad file descriptor`) on the GPU host.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.inference_url
+        self._headers = {k: v.get_secret_value() for k, v in settings.inference_headers.items()}
+        self._timeout = httpx.Timeout(
+            settings.default_timeout_s, connect=settings.inference_connect_timeout_s
+        )
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    @property
+    def _http(self) -> httpx.Client:
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = httpx.Client(headers=self._headers, timeout=self._timeout)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def generate(self, request: GenerateRequest, timeout_s: float) -> GenerateResponse:
+        body = request.model_dump(by_alias=True)
+        try:
+            response = self._http.post(self.url, json=body, timeout=timeout_s)
+        except httpx.TimeoutException as exc:
+            raise RetryableInferenceError("inference_timeout", f"no answer within {timeout_s:.0f} s") from exc
+        except httpx.TransportError as exc:
+            raise RetryableInferenceError("inference_unreachable", f"{type(exc).__name__}: {exc}") from exc
+        return self._parse(response)
+
+    def _parse(self, response: httpx.Response) -> GenerateResponse:
+        if response.status_code >= 400:
+            code, message = _error_detail(response)
+            raise fault_for_status(response.status_code, code, message)
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise RetryableInferenceError("inference_bad_response", f"unreadable response: {exc}") from exc
+        return decode_response(body)
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()

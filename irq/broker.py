@@ -1,0 +1,167 @@
+"""The broker: the Celery app factory and its Redis transport, the job queue, enqueueing, and every Redis
+key irq uses. The API (producer) and the workers (consumer) both use this module; neither imports the other.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from urllib.parse import urlparse
+
+import redis
+from celery import Celery
+from kombu.transport import redis as kombu_redis
+
+from irq.settings import Settings
+
+log = logging.getLogger("irq.broker")
+
+TASK_RUN_JOB = "irq.run_job"
+QUEUE = "irq"
+PRIORITY_STEPS = list(range(10))
+# Redis redelivers an unacknowledged message after this long; it must exceed the longest job
+# (acks are late), or a long job would be delivered twice while it still runs.
+VISIBILITY_MARGIN_S = 300
+
+# Every Redis key irq reads or writes. kombu's own: one list per priority step (`QUEUE`, then `QUEUE`
+# + separator + step), and the hash of messages delivered to a worker and not yet acknowledged.
+_KOMBU_PRIORITY_SEP = "\x06\x16"
+UNACKED_KEY = "unacked"
+FINISHED_CHANNEL = "irq:finished"  # pub/sub: the id of each job that reached a terminal status
+SWEEP_LOCK = "irq:sweeper"  # held by the one worker sweeping the store for lost jobs
+
+
+def rate_key(key_id: int, second: int) -> str:
+    """The counter of one API key's requests in one wall-clock second."""
+    return f"irq:rate:{key_id}:{second}"
+
+
+def queue_keys() -> list[str]:
+    """The Redis lists that hold the job queue's messages, one per priority step."""
+    return [QUEUE if p == 0 else f"{QUEUE}{_KOMBU_PRIORITY_SEP}{p}" for p in PRIORITY_STEPS]
+
+
+def redis_client(url: str, timeout_s: float = 10.0) -> redis.Redis:
+    """A Redis client with bounded timeouts, so that a Redis that does not answer fails fast."""
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=min(timeout_s, 5.0))
+
+
+class Channel(kombu_redis.Channel):
+    """kombu's Redis channel, reusing one client for its commands instead of building one per command.
+
+    kombu makes a new `redis.Redis` for every publish, ack and bookkeeping command (`conn_or_acquire`);
+    redis-py's constructor alone costs about twice a round trip, and it was 14% of a busy worker's Python
+    time (docs/benchmarks.md). A client takes a connection from the channel's pool per command and is safe
+    to share between threads; a new one is made when kombu replaces the pool (after a fork or a reconnect).
+    """
+
+    _shared_client: redis.Redis | None = None
+
+    def _create_client(self, asynchronous: bool = False) -> redis.Redis:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call,no-any-return]
+        client = self._shared_client
+        if client is None or client.connection_pool is not self.pool:
+            client = self._shared_client = super()._create_client()  # type: ignore[no-untyped-call]
+        return client
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+def make_celery(settings: Settings, include: Sequence[str] = (), stock_transport: bool = False) -> Celery:
+    """The Celery app of one process: the workers' (with `include`, the task modules) or a producer's.
+    `stock_transport` keeps kombu's own Redis transport (Flower recognises brokers by URL scheme)."""
+    app = Celery("irq", broker=settings.redis_url, include=list(include))
+    custom = urlparse(settings.redis_url).scheme == "redis" and not stock_transport
+    app.conf.update(
+        # The Redis transport with the channel above, for redis:// URLs; others (rediss://, whose TLS
+        # defaults kombu sets by scheme, and redis+socket://) keep kombu's own.
+        broker_transport=f"{__name__}:Transport" if custom else None,
+        task_default_queue=QUEUE,
+        task_ignore_result=True,  # results live in the SQL store
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # The workers' task events feed Flower; the API sends none ("task-sent" would cost every submit
+        # another Redis round trip, and Flower shows a task from its "received" event on).
+        worker_send_task_events=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": int(settings.max_timeout_s + VISIBILITY_MARGIN_S),
+            "queue_order_strategy": "priority",
+            "priority_steps": PRIORITY_STEPS,
+        },
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def worker_argv(settings: Settings, pool: str = "threads") -> list[str]:
+    """The arguments of Celery's `worker` command that `irq worker` runs (`pool` other than threads only
+    for the benchmarks' comparison)."""
+    return [
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={settings.worker_concurrency}",
+        "-Q",
+        QUEUE,
+        "--loglevel=INFO",
+        "-E",
+    ] + ([f"--hostname={settings.worker_name}"] if settings.worker_name else [])
+
+
+class Broker:
+    """Puts job ids on the queue and reads what it holds; one per process, its Celery app built on first
+    use (so importing this module connects to nothing)."""
+
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        self.settings = settings
+        self._app = app
+        self.redis = redis_client(settings.redis_url)
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            self._app = make_celery(self.settings)
+        return self._app
+
+    def enqueue(self, job_id: str, priority: int, countdown: float | None = None) -> None:
+        """Send one job's message. Job priority runs 0..9 with 9 most urgent; kombu serves step 0 first."""
+        self.app.send_task(TASK_RUN_JOB, args=[job_id], priority=9 - priority, countdown=countdown)
+
+    def queue_depth(self) -> int:
+        """Messages waiting in the queue (not those a worker holds)."""
+        return sum(int(self.redis.llen(key)) for key in queue_keys())
+
+    def brokered_job_ids(self) -> set[str]:
+        """Ids of the jobs that have a message in Redis: waiting in the queue or held by a worker."""
+        return {job_id for job_id in map(_job_id, self._payloads()) if job_id is not None}
+
+    def take_sweep_lock(self, holder: str, ttl_ms: int) -> bool:
+        return bool(self.redis.set(SWEEP_LOCK, holder, nx=True, px=ttl_ms))
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def _payloads(self, chunk: int = 1000) -> Iterator[dict]:  # type: ignore[type-arg]
+        for key in queue_keys():
+            for start in range(0, int(self.redis.llen(key)), chunk):
+                for raw in self.redis.lrange(key, start, start + chunk - 1):
+                    yield json.loads(raw)
+        for raw in self.redis.hvals(UNACKED_KEY):
+            yield json.loads(raw)[0]
+
+
+def _job_id(payload: dict) -> str | None:  # type: ignore[type-arg]
+    try:
+        body = payload["body"]
+        if payload.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None

@@ -1,0 +1,69 @@
+"""The retry policy: given a job and the fault that ended its attempt, one decision (run it again after a
+delay, or fail it with a code). The lifecycle applies the decision; nothing else decides."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from irq.settings import Settings
+from irq.store.models import Job
+
+
+class Fault(Protocol):
+    """Why an attempt did not produce a result: a machine-readable code, and whether another attempt may
+    succeed (`str()` of it is the message). Inference errors and the sweeper's `WorkerLost` are faults."""
+
+    code: str
+    retryable: bool
+
+
+class WorkerLost(Exception):
+    """The worker running the job stopped renewing its lease (it died or lost the store)."""
+
+    code = "worker_lost"
+    retryable = True
+
+
+class InternalFault(Exception):
+    """An unexpected exception on the worker's path; another attempt may not meet it."""
+
+    code = "internal_error"
+    retryable = True
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    retry: bool
+    delay_s: float  # before the next attempt (0 when failing)
+    code: str  # the error code the job records
+    message: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retryable faults retry with exponential backoff and full jitter until the job's attempts or its
+    deadline run out; permanent ones fail at once."""
+
+    backoff_s: float
+    backoff_max_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(backoff_s=settings.retry_backoff_s, backoff_max_s=settings.retry_backoff_max_s)
+
+    def delay_s(self, attempt: int) -> float:
+        """Exponential backoff with full jitter."""
+        return random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1)))
+
+    def decide(self, job: Job, fault: Fault, now: datetime) -> RetryDecision:
+        message = str(fault)[:4000]
+        if not fault.retryable:
+            return RetryDecision(False, 0.0, fault.code, message)
+        past_deadline = job.deadline_at is not None and now >= job.deadline_at
+        if past_deadline or job.attempts >= job.max_attempts:
+            given_up = f"gave up after {job.attempts} attempt(s): {message}"[:4000]
+            return RetryDecision(False, 0.0, "timeout" if past_deadline else fault.code, given_up)
+        return RetryDecision(True, self.delay_s(job.attempts), fault.code, message)

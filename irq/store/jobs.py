@@ -1,0 +1,233 @@
+"""The statements on the jobs and batches tables, as Core statements (no ORM unit of work: it cost more than
+the statements themselves, docs/benchmarks.md). Only the lifecycle (`irq/jobs.py`) moves a job between
+statuses; readers (the API) call the `get`, `page` and batch reads directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, delete, func, insert, select, update
+
+from irq.clock import utcnow
+from irq.store.db import Database
+from irq.store.models import ACTIVE, Batch, Job, JobStatus
+
+JOBS = cast(Table, Job.__table__)
+BATCHES = cast(Table, Batch.__table__)
+# `Job` attribute → column ("schema_" is stored as "schema").
+_COLUMN = {attr.key: attr.columns[0].key for attr in Job.__mapper__.column_attrs}
+_BATCH_COLUMNS = [attr.key for attr in Batch.__mapper__.column_attrs]
+
+
+def _columns(values: dict[str, Any]) -> dict[str, Any]:
+    """`Job` attribute values keyed by their columns, for a Core INSERT."""
+    return {_COLUMN[attr]: value for attr, value in values.items()}
+
+
+def as_job(row: Row[Any]) -> Job:
+    """A detached `Job` from a row of the jobs table."""
+    return Job(**{attr: row._mapping[column] for attr, column in _COLUMN.items()})
+
+
+def _as_batch(row: Row[Any]) -> Batch:
+    return Batch(**{name: row._mapping[name] for name in _BATCH_COLUMNS})
+
+
+class JobStore:
+    """Reads and conditional writes of jobs and batches; every write that moves a job names the status (and
+    attempt) it expects, so a repeated or late call changes nothing."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- creating ---------------------------------------------------------------------------
+
+    def insert(self, rows: Sequence[dict[str, Any]], batch: dict[str, Any] | None = None) -> None:
+        """Insert jobs (`Job` attribute values), and their batch first, in one transaction."""
+        with self.db.engine.begin() as conn:
+            if batch is not None:
+                conn.execute(insert(BATCHES), [batch])
+            conn.execute(insert(JOBS), [_columns(row) for row in rows])
+
+    def delete_unsent(self, job_ids: Sequence[str], batch_id: str | None = None) -> None:
+        """Undo an insert whose messages could not be sent: the jobs (still queued, never claimed) and
+        their batch."""
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                delete(JOBS).where(
+                    JOBS.c.id.in_(job_ids), JOBS.c.status == JobStatus.queued, JOBS.c.attempts == 0
+                )
+            )
+            if batch_id is not None:
+                conn.execute(delete(BATCHES).where(BATCHES.c.id == batch_id))
+
+    def by_idempotency_key(self, owner_id: int, key: str) -> Job | None:
+        return self._one_job(select(JOBS).where(JOBS.c.owner_id == owner_id, JOBS.c.idempotency_key == key))
+
+    def batch_by_idempotency_key(self, owner_id: int, key: str) -> Batch | None:
+        with self.db.engine.connect() as conn:
+            row = conn.execute(
+                select(BATCHES).where(BATCHES.c.owner_id == owner_id, BATCHES.c.idempotency_key == key)
+            ).one_or_none()
+        return None if row is None else _as_batch(row)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def get(self, job_id: str, owner_id: int | None = None) -> Job | None:
+        """The job, or None when it does not exist or belongs to another owner."""
+        job = self._one_job(select(JOBS).where(JOBS.c.id == job_id))
+        return None if job is None or (owner_id is not None and job.owner_id != owner_id) else job
+
+    def page(
+        self,
+        owner_id: int,
+        *,
+        status: str | None = None,
+        batch_id: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Newest first; `before` is the id of the last job of the previous page."""
+        q = select(JOBS).where(JOBS.c.owner_id == owner_id)
+        if status is not None:
+            q = q.where(JOBS.c.status == status)
+        if batch_id is not None:
+            q = q.where(JOBS.c.batch_id == batch_id)
+        if before is not None:
+            q = q.where(JOBS.c.id < before)
+        return self._jobs(q.order_by(JOBS.c.id.desc()).limit(limit))
+
+    def count_active(self, owner_id: int) -> int:
+        """Queued and running jobs of one owner (the in-flight quota)."""
+        q = (
+            select(func.count())
+            .select_from(JOBS)
+            .where(JOBS.c.owner_id == owner_id, JOBS.c.status.in_(ACTIVE))
+        )
+        with self.db.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    def get_batch(self, batch_id: str, owner_id: int) -> Batch | None:
+        with self.db.engine.connect() as conn:
+            row = conn.execute(select(BATCHES).where(BATCHES.c.id == batch_id)).one_or_none()
+        return None if row is None or row.owner_id != owner_id else _as_batch(row)
+
+    def batch_counts(self, batch_id: str) -> dict[str, int]:
+        q = select(JOBS.c.status, func.count()).where(JOBS.c.batch_id == batch_id).group_by(JOBS.c.status)
+        with self.db.engine.connect() as conn:
+            return {status: int(n) for status, n in conn.execute(q)}
+
+    def batch_jobs(self, batch_id: str, chunk: int = 500) -> Iterator[Job]:
+        """The batch's jobs in their submitted order, read a chunk at a time."""
+        after = -1
+        while True:
+            q = (
+                select(JOBS)
+                .where(JOBS.c.batch_id == batch_id, JOBS.c.batch_index > after)
+                .order_by(JOBS.c.batch_index)
+                .limit(chunk)
+            )
+            with self.db.engine.connect() as conn:
+                jobs = [as_job(row) for row in conn.execute(q)]
+            yield from jobs
+            if len(jobs) < chunk:
+                return
+            after = jobs[-1].batch_index or 0
+
+    def running_expired(self, now: datetime, limit: int) -> list[Job]:
+        """Running jobs whose lease ran out (their worker stopped renewing it), oldest lease first."""
+        q = (
+            select(JOBS)
+            .where(JOBS.c.status == JobStatus.running, JOBS.c.lease_expires_at < now)
+            .order_by(JOBS.c.lease_expires_at)
+            .limit(limit)
+        )
+        return self._jobs(q)
+
+    def queued_since_before(self, cutoff: datetime, limit: int = 10_000) -> list[Job]:
+        """Jobs queued since before `cutoff`, oldest first: candidates for a lost broker message."""
+        q = (
+            select(JOBS)
+            .where(JOBS.c.status == JobStatus.queued, JOBS.c.enqueued_at < cutoff)
+            .order_by(JOBS.c.enqueued_at)
+            .limit(limit)
+        )
+        return self._jobs(q)
+
+    # --- moving -----------------------------------------------------------------------------
+
+    def claim(self, job_id: str, worker: str, lease_s: float) -> Job | None:
+        """Atomically move a queued job to running and count the attempt; None if it is not queued."""
+        now = utcnow()
+        q = (
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.queued)
+            .values(
+                status=JobStatus.running,
+                attempts=JOBS.c.attempts + 1,
+                started_at=now,
+                first_started_at=func.coalesce(JOBS.c.first_started_at, now),
+                worker=worker,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+            )
+            .returning(JOBS)
+        )
+        with self.db.engine.begin() as conn:
+            row = conn.execute(q).one_or_none()
+        return None if row is None else as_job(row)
+
+    def update_running(self, job: Job, values: dict[str, Any]) -> bool:
+        """Update the job as this attempt of it runs; False if it is no longer this running attempt."""
+        q = (
+            update(JOBS)
+            .where(JOBS.c.id == job.id, JOBS.c.status == JobStatus.running, JOBS.c.attempts == job.attempts)
+            .values(values)
+        )
+        with self.db.engine.begin() as conn:
+            return bool(conn.execute(q).rowcount)
+
+    def cancel(self, job_id: str, owner_id: int, values: dict[str, Any]) -> bool:
+        """Cancel one queued or running job of `owner_id`; False if it was not active (or not theirs)."""
+        q = (
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.owner_id == owner_id, JOBS.c.status.in_(ACTIVE))
+            .values(values)
+        )
+        with self.db.engine.begin() as conn:
+            return bool(conn.execute(q).rowcount)
+
+    def cancel_batch(self, batch_id: str, values: dict[str, Any]) -> list[str]:
+        """Cancel the batch's queued and running jobs; returns their ids."""
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                update(BATCHES).where(BATCHES.c.id == batch_id).values(cancelled_at=values["finished_at"])
+            )
+            rows = conn.execute(
+                update(JOBS)
+                .where(JOBS.c.batch_id == batch_id, JOBS.c.status.in_(ACTIVE))
+                .values(values)
+                .returning(JOBS.c.id)
+            )
+            return [row.id for row in rows]
+
+    def renew_leases(self, worker: str, lease_s: float) -> int:
+        """Extend the lease of every job `worker` is running; returns how many it holds."""
+        q = (
+            update(JOBS)
+            .where(JOBS.c.worker == worker, JOBS.c.status == JobStatus.running)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+        )
+        with self.db.engine.begin() as conn:
+            return int(conn.execute(q).rowcount)
+
+    def _jobs(self, q: Any) -> list[Job]:
+        with self.db.engine.connect() as conn:
+            return [as_job(row) for row in conn.execute(q)]
+
+    def _one_job(self, q: Any) -> Job | None:
+        with self.db.engine.connect() as conn:
+            row = conn.execute(q).one_or_none()
+        return None if row is None else as_job(row)
