@@ -74,6 +74,10 @@ class JobView(BaseModel):
     batch_id: str | None
     idempotency_key: str | None
     result: Any | None
+    output_text: str | None = Field(
+        description="A failed job's generated text when it produced no document (cut at max_tokens, or not "
+        "JSON), at most 16 000 characters."
+    )
     finish_reason: str | None
     validation_error: str | None
     error: JobError | None
@@ -101,6 +105,7 @@ class JobView(BaseModel):
             batch_id=job.batch_id,
             idempotency_key=job.idempotency_key,
             result=job.result,
+            output_text=job.output_text,
             finish_reason=job.finish_reason,
             validation_error=job.validation_error,
             error=JobError(code=job.error_code, message=job.error_message) if job.error_code else None,

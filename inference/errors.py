@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
+MAX_OUTPUT_CHARS = 16_000  # of a failed generation's text, kept for inspection
+
+
+class PartialOutput(BaseModel):
+    """What a generation that produced no document left behind: its text (the first `MAX_OUTPUT_CHARS`),
+    why it stopped, and its tokens."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
 
 class InferenceError(Exception):
-    """An inference call that did not produce a document; `code` is stored on the job."""
+    """An inference call that did not produce a document; `code` is stored on the job, and so is `output`
+    when the engine generated something."""
 
     retryable = False
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, output: PartialOutput | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.output = output
 
 
 class RetryableInferenceError(InferenceError):
@@ -23,10 +39,28 @@ class PermanentInferenceError(InferenceError):
     """Another attempt would fail the same way: the endpoint refused this request (4xx)."""
 
 
-def fault_for_status(status: int, code: str | None, message: str) -> InferenceError:
+def fault_for_status(
+    status: int, code: str | None, message: str, output: PartialOutput | None = None
+) -> InferenceError:
     """The fault for an endpoint's error status: 429 and 5xx are worth a retry, any other 4xx is not."""
     code = code or f"inference_http_{status}"
     message = f"HTTP {status}: {message}"
     if status == 429 or status >= 500:
-        return RetryableInferenceError(code, message)
-    return PermanentInferenceError(code, message)
+        return RetryableInferenceError(code, message, output)
+    return PermanentInferenceError(code, message, output)
+
+
+def fault_from_body(status: int, body: object) -> InferenceError:
+    """The fault for an error answer's decoded body: the service's `{code, message, output?}`, FastAPI's
+    `{"detail": …}`, or anything else (its text)."""
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    if not isinstance(detail, dict):
+        return fault_for_status(status, None, str(detail)[:500])
+    code = detail.get("code")
+    try:
+        output = PartialOutput.model_validate(detail["output"]) if detail.get("output") else None
+    except ValueError:
+        output = None
+    return fault_for_status(
+        status, str(code) if code else None, str(detail.get("message", detail))[:2000], output
+    )

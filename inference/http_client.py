@@ -6,23 +6,9 @@ import threading
 
 import httpx
 
-from inference.errors import RetryableInferenceError, fault_for_status
+from inference.errors import RetryableInferenceError, fault_from_body
 from inference.protocol import GenerateRequest, GenerateResponse, decode_response
 from irq.settings import Settings
-
-
-def _error_detail(response: httpx.Response) -> tuple[str | None, str]:
-    """The code and message of an error answer: the service's `ErrorBody`, FastAPI's `detail`, or the text."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None, response.text[:500]
-    if isinstance(body, dict):
-        detail = body.get("detail", body)
-        if isinstance(detail, dict):
-            return detail.get("code"), str(detail.get("message", detail))
-        return body.get("code"), str(body.get("message", detail))
-    return None, str(body)[:500]
 
 
 class HttpInferenceClient:
@@ -64,8 +50,11 @@ class HttpInferenceClient:
 
     def _parse(self, response: httpx.Response) -> GenerateResponse:
         if response.status_code >= 400:
-            code, message = _error_detail(response)
-            raise fault_for_status(response.status_code, code, message)
+            try:
+                body: object = response.json()
+            except ValueError:
+                body = response.text
+            raise fault_from_body(response.status_code, body)
         try:
             body = response.json()
         except ValueError as exc:

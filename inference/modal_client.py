@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from inference.errors import InferenceError, RetryableInferenceError, fault_for_status
+from inference.errors import InferenceError, RetryableInferenceError, fault_from_body
 from inference.protocol import GenerateRequest, GenerateResponse, decode_response
 from irq.settings import Settings
 
@@ -42,10 +42,7 @@ def parse_result(result: object) -> GenerateResponse:
 
 
 def _error(result: dict[str, Any]) -> InferenceError:
-    status = int(result.get("status_code") or 500)
-    error = result["error"] if isinstance(result["error"], dict) else {}
-    code = error.get("code")
-    return fault_for_status(status, str(code) if code else None, str(error.get("message", "")))
+    return fault_from_body(int(result.get("status_code") or 500), result["error"])
 
 
 def typed_fault(exc: BaseException, timeout_s: float) -> RetryableInferenceError:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from inference.errors import RetryableInferenceError
+from inference.errors import PartialOutput, RetryableInferenceError
 from irq.settings import get_settings
 
 # The sampling ranges every engine accepts; the API checks a job's values against the same ones.
@@ -77,7 +77,9 @@ class HealthResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """What the service answers with a 4xx/5xx: a machine-readable code and a message."""
+    """What the service answers with a 4xx/5xx: a machine-readable code and a message, and what the engine
+    generated when it produced no document (`output_truncated`, `invalid_output`)."""
 
     code: str
     message: str
+    output: PartialOutput | None = None

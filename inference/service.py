@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from inference.engines import Engine, EngineResult, SchemaRejected, create_engine
+from inference.errors import MAX_OUTPUT_CHARS, PartialOutput
 from inference.protocol import ErrorBody, GenerateRequest, GenerateResponse, HealthResponse
 from irq.settings import Settings, get_settings
 
@@ -29,10 +30,12 @@ T = TypeVar("T")
 class ServiceError(Exception):
     """A request the service answers with an error status and an `ErrorBody`."""
 
-    def __init__(self, status_code: int, code: str, message: str) -> None:
+    def __init__(
+        self, status_code: int, code: str, message: str, output: PartialOutput | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
-        self.body = ErrorBody(code=code, message=message)
+        self.body = ErrorBody(code=code, message=message, output=output)
 
 
 def _error_response(status_code: int, body: ErrorBody) -> JSONResponse:
@@ -58,7 +61,13 @@ def _parse_output(result: EngineResult) -> object:
             code, why = "output_truncated", "max_tokens cut the document short"
         else:
             code, why = "invalid_output", "the output is not JSON"
-        raise ServiceError(422, code, f"{why} ({result.completion_tokens} tokens): {exc}") from exc
+        output = PartialOutput(
+            text=result.text[:MAX_OUTPUT_CHARS],
+            finish_reason=result.finish_reason,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+        )
+        raise ServiceError(422, code, f"{why} ({result.completion_tokens} tokens): {exc}", output) from exc
 
 
 def _health(engine: Engine) -> HealthResponse:

@@ -27,13 +27,15 @@ from sqlalchemy.exc import IntegrityError
 from irq.broker import Broker
 from irq.clock import new_id, utcnow
 from irq.events import Notifier
-from irq.retry import Fault, RetryDecision, RetryPolicy, WorkerLost
+from irq.retry import Fault, Generated, RetryDecision, RetryPolicy, WorkerLost
 from irq.settings import Settings
 from irq.store.db import Database
 from irq.store.jobs import JobStore
 from irq.store.models import Batch, Job, JobStatus
 
 log = logging.getLogger("irq.jobs")
+
+MAX_OUTPUT_CHARS = 16_000  # of a failed generation's text, kept on the job for inspection
 
 
 class BrokerUnavailable(Exception):
@@ -237,14 +239,24 @@ class JobManager:
         endpoint: str | None = None,
         result: Any = None,
         validation_error: str | None = None,
+        output: Generated | None = None,
     ) -> bool:
-        """Fail a running job for good with a machine-readable code; False if it was no longer running."""
+        """Fail a running job for good with a machine-readable code, keeping what it produced (a document
+        that did not validate, or the text of a generation that made none); False if it was no longer
+        running."""
         values: dict[str, Any] = dict(status=JobStatus.failed, error_code=code, error_message=message[:4000])
         if endpoint is not None:
             values["endpoint"] = endpoint
         if result is not None:
             values["result"] = result
             values["validation_error"] = validation_error
+        if output is not None:
+            values.update(
+                output_text=output.text[:MAX_OUTPUT_CHARS],
+                finish_reason=output.finish_reason,
+                prompt_tokens=output.prompt_tokens,
+                completion_tokens=output.completion_tokens,
+            )
         return self._finish(job, values)
 
     def retry_or_fail(self, job: Job, fault: Fault, endpoint: str | None = None) -> RetryDecision:
@@ -252,7 +264,7 @@ class JobManager:
         failed). A job that is no longer this running attempt (cancelled meanwhile) is left alone."""
         decision = self.retry.decide(job, fault, utcnow())
         if not decision.retry:
-            self.fail(job, decision.code, decision.message, endpoint=endpoint)
+            self.fail(job, decision.code, decision.message, endpoint=endpoint, output=fault.output)
             return decision
         requeued = self.store.update_running(
             job,

@@ -12,12 +12,25 @@ from irq.settings import Settings
 from irq.store.models import Job
 
 
+class Generated(Protocol):
+    """What a generation that produced no document left behind."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class Fault(Protocol):
-    """Why an attempt did not produce a result: a machine-readable code, and whether another attempt may
-    succeed (`str()` of it is the message). Inference errors and the sweeper's `WorkerLost` are faults."""
+    """Why an attempt did not produce a result: a machine-readable code, whether another attempt may
+    succeed, and what the engine generated if anything (`str()` of it is the message). Inference errors
+    and the sweeper's `WorkerLost` are faults."""
 
     code: str
     retryable: bool
+
+    @property
+    def output(self) -> Generated | None: ...
 
 
 class WorkerLost(Exception):
@@ -25,6 +38,7 @@ class WorkerLost(Exception):
 
     code = "worker_lost"
     retryable = True
+    output = None
 
 
 class InternalFault(Exception):
@@ -32,6 +46,7 @@ class InternalFault(Exception):
 
     code = "internal_error"
     retryable = True
+    output = None
 
 
 @dataclass(frozen=True)

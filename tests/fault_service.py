@@ -3,7 +3,9 @@ faults scripted in the prompt and every call counted.
 
 A prompt containing `[faults: 503, 429, hang]` is answered 503 on its first call, 429 on its second, never
 on its third (the request hangs), and with the simulated engine's document from then on. Actions: an HTTP
-status, `hang`, or `sleep=SECONDS` (then the document). `GET /calls` returns how often each prompt came.
+status, `hang`, `sleep=SECONDS` (then the document), a reply the engine would not make (`REPLIES`: e.g.
+`deep`, a JSON text nested past any parser's depth), or `nul`: a truncated generation whose text holds a NUL
+character. `GET /calls` returns how often each prompt came.
 
 Run: `python -m tests.fault_service PORT [LATENCY_S]`.
 """
@@ -25,6 +27,11 @@ from inference.service import create_app
 from irq.settings import Settings
 
 FAULTS = re.compile(r"\[faults:([^\]]*)\]")
+# Answers a broken or hostile endpoint could send, as the `text` of a 200 reply.
+REPLIES: dict[str, object] = {
+    "deep": "[" * 100_000 + "]" * 100_000,  # JSON text nested deeper than a recursive decoder goes
+    "five": 5,
+}
 
 
 def build(latency_s: float) -> FastAPI:
@@ -45,6 +52,20 @@ def build(latency_s: float) -> FastAPI:
             await asyncio.sleep(3600)
         elif action.startswith("sleep="):
             await asyncio.sleep(float(action.removeprefix("sleep=")))
+        elif action == "nul":  # PostgreSQL's text columns refuse the NUL
+            output = {"text": '{"a": "\x00', "finish_reason": "length", "completion_tokens": 4}
+            return JSONResponse(
+                {"code": "output_truncated", "message": "cut", "output": output}, status_code=422
+            )
+        elif action in REPLIES:
+            return JSONResponse(
+                {
+                    "text": REPLIES[action],
+                    "tokens_used": 3,
+                    "generation_time_ms": 1.0,
+                    "finish_reason": "stop",
+                }
+            )
         elif action.isdigit():
             return JSONResponse(
                 {"code": f"injected_{action}", "message": f"injected HTTP {action}"}, status_code=int(action)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import os
 import socket
@@ -12,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import jsonschema
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
@@ -28,6 +26,7 @@ from irq.store.db import Database
 from irq.store.models import Job
 from worker.app import celery_app
 from worker.upkeep import Upkeep
+from worker.validation import Uncheckable, checked_document
 
 log = logging.getLogger("irq.worker")
 T = TypeVar("T")
@@ -117,32 +116,6 @@ def _store(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             delay = min(delay * 2, 5.0)
 
 
-def _validation_error(document: Any, schema: dict[str, Any]) -> str | None:
-    error = jsonschema.exceptions.best_match(
-        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(
-            schema
-        ).iter_errors(document)
-    )
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-    return f"at {where}: {error.message}"
-
-
-def _document(text: Any, schema: dict[str, Any]) -> tuple[Any, str | None]:
-    """The generated document and its validation error; a JSON string is decoded when that makes it valid."""
-    error = _validation_error(text, schema)
-    if error is not None and isinstance(text, str):
-        try:
-            decoded = json.loads(text)
-        except ValueError:
-            return text, error
-        decoded_error = _validation_error(decoded, schema)
-        if decoded_error is None:
-            return decoded, None
-    return text, error
-
-
 def run_job(job_id: str) -> Attempt:
     """Claim, generate, validate, store."""
     jobs, inference = _Process.get()
@@ -181,7 +154,11 @@ def _attempt(jobs: JobManager, inference: InferenceClient, job: Job) -> Attempt:
 
 
 def _store_reply(jobs: JobManager, job: Job, reply: GenerateResponse, endpoint: str) -> Attempt:
-    document, error = _document(reply.text, job.schema_)
+    try:
+        document, error = checked_document(reply.text, job.schema_)
+    except Uncheckable as exc:
+        decision = _store(jobs.retry_or_fail, job, exc, endpoint=endpoint)
+        return Attempt.retrying if decision.retry else Attempt.failed
     if error is not None:
         message = f"output does not match the schema {error}"
         failed = _store(

@@ -210,7 +210,17 @@ def batch_results(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> Streami
     return StreamingResponse(lines(), media_type="application/jsonl")
 
 
-RESULT_FIELDS = ("id", "status", "result", "error", "validation_error", "finish_reason", "usage", "timings")
+RESULT_FIELDS = (
+    "id",
+    "status",
+    "result",
+    "output_text",
+    "error",
+    "validation_error",
+    "finish_reason",
+    "usage",
+    "timings",
+)
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchView, responses=_NOT_FOUND)

@@ -127,6 +127,8 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
 
     result: Mapped[Any | None] = mapped_column(JSON)
+    # A failed generation's text (bounded), when it produced no document: truncated or not JSON.
+    output_text: Mapped[str | None] = mapped_column(Text)
     validation_error: Mapped[str | None] = mapped_column(Text)
     finish_reason: Mapped[str | None] = mapped_column(String(32))
     prompt_tokens: Mapped[int | None]

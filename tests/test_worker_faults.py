@@ -1,0 +1,123 @@
+"""Whatever fails on the worker's path ends the job: a reply the worker cannot decode, a store that refuses
+the write, a schema that cannot be checked. And checking a document never reaches the network."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from irq.broker import Broker
+from irq.jobs import JobManager, NewJob
+from irq.keys import authenticate
+from irq.settings import Settings
+from irq.store.models import TERMINAL
+from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
+from tests.procs import free_port, wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+FAST = {"IRQ_MAX_ATTEMPTS": "2", "IRQ_RETRY_BACKOFF_S": "0.1", "IRQ_RETRY_BACKOFF_MAX_S": "0.2"}
+
+
+class Listener:
+    """A TCP port that counts the connections made to it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.connections = 0
+        self._sock = socket.create_server(("127.0.0.1", self.port))
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+
+
+@pytest.fixture
+def inference(tmp_path: Path) -> Iterator[FaultService]:
+    service = start_fault_service(tmp_path)
+    yield service
+    service.service.stop()
+
+
+def place(stack: Stack, prompt: str, schema: dict[str, object]) -> str:
+    """A job stored and enqueued as the lifecycle does, with a schema the API's check would refuse today
+    (as an older API, or a direct caller, could have let through)."""
+    owner = authenticate(stack.db, stack.key)
+    assert owner is not None
+    settings = Settings(redis_url=stack.env["IRQ_REDIS_URL"], max_attempts=2)
+    broker = Broker(settings)
+    new = NewJob(prompt, schema, "m", 64, 0.3, 0.95, 5, 60.0, settings.max_attempts)
+    job, _ = JobManager.open(settings, stack.db, broker).submit(owner.key_id, new)
+    broker.close()
+    return job.id
+
+
+def test_every_job_ends_whatever_fails_on_the_workers_path(
+    postgres_url: str, redis_url: str, inference: FaultService, tmp_path: Path
+) -> None:
+    listener = Listener()
+    stack = start_stack(postgres_url, redis_url, inference.url, tmp_path, env=FAST)
+    try:
+        with stack.client() as http:
+
+            def submit(prompt: str) -> str:
+                response = http.post("/v1/jobs", json={"prompt": prompt, "schema": {"type": "object"}})
+                assert response.status_code == 202, response.text
+                return str(response.json()["id"])
+
+            expected = {
+                # result decoding: a JSON text nested past the decoder's depth
+                submit("a reply nested too deep [faults: deep, deep]"): ("internal_error", 2),
+                # store write: PostgreSQL refuses the NUL in the text of a truncated generation
+                submit("a reply with a NUL [faults: nul, nul]"): ("internal_error", 2),
+                # validation: references that loop without end, and one that points outside the schema
+                place(
+                    stack,
+                    "a schema that loops [faults: five]",
+                    {
+                        "$defs": {"a": {"$ref": "#/$defs/a"}},
+                        "anyOf": [{"$ref": "#/$defs/a"}, {"type": "integer"}],
+                    },
+                ): ("schema_unsupported", 1),
+                place(
+                    stack,
+                    "a schema with a remote reference [faults: five]",
+                    {"$ref": f"http://127.0.0.1:{listener.port}/schema.json"},
+                ): ("schema_unsupported", 1),
+            }
+
+            def ended() -> list[dict[str, object]] | None:
+                jobs = [http.get(f"/v1/jobs/{job_id}").json() for job_id in expected]
+                return jobs if all(job["status"] in TERMINAL for job in jobs) else None
+
+            jobs = wait_until(ended, 90, "every job to end", interval_s=0.5)
+        assert isinstance(jobs, list)
+        got = {job["id"]: (job["error"]["code"], job["attempts"]) for job in jobs}
+        assert [job["status"] for job in jobs] == ["failed"] * 4
+        assert got == expected
+        calls = inference.calls()
+        assert calls["a reply nested too deep [faults: deep, deep]"] == 2  # attempts respected
+        assert listener.connections == 0  # the remote reference was never fetched
+        worker_log = Path(str(stack.services[-1].log_path)).read_text()
+        assert worker_log.count("unexpected RecursionError") == 2  # each unexpected fault is logged
+    finally:
+        stop_stack(stack)
+        listener.close()
