@@ -196,7 +196,9 @@ async def _retrying(call: Any, attempts: int = 3) -> Any:
     raise AssertionError("unreachable")
 
 
-async def _submit_and_wait(http: Any, body: dict[str, Any], started: float) -> Finished:
+async def _submit_and_wait(
+    http: Any, body: dict[str, Any], started: float, deadline: float = float("inf")
+) -> Finished:
     import time
     import uuid
 
@@ -209,15 +211,18 @@ async def _submit_and_wait(http: Any, body: dict[str, Any], started: float) -> F
         refused = {"status": "refused", "error": exc.response.json().get("error")}
         return Finished(job=refused, client_ms=(time.perf_counter() - started) * 1000.0)
     url = f"/v1/jobs/{job['id']}"
-    while job["status"] in ACTIVE:
+    while job["status"] in ACTIVE and time.monotonic() < deadline:
         job = await _retrying(lambda: http.get(url, params={"wait": 30}))
     return Finished(job=job, client_ms=(time.perf_counter() - started) * 1000.0)
 
 
-def run_jobs(bench: Stack, bodies: list[dict[str, Any]], concurrency: int) -> tuple[list[Finished], float]:
+def run_jobs(
+    bench: Stack, bodies: list[dict[str, Any]], concurrency: int, deadline_s: float | None = None
+) -> tuple[list[Finished], float]:
     """Submit one job per request body through REST, `concurrency` clients at a time, each long-polling its
-    job to the end. Returns the finished jobs, in order, and the wall time from the first submit to the
-    last job seen finished."""
+    job to the end (or, with `deadline_s`, until that many seconds after the first submit: a job still
+    active then comes back as it was). Returns the jobs, in order, and the wall time from the first submit
+    to the last job seen finished."""
     n = len(bodies)
     import asyncio
     import time
@@ -239,10 +244,11 @@ def run_jobs(bench: Stack, bodies: list[dict[str, Any]], concurrency: int) -> tu
                 base_url=bench.api, headers=headers, limits=limits, timeout=120
             ) as http:
                 for i in todo:
-                    finished[i] = await _submit_and_wait(http, bodies[i], time.perf_counter())
+                    finished[i] = await _submit_and_wait(http, bodies[i], time.perf_counter(), deadline)
                     progress.update()
 
         started = time.perf_counter()
+        deadline = time.monotonic() + (deadline_s if deadline_s is not None else float("inf"))
         await asyncio.gather(*(client() for _ in range(min(concurrency, n))))
         wall = time.perf_counter() - started
         progress.close()

@@ -225,6 +225,39 @@ def bench_api_load(
     run(rate, duration, [float(s) for s in steps.split(",") if s], step_duration, api_workers, out)
 
 
+@bench_app.command("schemas")
+def bench_schemas(
+    schemas: Annotated[Path, typer.Option(help="Folder of JSON Schemas, one job each.")] = Path(
+        "../shared/data/jsonschemabench"
+    ),
+    prompts: Annotated[Path, typer.Option(help="JSONL with a `prompt` per line (default IR schema).")] = Path(
+        "../shared/data/prompts.jsonl"
+    ),
+    limit: Annotated[int | None, typer.Option(help="Only the first N schemas, in name order.")] = None,
+    max_tokens: int = 512,
+    inference_url: Annotated[
+        str | None, typer.Option(help="A running inference service (else the local engine is started).")
+    ] = None,
+    deadline_s: Annotated[
+        float, typer.Option(help="Jobs still active this long after the start count as such.")
+    ] = 3600,
+    out: OutOpt = Path("bench-results"),
+) -> None:
+    """Real-world schemas through the pipeline: accepted, schema-valid, truncated and other failures per
+    category, each success checked again with jsonschema."""
+    from bench.schemas import run
+
+    run(
+        schemas,
+        prompts,
+        out,
+        limit=limit,
+        max_tokens=max_tokens,
+        inference_url=inference_url,
+        deadline_s=deadline_s,
+    )
+
+
 @batch_app.command("submit")
 def batch_submit(
     file: Path,

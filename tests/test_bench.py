@@ -109,3 +109,30 @@ def test_cpu_split_store_calls_and_broker_calls_run() -> None:
     assert all(name in calls for name in ("create", "claim", "succeed"))
     broker = script("bench.broker_calls", "--calls", "20", "--rounds", "1")
     assert "kombu as shipped" in broker and "irq" in broker
+
+
+def test_real_world_schemas_through_the_pipeline(tmp_path: Path, inference_url: str) -> None:
+    """Two real-world schemas and one IR prompt, on the real local engine: every job is accounted for in
+    its category, and no success is one that jsonschema refuses."""
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    for name in ("Glaiveai2K__create_calendar_event_1cc9b5e0.json", "Github_easy__o58916.json"):
+        (schemas / name).write_text((ROOT / "tests" / "data" / "jsonschemabench" / name).read_text())
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Create a function that returns the maximum of a list"}) + "\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "irq", "bench", "schemas", "--schemas", str(schemas),
+         "--prompts", str(prompts), "--max-tokens", "96", "--inference-url", inference_url,
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=280,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    rows = json.loads((tmp_path / "schemas.json").read_text())["categories"]
+    assert set(rows) == {"Glaiveai2K", "Github_easy", "IR (default schema)", "all"}
+    everything = rows["all"]
+    assert everything["jobs"] == 3
+    outcomes = ("refused", "schema_valid", "truncated", "invalid_successes", "not_terminal")
+    ended = sum(everything.get(k, 0) for k in outcomes) + sum(everything["failures"].values())
+    assert ended == 3  # every job is in exactly one column
+    assert everything.get("invalid_successes", 0) == 0 and everything.get("not_terminal", 0) == 0
+    assert "| all | 3 |" in (tmp_path / "schemas.md").read_text()
