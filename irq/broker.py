@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from typing import cast
 from urllib.parse import urlparse
 
 import redis
@@ -29,6 +30,7 @@ VISIBILITY_MARGIN_S = 300
 # + separator + step), and the hash of messages delivered to a worker and not yet acknowledged.
 _KOMBU_PRIORITY_SEP = "\x06\x16"
 UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"  # kombu's: delivery tag → when it was delivered (Unix seconds)
 FINISHED_CHANNEL = "irq:finished"  # pub/sub: the id of each job that reached a terminal status
 SWEEP_LOCK = "irq:sweeper"  # held by the one worker sweeping the store for lost jobs
 
@@ -137,9 +139,13 @@ class Broker:
         """Messages waiting in the queue (not those a worker holds)."""
         return sum(int(self.redis.llen(key)) for key in queue_keys())
 
-    def brokered_job_ids(self) -> set[str]:
-        """Ids of the jobs that have a message in Redis: waiting in the queue or held by a worker."""
-        return {job_id for job_id in map(_job_id, self._payloads()) if job_id is not None}
+    def brokered_job_ids(self, delivered_after: float) -> set[str]:
+        """Ids of the jobs that have a message in Redis: waiting in the queue, or delivered to a worker
+        after `delivered_after` (Unix seconds) and not yet acknowledged. A message delivered before that
+        counts as held by nobody: a worker claims what it is given at once, so a job still queued long after
+        its delivery was delivered to a worker that died (Redis would redeliver it only after the
+        visibility timeout, an hour)."""
+        return {job_id for job_id in map(_job_id, self._payloads(delivered_after)) if job_id is not None}
 
     def take_sweep_lock(self, holder: str, ttl_ms: int) -> bool:
         return bool(self.redis.set(SWEEP_LOCK, holder, nx=True, px=ttl_ms))
@@ -147,13 +153,16 @@ class Broker:
     def close(self) -> None:
         self.redis.close()
 
-    def _payloads(self, chunk: int = 1000) -> Iterator[dict]:  # type: ignore[type-arg]
+    def _payloads(self, delivered_after: float, chunk: int = 1000) -> Iterator[dict]:  # type: ignore[type-arg]
         for key in queue_keys():
             for start in range(0, int(self.redis.llen(key)), chunk):
                 for raw in self.redis.lrange(key, start, start + chunk - 1):
                     yield json.loads(raw)
-        for raw in self.redis.hvals(UNACKED_KEY):
-            yield json.loads(raw)[0]
+        tags = cast(list[bytes], self.redis.zrangebyscore(UNACKED_INDEX_KEY, delivered_after, "+inf"))
+        for start in range(0, len(tags), chunk):
+            for message in self.redis.hmget(UNACKED_KEY, tags[start : start + chunk]):
+                if message is not None:  # acknowledged meanwhile
+                    yield json.loads(message)[0]
 
 
 def _job_id(payload: dict) -> str | None:  # type: ignore[type-arg]

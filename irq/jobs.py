@@ -307,15 +307,16 @@ class JobManager:
             requeued += self.retry_or_fail(job, lost).retry
         return requeued
 
-    def resend_lost(self, stale_s: float) -> int:
-        """Send again the jobs queued in the store for more than `stale_s` that the broker does not hold
-        (Redis restarted without persistence, or a message could not be sent); returns how many."""
-        stale = self.store.queued_since_before(utcnow() - timedelta(seconds=stale_s))
+    def resend_lost(self, stale_s: float, held_s: float) -> int:
+        """Send again the jobs queued in the store for more than `stale_s` that the broker does not hold:
+        Redis restarted without persistence, a message could not be sent, or it was delivered more than
+        `held_s` ago to a worker that died before claiming it. Returns how many."""
+        now = utcnow()
+        stale = self.store.queued_since_before(now - timedelta(seconds=stale_s))
         if not stale:
             return 0
-        held = (
-            self.broker.brokered_job_ids()
-        )  # read after the store: a job finished meanwhile is re-sent only
+        # Read after the store: a job finished meanwhile is only sent again, and its claim will fail.
+        held = self.broker.brokered_job_ids(delivered_after=now.timestamp() - held_s)
         missing = [job for job in stale if job.id not in held]
         for job in missing:
             self.broker.enqueue(job.id, job.priority)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -333,3 +334,37 @@ def test_retry_backoff_is_exponential_with_full_jitter() -> None:
         waits = [backoff_s(attempt) for _ in range(500)]
         assert all(0 <= w <= cap for w in waits)
         assert max(waits) > 0.8 * cap and min(waits) < 0.2 * cap  # spread over the whole range
+
+
+def test_jobs_delivered_to_a_worker_that_died_before_claiming_them_are_recovered_within_a_lease(
+    sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The worker receives 20 messages while the store is locked (its claims wait), and is killed: Redis
+    holds the messages as delivered and unacknowledged, and would redeliver them only after its visibility
+    timeout (an hour). The sweeper sends them again once they are a lease old."""
+    inference = start_fault_service(tmp_path)
+    stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path, env=FAST_RECOVERY, worker=False)
+    lock = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        with stack.client() as http:
+            ids = [submit(http, f"delivered job {i}: a function that returns {i}") for i in range(20)]
+        lock.execute("BEGIN EXCLUSIVE")  # every claim now waits for the store
+        doomed = stack.start_worker("worker-1")
+        wait_until(lambda: stack.redis.hlen("unacked") == 20, 60, "20 messages delivered to the worker")
+        doomed.kill()
+        lock.execute("ROLLBACK")
+        killed_at = time.monotonic()
+        assert status_counts(stack.db, ids) == {"queued": 20}  # delivered, never claimed
+        stack.start_worker("worker-2")
+        wait_all(stack.db, ids, "succeeded", 60)
+        recovered_s = time.monotonic() - killed_at
+        calls = inference.calls()
+        assert all(calls.get(f"delivered job {i}: a function that returns {i}") == 1 for i in range(20)), (
+            calls
+        )
+        record("kill -9 of a worker holding 20 delivered, unclaimed messages", jobs=20, lost=0,
+               inference_calls=sum(calls.values()), recovered_s=round(recovered_s, 1))  # fmt: skip
+    finally:
+        lock.close()
+        stop_stack(stack)
+        inference.service.stop()

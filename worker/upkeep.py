@@ -32,7 +32,12 @@ class SweepReport:
 
 def sweep(jobs: JobManager, settings: Settings) -> SweepReport:
     """One pass over the store; safe to run at any time, from any process."""
-    report = SweepReport(expired=jobs.expire_leases(), reenqueued=jobs.resend_lost(settings.sweep_stale_s))
+    report = SweepReport(
+        expired=jobs.expire_leases(),
+        # A job delivered to a live worker is claimed at once and then has a lease: one delivered longer
+        # ago than a lease and still queued was delivered to a worker that died.
+        reenqueued=jobs.resend_lost(settings.sweep_stale_s, held_s=settings.lease_s),
+    )
     if report.expired or report.reenqueued:
         log.warning(
             "sweep: %d job(s) with an expired lease re-queued, %d lost message(s) re-sent",
