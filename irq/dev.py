@@ -91,7 +91,7 @@ def _banner(settings: Settings, api_base: str, key: str, flower_auth: str) -> st
         f"\nirq is running.\n  API:     {api_base}  (docs: {api_base}/docs)\n  API key: {key}\n"
         f"  Flower:  http://127.0.0.1:{settings.flower_port}  (basic auth {flower_auth})\n"
         f"  Store:   {settings.database_url}\n  Redis:   {settings.redis_url}\n\n"
-        f"  export KEY={key}\n"
-        f'  curl -H "Authorization: Bearer $KEY" -d \'{{"prompt": "Create a function that returns the '
-        f"maximum of a list\"}}' {api_base}/v1/jobs\n\nCtrl-C stops everything."
+        f"  export IRQ_API_KEY={key}   # read by the CLI (.venv/bin/irq submit …) and the curl below\n"
+        f'  curl -s -H "Authorization: Bearer $IRQ_API_KEY" -d \'{{"prompt": "Create a function that returns '
+        f"the maximum of a list\"}}' {api_base}/v1/jobs\n\nCtrl-C stops everything."
     )

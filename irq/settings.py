@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     max_schema_depth: int = 64  # JSON nesting of objects and arrays in a job's schema
     rate_limit_per_s: int = 1000  # requests per second per API key; 0: no limit
     max_inflight_jobs: int = 10_000  # queued + running jobs per API key; 0: no limit
+    # Processes per API process that check submitted schemas (about one per core of the API host); one API
+    # key may use at most half of them at once.
+    schema_check_processes: int = 4
+    # How long a submit waits for a free schema-check process before a 503 `checks_busy` with Retry-After.
+    schema_check_wait_s: float = 1.0
+    # llguidance's `lenient` compile for every schema (a schema's own `x-guidance` wins): unknown formats are
+    # generated as plain strings, keywords llguidance cannot enforce are left to the worker's re-validation,
+    # and oneOf is generated as anyOf.
+    schema_lenient: bool = True
 
     # Jobs
     default_model: str = "SmolLM2-135M-Instruct"

@@ -23,9 +23,11 @@ VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "met
 
 @dataclass
 class Page:
-    """What the rendered DOM holds: the plots' SVG paths by plot and trace, and the text by element id."""
+    """What the rendered DOM holds: the plots' SVG paths by plot and trace, their tick labels by plot and
+    axis ("ytick", "y2tick"), and the text by element id."""
 
     paths: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
+    ticks: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
     text: dict[str, str] = field(default_factory=lambda: defaultdict(str))
     plots: set[str] = field(default_factory=set)
 
@@ -55,6 +57,11 @@ class _Reader(HTMLParser):
             self.open.pop()
 
     def handle_data(self, data: str) -> None:
+        classes = [c for e in self.open for c in e.get("class", "").split()]
+        plot = next((e["id"] for e in reversed(self.open) if e.get("id") in self.page.plots), None)
+        tick = next((c for c in classes if c in ("ytick", "y2tick")), None)
+        if plot and tick:
+            self.page.ticks[(plot, tick)].append(data)
         for element in self.open:
             if "id" in element:
                 self.page.text[element["id"]] += data
@@ -138,3 +145,7 @@ def test_dashboard_plots_latency_and_success_rate_from_the_store(
     busy_buckets = sum(1 for s, f in zip(timeline["succeeded"], timeline["failed"], strict=True) if s + f)
     assert sum(h > 0 for h in bar_heights(page.paths[("success", "bars")])) == busy_buckets
     assert len(page.paths[("success", "scatter.point")]) == busy_buckets  # a marker where jobs finished
+    # Counts of jobs are whole numbers, however few: no tick at 0.5 or 2.41 jobs.
+    for plot, axis in (("latency", "ytick"), ("success", "y2tick")):
+        labels = page.ticks[(plot, axis)]
+        assert labels and all(label.isdigit() for label in labels), (plot, axis, labels)

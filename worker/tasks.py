@@ -21,6 +21,7 @@ from irq.broker import TASK_RUN_JOB, Broker
 from irq.clock import utcnow
 from irq.jobs import JobManager, Outcome
 from irq.retry import InternalFault
+from irq.schema_check.options import GuidanceOptions, engine_schema
 from irq.settings import get_settings
 from irq.store.db import Database
 from irq.store.models import Job
@@ -57,6 +58,7 @@ class _Process:
     jobs: JobManager | None = None
     inference: InferenceClient | None = None
     upkeep: Upkeep | None = None
+    guidance = GuidanceOptions()
 
     @classmethod
     def get(cls) -> tuple[JobManager, InferenceClient]:
@@ -64,6 +66,7 @@ class _Process:
             if cls.jobs is None or cls.inference is None:
                 settings = get_settings()
                 cls.name = f"{settings.worker_name or socket.gethostname()}#{os.getpid()}"
+                cls.guidance = GuidanceOptions.of(settings)
                 cls.db = Database(settings.database_url)
                 cls.broker = Broker(settings, celery_app)
                 cls.jobs = JobManager.open(settings, cls.db, cls.broker)
@@ -139,7 +142,7 @@ def _attempt(jobs: JobManager, inference: InferenceClient, job: Job) -> Attempt:
         return Attempt.failed
     request = GenerateRequest(
         prompt=job.prompt,
-        schema=job.schema_,
+        schema=engine_schema(job.schema_, _Process.guidance),  # validated below against the user's schema
         max_tokens=job.max_tokens,
         temperature=job.temperature,
         top_p=job.top_p,

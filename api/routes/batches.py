@@ -112,7 +112,7 @@ def _openai_request(item: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-def parse_batch(body: bytes, settings: Settings) -> list[NewJob]:
+def parse_batch(body: bytes, settings: Settings, owner: int | None = None) -> list[NewJob]:
     """Every item checked as a single submit would be; the first bad one refuses the whole batch."""
     items = _items(body)
     if not items:
@@ -131,7 +131,7 @@ def parse_batch(body: bytes, settings: Settings) -> list[NewJob]:
                 fields = _openai_request(item)
             else:
                 fields = {k: v for k, v in item.items() if k != "custom_id"}
-            new = to_new_job(JobRequest.model_validate(fields), settings, None)
+            new = to_new_job(JobRequest.model_validate(fields), settings, None, owner=owner)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
@@ -140,7 +140,9 @@ def parse_batch(body: bytes, settings: Settings) -> list[NewJob]:
         except ValueError as exc:
             raise ApiError(422, "invalid_request", f"job {number}: {exc}") from None
         except ApiError as exc:
-            raise ApiError(exc.status, exc.code, f"job {number}: {exc.message}") from None
+            raise ApiError(
+                exc.status, exc.code, f"job {number}: {exc.message}", headers=exc.headers
+            ) from None
         news.append(dataclasses.replace(new, custom_id=custom_id))
     return news
 
@@ -158,7 +160,8 @@ async def submit_batch(
     who: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
-    news = parse_batch(await request.body(), svc.settings)
+    # In a thread: each job's schema check may wait for a check process.
+    news = await run_in_threadpool(parse_batch, await request.body(), svc.settings, who.key_id)
     return await run_in_threadpool(_submit, svc, who.key_id, news, idempotency_key)
 
 

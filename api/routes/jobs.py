@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.schemas import JobPage, JobRequest, JobView
 from irq.ir_schema import ir_json_schema
 from irq.jobs import BrokerUnavailable, NewJob
-from irq.schema_check import SchemaProblem, check_schema
+from irq.schema_check import GuidanceOptions, SchemaProblem, check_schema
 from irq.settings import Settings
 from irq.store.models import JobStatus
 
@@ -26,8 +27,15 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
-def to_new_job(body: JobRequest, settings: Settings, idempotency_key: str | None) -> NewJob:
-    """Check a request against the service's limits and the schema compiler; raise 4xx `ApiError`s."""
+# The status of each schema problem that is no 422; `retry_after_s` comes with the 503s.
+_SCHEMA_PROBLEM_STATUS = {"schema_too_large": 413, "checks_busy": 503, "checks_unavailable": 503}
+
+
+def to_new_job(
+    body: JobRequest, settings: Settings, idempotency_key: str | None, owner: int | None = None
+) -> NewJob:
+    """Check a request against the service's limits and the schema compiler; raise 4xx `ApiError`s
+    (503 when no schema-check process was free for `owner`, the submitting key)."""
     if len(body.prompt) > settings.max_prompt_chars:
         raise ApiError(
             413,
@@ -48,9 +56,15 @@ def to_new_job(body: JobRequest, settings: Settings, idempotency_key: str | None
                 max_bytes=settings.max_schema_bytes,
                 max_depth=settings.max_schema_depth,
                 timeout_s=settings.schema_compile_timeout_s,
+                owner=owner,
+                options=GuidanceOptions.of(settings),
+                processes=settings.schema_check_processes,
+                wait_s=settings.schema_check_wait_s,
             )
         except SchemaProblem as exc:
-            raise ApiError(413 if exc.code == "schema_too_large" else 422, exc.code, str(exc)) from None
+            retry = {"Retry-After": f"{math.ceil(exc.retry_after_s)}"} if exc.retry_after_s else None
+            status = _SCHEMA_PROBLEM_STATUS.get(exc.code, 422)
+            raise ApiError(status, exc.code, str(exc), headers=retry) from None
     return NewJob(
         prompt=body.prompt,
         schema=schema,
@@ -95,7 +109,7 @@ def submit_job(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobView:
-    new = to_new_job(body, svc.settings, idempotency_key)
+    new = to_new_job(body, svc.settings, idempotency_key, owner=who.key_id)
     check_quota(svc, who.key_id, adding=1)
     try:
         job, created = svc.jobs.submit(who.key_id, new)

@@ -290,13 +290,16 @@ class LocalEngine(Engine):
                 )
                 past = out.past_key_values
                 logits = self._masked_logits(out.logits[0, -1, :], matcher, bitmask)
+                if matcher.is_error():  # the grammar went past the parser's limits: the schema's doing
+                    raise SchemaRejected(matcher.get_error()[:300])
                 _penalize_repeats(logits, decoded.tokens, self._loaded.wordlike)
                 token = _sample(logits, request.temperature, request.top_p)
                 if not decoded.tokens:
                     decoded.ttft_ms = (time.perf_counter() - started) * 1000
                 decoded.tokens.append(token)
                 if not matcher.consume_token(token):
-                    raise RuntimeError(f"llguidance refused a token it allowed: {matcher.get_error()}")
+                    # A token the mask allowed: only the parser's limits make llguidance refuse it.
+                    raise SchemaRejected(matcher.get_error()[:300])
                 if matcher.is_stopped():
                     decoded.finish_reason = "stop"
                     break

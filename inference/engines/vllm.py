@@ -126,6 +126,12 @@ def to_engine_result(collected: Collected, generation_time_ms: float, backend: s
         # An accepted request ends in "error" before its first token when the engine cannot compile its
         # grammar (vLLM's scheduler fails only that request); the same schema would fail again.
         raise SchemaRejected(f"vLLM's {backend} backend could not compile a grammar for this schema")
+    if collected.finish_reason == "stop" and not collected.text.strip():
+        # No JSON document is empty: the guidance backend logs a matcher error (a grammar past the parser's
+        # limits) and lets only end-of-sequence through, so the request stops at once.
+        raise SchemaRejected(
+            f"vLLM's {backend} backend stopped before any output: the schema's grammar is past its limits"
+        )
     if collected.finish_reason not in FINISHED:
         raise EngineRequestFailed(
             f"vLLM ended the request with finish_reason={collected.finish_reason!r} "
