@@ -27,6 +27,11 @@ class JobRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=TEMPERATURE_MIN, le=TEMPERATURE_MAX)
     top_p: float | None = Field(default=None, gt=TOP_P_MIN, le=TOP_P_MAX)
     priority: int = Field(default=5, ge=0, le=9, description="0..9, higher runs first.")
+    retry_truncated: bool | None = Field(
+        default=None,
+        description="A document cut at max_tokens runs once more under the schema bounded to the token "
+        "budget (its documents still match the schema). Unset: IRQ_RETRY_TRUNCATED.",
+    )
     timeout: float | None = Field(
         default=None,
         gt=0,
@@ -71,6 +76,11 @@ class JobView(BaseModel):
     timeout: float
     attempts: int
     max_attempts: int
+    retry_truncated: bool
+    bounded: bool = Field(
+        description="The latest attempt generated under the schema bounded to the token budget, after an "
+        "attempt was cut at max_tokens."
+    )
     batch_id: str | None
     idempotency_key: str | None
     result: Any | None
@@ -102,6 +112,8 @@ class JobView(BaseModel):
             timeout=job.timeout_s,
             attempts=job.attempts,
             max_attempts=job.max_attempts,
+            retry_truncated=job.retry_truncated,
+            bounded=job.bounded,
             batch_id=job.batch_id,
             idempotency_key=job.idempotency_key,
             result=job.result,

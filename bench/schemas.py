@@ -5,7 +5,7 @@ submit, succeeded and schema-valid (each document checked here again with `jsons
 it was submitted with), truncated (`output_truncated`), other failures (by code), reported successes that
 fail that check, and jobs still not terminal at the deadline. Writes schemas.md and schemas.json.
 
-    irq bench schemas [--schemas DIR] [--prompts FILE] [--limit N] [--max-tokens 512]
+    irq bench schemas [--schemas DIR] [--prompts FILE] [--limit N | --per-category N] [--max-tokens 512]
                       [--inference-url URL] [--deadline-s S] [--out DIR]
 
 Without `--inference-url` it starts the inference service with the local engine (SmolLM2-135M on the
@@ -29,14 +29,21 @@ IR = "IR (default schema)"
 GENERIC_PROMPT = "Produce a realistic JSON document for the schema '{name}'."
 
 
-def requests(schemas: Path, prompts: Path, limit: int | None, max_tokens: int) -> list[dict[str, Any]]:
-    """One job per schema file (the first `limit` in name order), then one per IR prompt; each with its
-    category and the schema its document must match."""
-    jobs = []
+def requests(
+    schemas: Path, prompts: Path, limit: int | None, max_tokens: int, per_category: int | None = None
+) -> list[dict[str, Any]]:
+    """One job per schema file (the first `limit` in name order, or the first `per_category` of each
+    category), then one per IR prompt; each with its category and the schema its document must match."""
+    jobs: list[dict[str, Any]] = []
+    taken: Counter[str] = Counter()
     for path in sorted(schemas.glob("*.json"))[:limit]:
+        category = path.stem.split("__", 1)[0]
+        if per_category is not None and taken[category] >= per_category:
+            continue
+        taken[category] += 1
         schema = json.loads(path.read_text())
         body = {"prompt": GENERIC_PROMPT.format(name=path.stem), "schema": schema, "max_tokens": max_tokens}
-        jobs.append({"category": path.stem.split("__", 1)[0], "body": body, "schema": schema})
+        jobs.append({"category": category, "body": body, "schema": schema})
     for line in prompts.read_text().splitlines():
         if line.strip():
             body = {"prompt": json.loads(line)["prompt"], "max_tokens": max_tokens}
@@ -107,11 +114,12 @@ def run(
     out: Path,
     *,
     limit: int | None = None,
+    per_category: int | None = None,
     max_tokens: int = 512,
     inference_url: str | None = None,
     deadline_s: float = 3600.0,
 ) -> dict[str, Any]:
-    jobs = requests(schemas, prompts, limit, max_tokens)
+    jobs = requests(schemas, prompts, limit, max_tokens, per_category)
     env = {"IRQ_WORKER_CONCURRENCY": "64" if inference_url else "2"}
     if inference_url is None:
         env["IRQ_ENGINE"] = "local"
@@ -125,6 +133,9 @@ def run(
         "machine": machine(),
         "inference": inference_url or "local engine",
         "max_tokens": max_tokens,
+        "schemas": str(schemas),
+        "limit": limit,
+        "per_category": per_category,
         "wall_s": wall,
         "categories": rows,
     }

@@ -234,6 +234,9 @@ def bench_schemas(
         "../shared/data/prompts.jsonl"
     ),
     limit: Annotated[int | None, typer.Option(help="Only the first N schemas, in name order.")] = None,
+    per_category: Annotated[
+        int | None, typer.Option(help="Only the first N schemas of each category.")
+    ] = None,
     max_tokens: int = 512,
     inference_url: Annotated[
         str | None, typer.Option(help="A running inference service (else the local engine is started).")
@@ -252,6 +255,7 @@ def bench_schemas(
         prompts,
         out,
         limit=limit,
+        per_category=per_category,
         max_tokens=max_tokens,
         inference_url=inference_url,
         deadline_s=deadline_s,

@@ -62,6 +62,7 @@ class NewJob:
     max_attempts: int
     idempotency_key: str | None = None
     custom_id: str | None = None
+    retry_truncated: bool = True
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ def job_row(
         status=JobStatus.queued,
         attempts=0,
         max_attempts=new.max_attempts,
+        retry_truncated=new.retry_truncated,
+        bounded=False,
         created_at=now,
         enqueued_at=now,
     )
@@ -274,6 +277,7 @@ class JobManager:
                 lease_expires_at=None,
                 error_code=decision.code,
                 error_message=decision.message,
+                bounded=job.bounded or decision.bounded,
             ),
         )
         if requeued:

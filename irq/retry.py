@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from irq.bounding import bounded_schema
 from irq.settings import Settings
 from irq.store.models import Job
 
@@ -49,18 +50,24 @@ class InternalFault(Exception):
     output = None
 
 
+TRUNCATED = "output_truncated"
+
+
 @dataclass(frozen=True)
 class RetryDecision:
     retry: bool
     delay_s: float  # before the next attempt (0 when failing)
     code: str  # the error code the job records
     message: str
+    bounded: bool = False  # the next attempt generates under the schema bounded to the token budget
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retryable faults retry with exponential backoff and full jitter until the job's attempts or its
-    deadline run out; permanent ones fail at once."""
+    deadline run out; permanent ones fail at once, but for a document cut at `max_tokens`: that job runs
+    once more, at once, under its schema bounded to the token budget, when the job allows it and the
+    bounds change anything."""
 
     backoff_s: float
     backoff_max_s: float
@@ -75,10 +82,20 @@ class RetryPolicy:
 
     def decide(self, job: Job, fault: Fault, now: datetime) -> RetryDecision:
         message = str(fault)[:4000]
-        if not fault.retryable:
+        bound = fault.code == TRUNCATED and _bounds_help(job)
+        if not (fault.retryable or bound):
             return RetryDecision(False, 0.0, fault.code, message)
         past_deadline = job.deadline_at is not None and now >= job.deadline_at
         if past_deadline or job.attempts >= job.max_attempts:
             given_up = f"gave up after {job.attempts} attempt(s): {message}"[:4000]
             return RetryDecision(False, 0.0, "timeout" if past_deadline else fault.code, given_up)
+        if bound:
+            return RetryDecision(True, 0.0, fault.code, message, bounded=True)
         return RetryDecision(True, self.delay_s(job.attempts), fault.code, message)
+
+
+def _bounds_help(job: Job) -> bool:
+    """Whether a truncated job may run again bounded: it allows it, has not yet, and the bounds differ."""
+    return (
+        job.retry_truncated and not job.bounded and bounded_schema(job.schema_, job.max_tokens) != job.schema_
+    )

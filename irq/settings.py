@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     retry_backoff_s: float = 2.0
     retry_backoff_max_s: float = 60.0
+    # A job cut at max_tokens runs once more under its schema bounded to the token budget (per job:
+    # `retry_truncated`).
+    retry_truncated: bool = True
 
     # Statistics
     gpu_cost_per_hour: float = 0.0  # $/hour of one inference GPU, for `/v1/stats`' cost estimate; 0: none

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -186,6 +187,10 @@ class FaultService:
 
     def calls(self) -> dict[str, int]:
         return dict(httpx.get(self.base + "/calls", timeout=10).json())
+
+    def schemas(self) -> dict[str, list[Any]]:
+        """The schema each call of a prompt was given, in call order."""
+        return dict(httpx.get(self.base + "/schemas", timeout=10).json())
 
 
 def start_fault_service(log_dir: Path, latency_s: float = 0.0) -> FaultService:

@@ -4,8 +4,9 @@ faults scripted in the prompt and every call counted.
 A prompt containing `[faults: 503, 429, hang]` is answered 503 on its first call, 429 on its second, never
 on its third (the request hangs), and with the simulated engine's document from then on. Actions: an HTTP
 status, `hang`, `sleep=SECONDS` (then the document), a reply the engine would not make (`REPLIES`: e.g.
-`deep`, a JSON text nested past any parser's depth), or `nul`: a truncated generation whose text holds a NUL
-character. `GET /calls` returns how often each prompt came.
+`deep`, a JSON text nested past any parser's depth), `truncated`: a generation cut at max_tokens, or
+`nul`: one whose text holds a NUL character. `GET /calls` returns how often each prompt came,
+`GET /schemas` the schema each call was given.
 
 Run: `python -m tests.fault_service PORT [LATENCY_S]`.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 
 import uvicorn
@@ -31,6 +32,7 @@ FAULTS = re.compile(r"\[faults:([^\]]*)\]")
 REPLIES: dict[str, object] = {
     "deep": "[" * 100_000 + "]" * 100_000,  # JSON text nested deeper than a recursive decoder goes
     "five": 5,
+    "object": {"a": "x"},
 }
 
 
@@ -38,13 +40,16 @@ def build(latency_s: float) -> FastAPI:
     settings = Settings(simulated_latency_s=latency_s, simulated_slots=10_000)
     app = create_app(SimulatedEngine(settings), settings)
     calls: Counter[str] = Counter()
+    schemas: defaultdict[str, list[object]] = defaultdict(list)  # what each call of a prompt was given
 
     @app.middleware("http")
     async def inject(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if request.url.path != "/generate":
             return await call_next(request)
-        prompt = str((await request.json()).get("prompt", ""))
+        body = await request.json()
+        prompt = str(body.get("prompt", ""))
         calls[prompt] += 1
+        schemas[prompt].append(body.get("schema"))
         found = FAULTS.search(prompt)
         script = [a.strip() for a in found.group(1).split(",") if a.strip()] if found else []
         action = script[calls[prompt] - 1] if calls[prompt] <= len(script) else ""
@@ -52,6 +57,16 @@ def build(latency_s: float) -> FastAPI:
             await asyncio.sleep(3600)
         elif action.startswith("sleep="):
             await asyncio.sleep(float(action.removeprefix("sleep=")))
+        elif action == "truncated":  # a generation cut at max_tokens, as the service reports it
+            output = {
+                "text": '{"a": "xxxxxxxx',
+                "finish_reason": "length",
+                "prompt_tokens": 9,
+                "completion_tokens": 5,
+            }
+            return JSONResponse(
+                {"code": "output_truncated", "message": "cut", "output": output}, status_code=422
+            )
         elif action == "nul":  # PostgreSQL's text columns refuse the NUL
             output = {"text": '{"a": "\x00', "finish_reason": "length", "completion_tokens": 4}
             return JSONResponse(
@@ -75,6 +90,10 @@ def build(latency_s: float) -> FastAPI:
     @app.get("/calls")
     async def get_calls() -> dict[str, int]:
         return dict(calls)
+
+    @app.get("/schemas")
+    async def get_schemas() -> dict[str, list[object]]:
+        return dict(schemas)
 
     return app
 

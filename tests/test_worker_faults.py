@@ -121,3 +121,37 @@ def test_every_job_ends_whatever_fails_on_the_workers_path(
     finally:
         stop_stack(stack)
         listener.close()
+
+
+def test_a_truncated_job_runs_once_more_bounded_unless_told_not_to(
+    sqlite_url: str, redis_url: str, inference: FaultService, tmp_path: Path
+) -> None:
+    """A document cut at max_tokens, on a schema with an unbounded string and free extra properties: the
+    job runs again under the schema bounded to its token budget, and the record says so; a job that asks
+    for no such retry fails `output_truncated` and keeps what was generated."""
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path, env=FAST)
+    try:
+        with stack.client() as http:
+            retried = "a truncated job [faults: truncated, object]"
+            kept = "a truncated job that may not retry [faults: truncated, object]"
+            ids = []
+            for prompt, fields in ((retried, {}), (kept, {"retry_truncated": False})):
+                body = {"prompt": prompt, "schema": schema, "max_tokens": 64, **fields}
+                response = http.post("/v1/jobs", json=body)
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["id"])
+            first, second = (stack.wait_for(http, job_id, 60) for job_id in ids)
+        assert first["status"] == "succeeded" and first["bounded"] is True and first["attempts"] == 2
+        assert first["result"] == {"a": "x"}
+        sent = inference.schemas()[retried]
+        assert sent[0]["properties"] == schema["properties"]  # the user's schema first
+        bounded = sent[1]
+        assert bounded["additionalProperties"] is False and 0 < bounded["properties"]["a"]["maxLength"] < 256
+
+        assert second["status"] == "failed" and second["error"]["code"] == "output_truncated"
+        assert second["attempts"] == 1 and second["bounded"] is False and second["retry_truncated"] is False
+        assert second["finish_reason"] == "length" and second["output_text"] == '{"a": "xxxxxxxx'
+        assert second["usage"] == {"prompt_tokens": 9, "completion_tokens": 5}
+    finally:
+        stop_stack(stack)

@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from inference.client import InferenceClient, connect
 from inference.errors import InferenceError
 from inference.protocol import GenerateRequest, GenerateResponse
+from irq.bounding import bounded_schema
 from irq.broker import TASK_RUN_JOB, Broker
 from irq.clock import utcnow
 from irq.jobs import JobManager, Outcome
@@ -142,7 +143,10 @@ def _attempt(jobs: JobManager, inference: InferenceClient, job: Job) -> Attempt:
         return Attempt.failed
     request = GenerateRequest(
         prompt=job.prompt,
-        schema=engine_schema(job.schema_, _Process.guidance),  # validated below against the user's schema
+        # Validated below against the user's own schema, whatever the engine was given.
+        schema=engine_schema(
+            bounded_schema(job.schema_, job.max_tokens) if job.bounded else job.schema_, _Process.guidance
+        ),  # fmt: skip
         max_tokens=job.max_tokens,
         temperature=job.temperature,
         top_p=job.top_p,

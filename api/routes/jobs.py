@@ -75,6 +75,7 @@ def to_new_job(
         priority=body.priority,
         timeout_s=timeout,
         max_attempts=settings.max_attempts,
+        retry_truncated=settings.retry_truncated if body.retry_truncated is None else body.retry_truncated,
         idempotency_key=idempotency_key,
     )
 

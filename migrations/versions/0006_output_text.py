@@ -1,4 +1,5 @@
-"""jobs.output_text: the text of a failed generation that produced no document
+"""jobs.output_text (the text of a failed generation that produced no document), jobs.retry_truncated and
+jobs.bounded (a truncated job's retry under its schema bounded to the token budget)
 
 Revision ID: 0006
 Revises: 0005
@@ -18,8 +19,14 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("jobs", sa.Column("output_text", sa.Text(), nullable=True))
+    op.add_column(
+        "jobs", sa.Column("retry_truncated", sa.Boolean(), nullable=False, server_default=sa.true())
+    )
+    op.add_column("jobs", sa.Column("bounded", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("bounded")
+        batch.drop_column("retry_truncated")
         batch.drop_column("output_text")

@@ -1,0 +1,13 @@
+"""The numbers of the budget rule (the package's docstring explains it)."""
+
+from __future__ import annotations
+
+CHARS_PER_TOKEN = 3
+ARRAY_ITEMS = 5
+MIN_ITEM_CHARS = 16
+MIN_STRING_CHARS = 16
+FORMAT_MIN_CHARS = 40
+NUMBER_CHARS = 12
+MAP_KEY_CHARS = 16  # what a generated map key is expected to take: llguidance cannot bound it
+FLOAT_CHARS = 24  # the longest repr of a float: -2.2250738585072014e-308
+_MAX_VISITS = 200_000
