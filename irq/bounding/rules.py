@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-CHARS_PER_TOKEN = 3
+CHARS_PER_TOKEN = 1
 ARRAY_ITEMS = 5
 MIN_ITEM_CHARS = 16
 MIN_STRING_CHARS = 16
