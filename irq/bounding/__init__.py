@@ -13,7 +13,8 @@ Budget rule. A token is taken as 1 character of compact JSON, and a quarter of `
 as margin: the document gets `max_tokens * 3 // 4` characters. SmolLM2's tokenizer gives 2.7-3.5
 characters per token on ordinary JSON documents, but a bounded schema serves a retry after a document did
 not fit, and those are not ordinary: on the H200 (docs/gpu.md) the documents SmolLM2-135M had been cut in
-held 0.6-1.1 characters per token (runs of digits, escapes, one-character tokens). The budget is split top-down. An object pays for its braces, keys, colons and commas and shares
+held 0.6-1.1 characters per token (runs of digits, escapes, one-character tokens).
+The budget is split top-down. An object pays for its braces, keys, colons and commas and shares
 the rest among its values: a value of known small size (a boolean, an enum, an already short string; a
 number counts as 12) takes what it needs, the others share equally. An array allows at most 5 items (fewer
 when each would get under 16 characters) that share its budget; a map allows 5 entries beyond its declared
@@ -59,7 +60,7 @@ __all__ = [
 
 
 def char_budget(max_tokens: int) -> int:
-    """The characters a document may take: `CHARS_PER_TOKEN` per token, a quarter of `max_tokens` held back."""
+    """The characters a document may take: CHARS_PER_TOKEN a token, a quarter of max_tokens kept back."""
     return max(max_tokens, 0) * CHARS_PER_TOKEN * 3 // 4
 
 
