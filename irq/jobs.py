@@ -36,6 +36,7 @@ from irq.store.models import Batch, Job, JobStatus
 log = logging.getLogger("irq.jobs")
 
 MAX_OUTPUT_CHARS = 16_000  # of a failed generation's text, kept on the job for inspection
+RETRY_PRIORITY = 9  # a retry's message: the most urgent
 
 
 class BrokerUnavailable(Exception):
@@ -282,7 +283,9 @@ class JobManager:
         )
         if requeued:
             try:
-                self.broker.enqueue(job.id, job.priority, countdown=decision.delay_s or None)
+                # At the front of the queue: the job's deadline runs over all its attempts, so the time
+                # between two of them is the backoff, not the length of the queue behind it.
+                self.broker.enqueue(job.id, RETRY_PRIORITY, countdown=decision.delay_s or None)
             except Exception as exc:  # the job is queued in the store: the sweeper sends it again
                 log.warning("job %s: could not enqueue its retry: %s", job.id, exc)
         return decision

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import inspect
 
 from inference.errors import RetryableInferenceError
-from irq.broker import Broker
+from irq.broker import Broker, queue_keys
 from irq.jobs import JobManager, NewJob, Outcome
 from irq.keys import authenticate, create_key, hash_key
 from irq.migrate import downgrade, upgrade
@@ -119,6 +119,8 @@ def test_retryable_faults_requeue_until_attempts_run_out(jobs: JobManager, owner
     job, _ = jobs.submit(owner, new_job(max_attempts=2))
     first = jobs.claim(job.id, "w", 30)
     assert first is not None and jobs.retry_or_fail(first, busy).retry is True
+    queues = {key: jobs.broker.redis.llen(key) for key in queue_keys()}
+    assert queues[queue_keys()[0]] == 1  # the retry's message is at the front, ahead of priority 5's
     second = jobs.claim(job.id, "w", 30)
     assert second is not None and second.attempts == 2
     assert jobs.retry_or_fail(second, busy).retry is False
