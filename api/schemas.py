@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from inference.protocol import TEMPERATURE_MAX, TEMPERATURE_MIN, TOP_P_MAX, TOP_P_MIN
 from irq.store.models import Job
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 class JobRequest(BaseModel):
@@ -16,11 +25,11 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)  # `false` is no priority
 
-    prompt: str = Field(min_length=1, description="Natural-language description of the function.")
+    prompt: Text = Field(min_length=1, description="Natural-language description of the function.")
     schema_: dict[str, Any] | None = Field(
         default=None, alias="schema", description="JSON Schema of the output."
     )
-    model: str | None = Field(default=None, max_length=200)
+    model: Text | None = Field(default=None, max_length=200)
     # Unset: IRQ_DEFAULT_MAX_TOKENS, IRQ_DEFAULT_TEMPERATURE, IRQ_DEFAULT_TOP_P; max_tokens is bounded by
     # IRQ_MAX_MAX_TOKENS (checked at submit), temperature and top_p by what every engine takes.
     max_tokens: int | None = Field(default=None, ge=1)

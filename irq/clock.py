@@ -18,3 +18,12 @@ def new_id() -> str:
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms << 80) | (0x7 << 76) | ((rand >> 64) & 0x0FFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
     return str(uuid.UUID(int=value))
+
+
+def is_id(text: str) -> bool:
+    """Whether `text` is an id as `new_id` writes them: anything else names no job or batch, and some
+    (a NUL character) a database would refuse to even look up."""
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False

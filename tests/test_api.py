@@ -158,6 +158,7 @@ def test_another_keys_job_is_404(api_only: Stack) -> None:
         (b'{"prompt": "x", "max_tokens": 9000}', 422, "invalid_request", "max_tokens"),
         (b'{"prompt": "x", "timeout": 4000}', 422, "invalid_request", "timeout"),
         (b'{"prompt": "x", "priority": 10}', 422, "invalid_request", "priority"),
+        (b'{"prompt": "a function\\u0000 of two numbers"}', 422, "invalid_request", "NUL"),
     ],
     ids=[
         "malformed-json",
@@ -179,6 +180,7 @@ def test_another_keys_job_is_404(api_only: Stack) -> None:
         "max-tokens-over-limit",
         "timeout-over-limit",
         "priority-out-of-range",
+        "nul-in-prompt",
     ],
 )
 def test_bad_input_gets_a_clear_4xx_and_nothing_is_stored_or_queued(
@@ -192,6 +194,15 @@ def test_bad_input_gets_a_clear_4xx_and_nothing_is_stored_or_queued(
     assert words.lower() in error["message"].lower()
     assert stored_jobs(api_only) == 0
     assert api_only.queue_length() == 0
+
+
+def test_ids_that_cannot_be_ids_are_answered_as_such_not_looked_up(api_only: Stack) -> None:
+    with api_only.client() as http:
+        assert http.get("/v1/jobs/not%00an-id").json()["error"]["code"] == "not_found"
+        assert http.post("/v1/jobs/not%00an-id/cancel").status_code == 404
+        assert http.get("/v1/batches/x%00y").status_code == 404
+        cursor = http.get("/v1/jobs", params={"cursor": "a\x00b"})
+        assert cursor.status_code == 422 and "cursor" in cursor.json()["error"]["message"]
 
 
 def test_health_and_readiness(api_only: Stack) -> None:

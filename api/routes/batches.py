@@ -125,8 +125,10 @@ def parse_batch(body: bytes, settings: Settings, owner: int | None = None) -> li
             if not isinstance(item, dict):
                 raise ValueError("a job must be a JSON object")
             custom_id = item.get("custom_id")
-            if custom_id is not None and (not isinstance(custom_id, str) or len(custom_id) > 255):
-                raise ValueError("custom_id must be a string of at most 255 characters")
+            if custom_id is not None and (
+                not isinstance(custom_id, str) or len(custom_id) > 255 or "\x00" in custom_id
+            ):
+                raise ValueError("custom_id must be a string of at most 255 characters, with no NUL")
             if "body" in item and ("method" in item or "url" in item or "custom_id" in item):
                 fields = _openai_request(item)
             else:

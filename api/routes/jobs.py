@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.schemas import JobPage, JobRequest, JobView
+from irq.clock import is_id
 from irq.ir_schema import ir_json_schema
 from irq.jobs import BrokerUnavailable, NewJob
 from irq.schema_check import GuidanceOptions, SchemaProblem, check_schema
@@ -154,6 +155,11 @@ def list_jobs(
     cursor: str | None = Query(default=None, description="`next_cursor` of the previous page."),
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
+    for name, value in (("cursor", cursor), ("batch_id", batch_id)):
+        if value is not None and not is_id(value):
+            raise ApiError(
+                422, "invalid_request", f"{name} is not an id (pass a job's `next_cursor` as given)"
+            )
     jobs = svc.store.page(who.key_id, status=status, batch_id=batch_id, before=cursor, limit=limit + 1)
     page = jobs[:limit]
     return JobPage(jobs=[JobView.of(j) for j in page], next_cursor=page[-1].id if len(jobs) > limit else None)

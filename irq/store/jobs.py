@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from sqlalchemy import Row, Table, delete, func, insert, select, update
 
-from irq.clock import utcnow
+from irq.clock import is_id, utcnow
 from irq.store.db import Database
 from irq.store.models import ACTIVE, Batch, Job, JobStatus
 
@@ -78,6 +78,8 @@ class JobStore:
 
     def get(self, job_id: str, owner_id: int | None = None) -> Job | None:
         """The job, or None when it does not exist or belongs to another owner."""
+        if not is_id(job_id):
+            return None
         job = self._one_job(select(JOBS).where(JOBS.c.id == job_id))
         return None if job is None or (owner_id is not None and job.owner_id != owner_id) else job
 
@@ -111,6 +113,8 @@ class JobStore:
             return int(conn.execute(q).scalar() or 0)
 
     def get_batch(self, batch_id: str, owner_id: int) -> Batch | None:
+        if not is_id(batch_id):
+            return None
         with self.db.engine.connect() as conn:
             row = conn.execute(select(BATCHES).where(BATCHES.c.id == batch_id)).one_or_none()
         return None if row is None or row.owner_id != owner_id else _as_batch(row)
@@ -191,6 +195,8 @@ class JobStore:
 
     def cancel(self, job_id: str, owner_id: int, values: dict[str, Any]) -> bool:
         """Cancel one queued or running job of `owner_id`; False if it was not active (or not theirs)."""
+        if not is_id(job_id):
+            return False
         q = (
             update(JOBS)
             .where(JOBS.c.id == job_id, JOBS.c.owner_id == owner_id, JOBS.c.status.in_(ACTIVE))
