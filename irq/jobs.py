@@ -256,11 +256,12 @@ class JobManager:
             values["validation_error"] = validation_error
         if output is not None:
             values.update(
-                output_text=output.text[:MAX_OUTPUT_CHARS],
                 finish_reason=output.finish_reason,
                 prompt_tokens=output.prompt_tokens,
                 completion_tokens=output.completion_tokens,
             )
+            if output.text:  # a document that did not validate is kept as `result` instead
+                values["output_text"] = output.text[:MAX_OUTPUT_CHARS]
         return self._finish(job, values)
 
     def retry_or_fail(self, job: Job, fault: Fault, endpoint: str | None = None) -> RetryDecision:

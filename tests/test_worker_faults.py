@@ -128,7 +128,8 @@ def test_a_truncated_job_runs_once_more_bounded_unless_told_not_to(
 ) -> None:
     """A document cut at max_tokens, on a schema with an unbounded string and free extra properties: the
     job runs again under the schema bounded to its token budget, and the record says so; a job that asks
-    for no such retry fails `output_truncated` and keeps what was generated."""
+    for no such retry fails `output_truncated` and keeps what was generated; so does a job whose document
+    does not match its schema."""
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
     stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path, env=FAST)
     try:
@@ -141,7 +142,14 @@ def test_a_truncated_job_runs_once_more_bounded_unless_told_not_to(
                 response = http.post("/v1/jobs", json=body)
                 assert response.status_code == 202, response.text
                 ids.append(response.json()["id"])
-            first, second = (stack.wait_for(http, job_id, 60) for job_id in ids)
+            mismatch = {
+                "prompt": "a document of the wrong shape [faults: object]",
+                "schema": {"required": ["b"]},
+            }
+            response = http.post("/v1/jobs", json=mismatch)
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
+            first, second, third = (stack.wait_for(http, job_id, 60) for job_id in ids)
         assert first["status"] == "succeeded" and first["bounded"] is True and first["attempts"] == 2
         assert first["result"] == {"a": "x"}
         sent = inference.schemas()[retried]
@@ -153,5 +161,11 @@ def test_a_truncated_job_runs_once_more_bounded_unless_told_not_to(
         assert second["attempts"] == 1 and second["bounded"] is False and second["retry_truncated"] is False
         assert second["finish_reason"] == "length" and second["output_text"] == '{"a": "xxxxxxxx'
         assert second["usage"] == {"prompt_tokens": 9, "completion_tokens": 5}
+
+        # A document that does not match: kept as the result, with why, how it stopped and its tokens.
+        assert third["status"] == "failed" and third["error"]["code"] == "schema_mismatch"
+        assert third["result"] == {"a": "x"} and "'b' is a required property" in third["validation_error"]
+        assert third["finish_reason"] == "stop" and third["usage"]["completion_tokens"] == 3
+        assert third["output_text"] is None
     finally:
         stop_stack(stack)

@@ -15,7 +15,7 @@ from celery.signals import worker_process_shutdown, worker_ready, worker_shutdow
 from sqlalchemy.exc import OperationalError
 
 from inference.client import InferenceClient, connect
-from inference.errors import InferenceError
+from inference.errors import InferenceError, PartialOutput
 from inference.protocol import GenerateRequest, GenerateResponse
 from irq.bounding import bounded_schema
 from irq.broker import TASK_RUN_JOB, Broker
@@ -176,6 +176,12 @@ def _store_reply(jobs: JobManager, job: Job, reply: GenerateResponse, endpoint: 
             endpoint=endpoint,
             result=document,
             validation_error=error,
+            output=PartialOutput(
+                text="",
+                finish_reason=reply.finish_reason,
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens or reply.tokens_used,
+            ),
         )
         return Attempt.failed if failed else Attempt.discarded
     outcome = Outcome(
