@@ -5,7 +5,10 @@ No worker runs here, so accepted jobs stay queued in the store and on the broker
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
 
 import httpx
 import pytest
@@ -210,3 +213,20 @@ def test_health_and_readiness(api_only: Stack) -> None:
     ready = httpx.get(api_only.api + "/readyz").json()
     assert ready["checks"] == {"database": "ok", "redis": "ok"}
     assert httpx.get(api_only.api + "/openapi.json").json()["paths"]["/v1/jobs"]
+
+
+def test_over_limit_bodies_get_a_413_that_urllib_can_read(api_only: Stack) -> None:
+    """urllib sends its whole body before it reads the answer: the 413 must wait for it, not reset it."""
+    for size in (1_500_000, 5_000_000):
+        body = json.dumps({"prompt": "x" * size}).encode()
+        for _ in range(5):
+            request = urllib.request.Request(
+                api_only.api + "/v1/jobs",
+                data=body,
+                headers={"Authorization": f"Bearer {api_only.key}", "Content-Type": "application/json"},
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=30)
+            assert refused.value.code == 413
+            assert json.loads(refused.value.read())["error"]["code"] == "body_too_large"
+    assert stored_jobs(api_only) == 0
