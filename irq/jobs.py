@@ -14,13 +14,14 @@ the submit is accepted, and a message that could not follow is sent by the sweep
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
@@ -34,6 +35,7 @@ from irq.store.jobs import JobStore
 from irq.store.models import Batch, Job, JobStatus
 
 log = logging.getLogger("irq.jobs")
+T = TypeVar("T")
 
 MAX_OUTPUT_CHARS = 16_000  # of a failed generation's text, kept on the job for inspection
 RETRY_PRIORITY = 9  # a retry's message: the most urgent
@@ -41,6 +43,24 @@ RETRY_PRIORITY = 9  # a retry's message: the most urgent
 
 class BrokerUnavailable(Exception):
     """A submit's first message could not be sent: nothing of the submit was kept."""
+
+
+class IdempotencyKeyReused(Exception):
+    """An idempotency key this owner already used came with a different request (as payment APIs do, the
+    key names one request: a different one under it is refused, not answered with the first's result)."""
+
+
+def request_hash(news: Sequence[NewJob]) -> str:
+    """A fingerprint of what a submit asked for (one job, or a batch's jobs in order)."""
+    fields = [{k: v for k, v in dataclasses.asdict(new).items() if k != "idempotency_key"} for new in news]
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _same_request(existing: T, stored_hash: str | None, asked: str) -> T:
+    """`existing` when it was made by the same request (or before fingerprints were kept)."""
+    if stored_hash is not None and stored_hash != asked:
+        raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
+    return existing
 
 
 def schema_hash(schema: dict[str, Any]) -> str:
@@ -136,11 +156,14 @@ class JobManager:
     def submit(self, owner_id: int, new: NewJob) -> tuple[Job, bool]:
         """Store a queued job and send its message; with an idempotency key this owner already used, the
         job it made (and False)."""
+        asked = request_hash([new]) if new.idempotency_key is not None else ""
         if new.idempotency_key is not None:
             existing = self.store.by_idempotency_key(owner_id, new.idempotency_key)
             if existing is not None:
-                return existing, False
+                return _same_request(existing, existing.request_hash, asked), False
         row = job_row(owner_id, new, utcnow())
+        if asked:
+            row["request_hash"] = asked
         try:
             self.store.insert([row])
         except IntegrityError:
@@ -148,7 +171,7 @@ class JobManager:
             existing = self.store.by_idempotency_key(owner_id, new.idempotency_key or "")
             if existing is None:
                 raise
-            return existing, False
+            return _same_request(existing, existing.request_hash, asked), False
         job = Job(**row)
         self._send([job])
         return job, True
@@ -158,10 +181,11 @@ class JobManager:
     ) -> tuple[Batch, bool]:
         """Store a batch and its jobs in one transaction, then send their messages; with an idempotency key
         this owner already used, the batch it made (and False)."""
+        asked = request_hash(news) if idempotency_key is not None else ""
         if idempotency_key is not None:
             existing = self.store.batch_by_idempotency_key(owner_id, idempotency_key)
             if existing is not None:
-                return existing, False
+                return _same_request(existing, existing.request_hash, asked), False
         now, batch_id = utcnow(), new_id()
         batch: dict[str, Any] = dict(
             id=batch_id,
@@ -170,6 +194,7 @@ class JobManager:
             total=len(news),
             created_at=now,
             cancelled_at=None,
+            request_hash=asked or None,
         )
         rows = [job_row(owner_id, new, now, batch_id, index) for index, new in enumerate(news)]
         try:
@@ -178,7 +203,7 @@ class JobManager:
             existing = self.store.batch_by_idempotency_key(owner_id, idempotency_key or "")
             if existing is None:
                 raise
-            return existing, False
+            return _same_request(existing, existing.request_hash, asked), False
         self._send([Job(**row) for row in rows], batch_id=batch_id)
         return Batch(**batch), True
 

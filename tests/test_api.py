@@ -68,6 +68,20 @@ def test_idempotency_key_returns_the_same_job(api_only: Stack) -> None:
     assert stored_jobs(api_only) == 2 and api_only.queue_length() == 2
 
 
+def test_an_idempotency_key_reused_with_another_request_is_refused(api_only: Stack) -> None:
+    with api_only.client() as http:
+        first = http.post("/v1/jobs", json={"prompt": PROMPT}, headers={"Idempotency-Key": "k-1"})
+        other = http.post("/v1/jobs", json={"prompt": PROMPT + "!"}, headers={"Idempotency-Key": "k-1"})
+        batch = http.post("/v1/batches", json=[{"prompt": PROMPT}], headers={"Idempotency-Key": "b-1"})
+        batch_again = http.post("/v1/batches", json=[{"prompt": PROMPT}], headers={"Idempotency-Key": "b-1"})
+        batch_other = http.post("/v1/batches", json=[{"prompt": "x"}], headers={"Idempotency-Key": "b-1"})
+    assert first.status_code == 202 and batch.status_code == 202 and batch_again.status_code == 200
+    for refused in (other, batch_other):
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "idempotency_key_reused"
+    assert stored_jobs(api_only) == 2 and api_only.queue_length() == 2
+
+
 def test_cancel_a_queued_job(api_only: Stack) -> None:
     with api_only.client() as http:
         job = http.post("/v1/jobs", json={"prompt": PROMPT}).json()

@@ -85,6 +85,7 @@ class Batch(Base):
     total: Mapped[int]
     created_at: Mapped[datetime]
     cancelled_at: Mapped[datetime | None]
+    request_hash: Mapped[str | None] = mapped_column(String(64))  # what the idempotency key was used for
 
 
 class Job(Base):
@@ -108,6 +109,7 @@ class Job(Base):
         String(255)
     )  # the client's name for it, as in OpenAI batches
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))  # what the idempotency key was used for
 
     prompt: Mapped[str] = mapped_column(Text)
     schema_: Mapped[dict[str, Any]] = mapped_column("schema", JSON)
