@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ def run(
             while (done := reads.finished_count(bench.db)) < n:
                 progress.update(done - progress.n)
                 time.sleep(0.25)
-        jobs = reads.finished_since(bench.db, datetime.fromtimestamp(0, UTC))
+        jobs = reads.finished_spans(bench.db)
     first = min(job.created_at for job in jobs)
     last = max(job.finished_at for job in jobs)
     makespan = (last - first).total_seconds()

@@ -27,9 +27,16 @@ class FinishedJob(NamedTuple):
     ttft_ms: float | None
     tokens_per_s: float | None
     generation_ms: float | None
-    queue_wait_ms: float | None
+
+
+class JobSpan(NamedTuple):
+    """When one finished job was created and finished, how it ended and how long it waited."""
+
     created_at: datetime
     finished_at: datetime
+    status: str
+    total_ms: float | None
+    queue_wait_ms: float | None
 
 
 class Histogram(NamedTuple):
@@ -69,6 +76,13 @@ def finished_since(db: Database, since: datetime, owner_id: int | None = None) -
         q = q.where(JOBS.c.owner_id == owner_id)
     with db.engine.connect() as conn:
         return [FinishedJob(*row) for row in conn.execute(q)]
+
+
+def finished_spans(db: Database) -> list[JobSpan]:
+    """Every finished job's span (a benchmark's makespan and waits; its store holds only its own jobs)."""
+    q = select(*(JOBS.c[name] for name in JobSpan._fields)).where(JOBS.c.finished_at.is_not(None))
+    with db.engine.connect() as conn:
+        return [JobSpan(*row) for row in conn.execute(q)]
 
 
 def finished_count(db: Database, since: datetime | None = None, until: datetime | None = None) -> int:
