@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from irq.jobs import BrokerUnavailable, IdempotencyKeyReused
+
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
@@ -102,6 +104,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
         return JSONResponse(error_body("body_too_large", str(exc)), status_code=413)
+
+    @app.exception_handler(BrokerUnavailable)
+    async def _broker_down(_: Request, exc: BrokerUnavailable) -> JSONResponse:
+        # Nothing of the submit was kept: the client should send it again.
+        return JSONResponse(
+            error_body("broker_unavailable", str(exc)), status_code=503, headers={"Retry-After": "5"}
+        )
+
+    @app.exception_handler(IdempotencyKeyReused)
+    async def _key_reused(_: Request, exc: IdempotencyKeyReused) -> JSONResponse:
+        return JSONResponse(error_body("idempotency_key_reused", str(exc)), status_code=422)
 
     @app.exception_handler(OperationalError)
     async def _store_down(_: Request, exc: OperationalError) -> JSONResponse:

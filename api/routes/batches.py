@@ -16,9 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
-from api.routes.jobs import broker_unavailable, check_quota, key_reused, to_new_job
+from api.routes.jobs import check_quota, to_new_job
 from api.schemas import JobRequest, JobView
-from irq.jobs import BrokerUnavailable, IdempotencyKeyReused, NewJob
+from irq.jobs import NewJob
 from irq.settings import Settings
 from irq.store.models import TERMINAL, Batch, JobStatus
 
@@ -169,12 +169,7 @@ async def submit_batch(
 
 def _submit(svc: Services, owner_id: int, news: list[NewJob], idempotency_key: str | None) -> JSONResponse:
     check_quota(svc, owner_id, adding=len(news))
-    try:
-        batch, created = svc.jobs.submit_batch(owner_id, news, idempotency_key)
-    except BrokerUnavailable as exc:
-        raise broker_unavailable(exc) from None
-    except IdempotencyKeyReused as exc:
-        raise key_reused(exc) from None
+    batch, created = svc.jobs.submit_batch(owner_id, news, idempotency_key)  # its errors: api/errors.py
     if created:
         svc.active.added(owner_id, len(news))
     view = _view(batch, svc.store.batch_counts(batch.id))

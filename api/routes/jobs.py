@@ -16,7 +16,7 @@ from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.schemas import JobPage, JobRequest, JobView
 from irq.clock import is_id
 from irq.ir_schema import ir_json_schema
-from irq.jobs import BrokerUnavailable, IdempotencyKeyReused, NewJob
+from irq.jobs import NewJob
 from irq.schema_check import GuidanceOptions, SchemaProblem, check_schema
 from irq.settings import Settings
 from irq.store.models import JobStatus
@@ -81,15 +81,6 @@ def to_new_job(
     )
 
 
-def broker_unavailable(exc: BrokerUnavailable) -> ApiError:
-    """The answer to a submit of which nothing was kept: the client should retry."""
-    return ApiError(503, "broker_unavailable", str(exc), headers={"Retry-After": "5"})
-
-
-def key_reused(exc: IdempotencyKeyReused) -> ApiError:
-    return ApiError(422, "idempotency_key_reused", str(exc))
-
-
 def check_quota(svc: Services, owner_id: int, adding: int) -> None:
     """429 when `adding` more jobs would take the key over its queued + running quota."""
     quota = svc.settings.max_inflight_jobs
@@ -117,12 +108,7 @@ def submit_job(
 ) -> JobView:
     new = to_new_job(body, svc.settings, idempotency_key, owner=who.key_id)
     check_quota(svc, who.key_id, adding=1)
-    try:
-        job, created = svc.jobs.submit(who.key_id, new)
-    except BrokerUnavailable as exc:
-        raise broker_unavailable(exc) from None
-    except IdempotencyKeyReused as exc:
-        raise key_reused(exc) from None
+    job, created = svc.jobs.submit(who.key_id, new)  # BrokerUnavailable, IdempotencyKeyReused: api/errors.py
     if created:
         svc.active.added(who.key_id, 1)
     else:
