@@ -21,7 +21,7 @@ from irq.bounding import bounded_schema
 from irq.broker import TASK_RUN_JOB, Broker
 from irq.clock import utcnow
 from irq.jobs import JobManager, Outcome
-from irq.retry import InternalFault
+from irq.retry import Fault, InternalFault
 from irq.schema_check.options import GuidanceOptions, engine_schema
 from irq.settings import get_settings
 from irq.store.db import Database
@@ -131,8 +131,7 @@ def run_job(job_id: str) -> Attempt:
     except Exception as exc:  # whatever went wrong, the job ends (or is retried): it never stays running
         log.exception("job %s attempt %d: unexpected %s", job.id, job.attempts, type(exc).__name__)
         fault = InternalFault(f"{type(exc).__name__} in the worker: {str(exc)[:200]}")
-        decision = _store(jobs.retry_or_fail, job, fault)
-        return Attempt.retrying if decision.retry else Attempt.failed
+        return _after_fault(jobs, job, fault)
 
 
 def _attempt(jobs: JobManager, inference: InferenceClient, job: Job) -> Attempt:
@@ -155,17 +154,21 @@ def _attempt(jobs: JobManager, inference: InferenceClient, job: Job) -> Attempt:
         reply = inference.generate(request, timeout_s=remaining)
     except InferenceError as exc:
         log.warning("job %s attempt %d: %s (%s)", job.id, job.attempts, exc.code, exc)
-        decision = _store(jobs.retry_or_fail, job, exc, endpoint=inference.url)
-        return Attempt.retrying if decision.retry else Attempt.failed
+        return _after_fault(jobs, job, exc, inference.url)
     return _store_reply(jobs, job, reply, inference.url)
+
+
+def _after_fault(jobs: JobManager, job: Job, fault: Fault, endpoint: str | None = None) -> Attempt:
+    """The lifecycle's retry decision for this attempt's fault, as the attempt's end."""
+    decision = _store(jobs.retry_or_fail, job, fault, endpoint=endpoint)
+    return Attempt.retrying if decision.retry else Attempt.failed
 
 
 def _store_reply(jobs: JobManager, job: Job, reply: GenerateResponse, endpoint: str) -> Attempt:
     try:
         document, error = checked_document(reply.text, job.schema_)
     except Uncheckable as exc:
-        decision = _store(jobs.retry_or_fail, job, exc, endpoint=endpoint)
-        return Attempt.retrying if decision.retry else Attempt.failed
+        return _after_fault(jobs, job, exc, endpoint)
     if error is not None:
         message = f"output does not match the schema {error}"
         failed = _store(
