@@ -10,8 +10,8 @@ original refuses — under `oneOf`, `not`, `if`, `unevaluated*` or a `contains` 
 whatever they `$ref` — are left as they are, and so are keywords llguidance does not support.
 
 Budget rule. A token is taken as 1 character of compact JSON, and a quarter of `max_tokens` is held back
-as margin: the document gets `max_tokens * 3 // 4` characters. SmolLM2's tokenizer gives 2.7-3.5
-characters per token on ordinary JSON documents, but a bounded schema serves a retry after a document did
+as margin: the document gets `max_tokens * 3 // 4` characters. SmolLM2's tokenizer gives 2.9-3.0
+characters per token on the longest IR document (`tests/test_ir_schema.py`'s, compact and spaced), but a bounded schema serves a retry after a document did
 not fit, and those are not ordinary: on the H200 (docs/gpu.md) the documents SmolLM2-135M had been cut in
 held 0.6-1.1 characters per token (runs of digits, escapes, one-character tokens).
 The budget is split top-down. An object pays for its braces, keys, colons and commas and shares
