@@ -16,7 +16,7 @@ from api import errors
 from api.deps import Services
 from api.errors import ApiError
 from api.middleware import BodyPolicy
-from api.routes import batches, dashboard, health, jobs, metrics, stats
+from api.routes import batches, dashboard, endpoints, health, jobs, metrics, stats
 from irq.settings import Settings, get_settings
 
 
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(batches.router)
     app.include_router(stats.router)
+    app.include_router(endpoints.router)
     app.include_router(dashboard.router)
     _install_docs(app)
     return app

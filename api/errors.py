@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from irq.jobs import BrokerUnavailable, IdempotencyKeyReused
+from irq.jobs import BrokerUnavailable
+from irq.submission import IdempotencyKeyReused
 
 
 class ApiError(Exception):

@@ -29,7 +29,14 @@ class JobRequest(BaseModel):
     schema_: dict[str, Any] | None = Field(
         default=None, alias="schema", description="JSON Schema of the output."
     )
-    model: Text | None = Field(default=None, max_length=200)
+    model: Text | None = Field(
+        default=None, max_length=200, description="A model of `GET /v1/models`; unset: the default one."
+    )
+    backend: Text | None = Field(
+        default=None,
+        max_length=50,
+        description="A structured-output backend the model is served with; unset: its first one.",
+    )
     # Unset: IRQ_DEFAULT_MAX_TOKENS, IRQ_DEFAULT_TEMPERATURE, IRQ_DEFAULT_TOP_P; max_tokens is bounded by
     # IRQ_MAX_MAX_TOKENS (checked at submit), temperature and top_p by what every engine takes.
     max_tokens: int | None = Field(default=None, ge=1)

@@ -23,12 +23,12 @@ from sqlalchemy import func, insert, update
 
 from irq.clock import utcnow
 from irq.ir_schema import ir_json_schema
-from irq.jobs import NewJob, job_row
 from irq.keys import create_key
 from irq.migrate import upgrade
 from irq.store.db import Database
 from irq.store.jobs import JobStore
 from irq.store.models import Job, JobStatus
+from irq.submission import NewJob, job_row
 
 SUCCEEDED: dict[str, Any] = dict(
     status=JobStatus.succeeded,
@@ -50,7 +50,7 @@ class OrmJobs(JobStore):
         with self.db.session() as s:
             s.execute(insert(Job), list(rows))
 
-    def claim(self, job_id: str, worker: str, lease_s: float) -> Job | None:
+    def claim(self, job_id: str, worker: str, endpoint: str, lease_s: float) -> Job | None:
         now = utcnow()
         with self.db.session() as s:
             return s.scalars(
@@ -84,7 +84,7 @@ def _created(store: JobStore, owner_id: int, new: NewJob) -> str:
 
 
 def _claimed(store: JobStore, job_id: str) -> Job:
-    job = store.claim(job_id, "bench", 60)
+    job = store.claim(job_id, "bench", "default", 60)
     assert job is not None
     return job
 
@@ -116,6 +116,7 @@ def main() -> None:
         prompt="a function that returns the maximum of a list",
         schema=ir_json_schema(),
         model="m",
+        backend="guidance",
         max_tokens=512,
         temperature=0.3,
         top_p=0.95,

@@ -7,6 +7,7 @@ from typing import Protocol
 from inference.http_client import HttpInferenceClient
 from inference.modal_client import MODAL_SCHEME, ModalInferenceClient
 from inference.protocol import GenerateRequest, GenerateResponse
+from irq.endpoints import Endpoint
 from irq.settings import Settings
 
 
@@ -15,13 +16,20 @@ class InferenceClient(Protocol):
 
     url: str  # where the calls go, for the job's record and the logs
 
-    def generate(self, request: GenerateRequest, timeout_s: float) -> GenerateResponse: ...
+    def generate(self, request: GenerateRequest, timeout_s: float) -> GenerateResponse:
+        """`EndpointDown` when the request never reached the endpoint (nothing listens, or no connection
+        could be made): the job did not run, so it waits for the endpoint instead of spending an attempt."""
+        ...
+
+    def healthy(self) -> bool:
+        """Whether the endpoint answers its health check (a cold one that will load on demand does)."""
+        ...
 
     def close(self) -> None: ...
 
 
-def connect(settings: Settings) -> InferenceClient:
-    """The client for `settings.inference_url`: HTTP, or the Modal SDK for `modal://<app>`."""
-    if settings.inference_url.startswith(MODAL_SCHEME):
-        return ModalInferenceClient(settings)
-    return HttpInferenceClient(settings)
+def connect(endpoint: Endpoint, settings: Settings) -> InferenceClient:
+    """The client for `endpoint`: HTTP, or the Modal SDK for `modal://<app>`."""
+    if endpoint.url.startswith(MODAL_SCHEME):
+        return ModalInferenceClient(endpoint)
+    return HttpInferenceClient(endpoint, settings)

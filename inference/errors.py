@@ -35,6 +35,11 @@ class RetryableInferenceError(InferenceError):
     retryable = True
 
 
+class EndpointDown(RetryableInferenceError):
+    """The request never reached the endpoint: nothing listens at its address, or no connection could be
+    made in time."""
+
+
 class PermanentInferenceError(InferenceError):
     """Another attempt would fail the same way: the endpoint refused this request (4xx)."""
 

@@ -6,9 +6,12 @@ import threading
 
 import httpx
 
-from inference.errors import RetryableInferenceError, fault_from_body
+from inference.errors import EndpointDown, RetryableInferenceError, fault_from_body
 from inference.protocol import GenerateRequest, GenerateResponse, decode_response
-from irq.settings import Settings
+from irq.endpoints import Endpoint
+from irq.settings import Settings, derive_health_url
+
+HEALTH_TIMEOUT_S = 10.0
 
 
 class HttpInferenceClient:
@@ -18,9 +21,10 @@ class HttpInferenceClient:
     connections were seen closed under a reader (`ReadError: Bad file descriptor`) on the GPU host.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self.url = settings.inference_url
-        self._headers = {k: v.get_secret_value() for k, v in settings.inference_headers.items()}
+    def __init__(self, endpoint: Endpoint, settings: Settings) -> None:
+        self.url = endpoint.url
+        self.health_url = derive_health_url(endpoint.url)
+        self._headers = {k: v.get_secret_value() for k, v in endpoint.headers.items()}
         self._timeout = httpx.Timeout(
             settings.default_timeout_s, connect=settings.inference_connect_timeout_s
         )
@@ -42,11 +46,19 @@ class HttpInferenceClient:
         body = request.model_dump(by_alias=True)
         try:
             response = self._http.post(self.url, json=body, timeout=timeout_s)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise EndpointDown("inference_unreachable", f"{type(exc).__name__}: {exc}") from exc
         except httpx.TimeoutException as exc:
             raise RetryableInferenceError("inference_timeout", f"no answer within {timeout_s:.0f} s") from exc
         except httpx.TransportError as exc:
             raise RetryableInferenceError("inference_unreachable", f"{type(exc).__name__}: {exc}") from exc
         return self._parse(response)
+
+    def healthy(self) -> bool:
+        try:
+            return self._http.get(self.health_url, timeout=HEALTH_TIMEOUT_S).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def _parse(self, response: httpx.Response) -> GenerateResponse:
         if response.status_code >= 400:

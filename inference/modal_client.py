@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from inference.errors import InferenceError, RetryableInferenceError, fault_from_body
 from inference.protocol import GenerateRequest, GenerateResponse, decode_response
-from irq.settings import Settings
+from irq.endpoints import Endpoint
 
 if TYPE_CHECKING:
     import modal
 
 APP_PREFIX = "irq-inference"
 CLASS_NAME = "Inference"
-MODAL_SCHEME = "modal://"  # IRQ_INFERENCE_URL=modal://<app> sends the worker through the Modal SDK
+MODAL_SCHEME = "modal://"  # an endpoint URL modal://<app> sends the worker through the Modal SDK
 
 
 def modal_app_name(backend: str) -> str:
@@ -60,12 +60,8 @@ def typed_fault(exc: BaseException, timeout_s: float) -> RetryableInferenceError
 class ModalInferenceClient:
     """Calls `Inference.generate` of one deployed app; one per worker process, like the HTTP client."""
 
-    def __init__(self, settings: Settings, app_name: str | None = None) -> None:
-        self.app_name = (
-            app_name
-            or app_from_url(settings.inference_url)
-            or modal_app_name(settings.structured_output_backend)
-        )
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.app_name = app_from_url(endpoint.url) or modal_app_name(endpoint.backend)
         self.url = f"{MODAL_SCHEME}{self.app_name}/{CLASS_NAME}.generate"
         self._instance: Any = None
 
@@ -90,6 +86,11 @@ class ModalInferenceClient:
                 _cancel(call)
             raise typed_fault(exc, timeout_s) from exc
         return parse_result(result)
+
+    def healthy(self) -> bool:
+        """Always: Modal starts a container for a call to an app scaled to zero, and a call that cannot be
+        made is a retryable fault."""
+        return True
 
     def close(self) -> None:
         """Nothing to release: the Modal client is shared by the process and closes with it."""

@@ -1,5 +1,6 @@
-"""The broker: the Celery app factory and its Redis transport, the job queue, enqueueing, and every Redis
-key irq uses. The API (producer) and the workers (consumer) both use this module; neither imports the other.
+"""The broker: the Celery app factory and its Redis transport, the job queues (one per served model and
+backend, `irq/endpoints.py`), enqueueing, and every Redis key irq uses. The API (producer) and the workers
+(consumer) both use this module; neither imports the other.
 """
 
 from __future__ import annotations
@@ -15,24 +16,26 @@ import redis
 from celery import Celery
 from kombu.transport import redis as kombu_redis
 
+from irq.endpoints import Endpoint, load_registry
 from irq.settings import Settings
 
 log = logging.getLogger("irq.broker")
 
 TASK_RUN_JOB = "irq.run_job"
-QUEUE = "irq"
 PRIORITY_STEPS = list(range(10))
 # Redis redelivers an unacknowledged message after this long; it must exceed the longest job
 # (acks are late), or a long job would be delivered twice while it still runs.
 VISIBILITY_MARGIN_S = 300
 
-# Every Redis key irq reads or writes. kombu's own: one list per priority step (`QUEUE`, then `QUEUE`
-# + separator + step), and the hash of messages delivered to a worker and not yet acknowledged.
+# Every Redis key irq reads or writes. kombu's own: one list per queue and priority step (the queue's name,
+# then the name + separator + step), and the hash of messages delivered to a worker and not yet
+# acknowledged.
 _KOMBU_PRIORITY_SEP = "\x06\x16"
 UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"  # kombu's: delivery tag → when it was delivered (Unix seconds)
 FINISHED_CHANNEL = "irq:finished"  # pub/sub: the id of each job that reached a terminal status
 SWEEP_LOCK = "irq:sweeper"  # held by the one worker sweeping the store for lost jobs
+ENDPOINT_STATE = "irq:endpoint-state"  # hash: endpoint name → what its workers last saw of it (JSON)
 
 
 def rate_key(key_id: int, second: int) -> str:
@@ -40,9 +43,9 @@ def rate_key(key_id: int, second: int) -> str:
     return f"irq:rate:{key_id}:{second}"
 
 
-def queue_keys() -> list[str]:
-    """The Redis lists that hold the job queue's messages, one per priority step."""
-    return [QUEUE if p == 0 else f"{QUEUE}{_KOMBU_PRIORITY_SEP}{p}" for p in PRIORITY_STEPS]
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists that hold one queue's messages, one per priority step."""
+    return [queue if p == 0 else f"{queue}{_KOMBU_PRIORITY_SEP}{p}" for p in PRIORITY_STEPS]
 
 
 def redis_client(url: str, timeout_s: float = 10.0) -> redis.Redis:
@@ -83,7 +86,6 @@ def make_celery(settings: Settings, include: Sequence[str] = (), stock_transport
         # The Redis transport with the channel above, for redis:// URLs; others (rediss://, whose TLS
         # defaults kombu sets by scheme, and redis+socket://) keep kombu's own.
         broker_transport=f"{__name__}:Transport" if custom else None,
-        task_default_queue=QUEUE,
         task_ignore_result=True,  # results live in the SQL store
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -102,18 +104,20 @@ def make_celery(settings: Settings, include: Sequence[str] = (), stock_transport
     return app
 
 
-def worker_argv(settings: Settings, pool: str = "threads") -> list[str]:
-    """The arguments of Celery's `worker` command that `irq worker` runs (`pool` other than threads only
-    for the benchmarks' comparison)."""
+def worker_argv(settings: Settings, endpoint: Endpoint, pool: str = "threads") -> list[str]:
+    """The arguments of Celery's `worker` command for the process serving `endpoint` (`pool` other than
+    threads only for the benchmarks' comparison): its queue, as many threads as it takes requests at once,
+    and a node name of its own (`endpoint@host`), since one host may run a worker for each endpoint."""
     return [
         "worker",
         f"--pool={pool}",
-        f"--concurrency={settings.worker_concurrency}",
+        f"--concurrency={endpoint.max_inflight}",
         "-Q",
-        QUEUE,
+        endpoint.queue,
         "--loglevel=INFO",
         "-E",
-    ] + ([f"--hostname={settings.worker_name}"] if settings.worker_name else [])
+        f"--hostname={endpoint.name}@{settings.worker_name or '%h'}",
+    ]
 
 
 class Broker:
@@ -124,6 +128,7 @@ class Broker:
         self.settings = settings
         self._app = app
         self.redis = redis_client(settings.redis_url)
+        self.queues = load_registry(settings).queues
 
     @property
     def app(self) -> Celery:
@@ -131,13 +136,34 @@ class Broker:
             self._app = make_celery(self.settings)
         return self._app
 
-    def enqueue(self, job_id: str, priority: int, countdown: float | None = None) -> None:
-        """Send one job's message. Job priority runs 0..9 with 9 most urgent; kombu serves step 0 first."""
-        self.app.send_task(TASK_RUN_JOB, args=[job_id], priority=9 - priority, countdown=countdown)
+    def enqueue(self, job_id: str, queue: str, priority: int, countdown: float | None = None) -> None:
+        """Send one job's message to `queue`. Job priority runs 0..9 with 9 most urgent; kombu serves step
+        0 first."""
+        self.app.send_task(
+            TASK_RUN_JOB, args=[job_id], queue=queue, priority=9 - priority, countdown=countdown
+        )
+
+    def queue_depths(self) -> dict[str, int]:
+        """Per queue, the messages waiting in it (not those a worker holds)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for queue in self.queues:
+                for key in queue_keys(queue):
+                    pipe.llen(key)
+            lengths = [int(n) for n in pipe.execute()]
+        steps = len(PRIORITY_STEPS)
+        return {q: sum(lengths[i * steps : (i + 1) * steps]) for i, q in enumerate(self.queues)}
 
     def queue_depth(self) -> int:
-        """Messages waiting in the queue (not those a worker holds)."""
-        return sum(int(self.redis.llen(key)) for key in queue_keys())
+        """Messages waiting in all the queues."""
+        return sum(self.queue_depths().values())
+
+    def publish_endpoint_state(self, name: str, state: dict[str, object]) -> None:
+        self.redis.hset(ENDPOINT_STATE, name, json.dumps(state))
+
+    def endpoint_states(self) -> dict[str, dict[str, object]]:
+        """What the workers last published about each endpoint (`worker/gate.py`)."""
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(ENDPOINT_STATE))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     def brokered_job_ids(self, delivered_after: float) -> set[str]:
         """Ids of the jobs that have a message in Redis: waiting in the queue, or delivered to a worker
@@ -154,7 +180,7 @@ class Broker:
         self.redis.close()
 
     def _payloads(self, delivered_after: float, chunk: int = 1000) -> Iterator[dict]:  # type: ignore[type-arg]
-        for key in queue_keys():
+        for key in (key for queue in self.queues for key in queue_keys(queue)):
             for start in range(0, int(self.redis.llen(key)), chunk):
                 for raw in self.redis.lrange(key, start, start + chunk - 1):
                     yield json.loads(raw)

@@ -52,12 +52,17 @@ def api() -> None:
 
 
 @app.command()
-def worker() -> None:
-    """Run a Celery worker that executes jobs."""
-    from irq.broker import worker_argv
-    from worker.app import celery_app
+def worker(
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option(help="An endpoint of the registry to serve; repeat for several. Default: all of them."),
+    ] = None,
+) -> None:
+    """Run Celery workers that execute jobs: one process per endpoint, taking jobs from its queue with as
+    many threads as the endpoint takes requests at once."""
+    from worker.main import run_workers
 
-    celery_app.worker_main(worker_argv(get_settings()))
+    raise typer.Exit(run_workers(get_settings(), endpoint or []))
 
 
 @app.command()
@@ -136,6 +141,12 @@ def _show(response: httpx.Response) -> dict[str, Any]:
 
 ApiOpt = Annotated[str | None, typer.Option("--api", help="API base URL.")]
 KeyOpt = Annotated[str | None, typer.Option("--key", help="API key (default IRQ_API_KEY).")]
+ModelOpt = Annotated[str | None, typer.Option(help="A model of `GET /v1/models` (default: the API's).")]
+BackendOpt = Annotated[str | None, typer.Option(help="A backend it is served with (default: its first).")]
+
+
+def _route(model: str | None, backend: str | None) -> dict[str, str]:
+    return {k: v for k, v in (("model", model), ("backend", backend)) if v is not None}
 
 
 @app.command()
@@ -143,13 +154,15 @@ def submit(
     prompt: str,
     schema: Annotated[Path | None, typer.Option(help="JSON Schema file (default: the IR schema).")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the job to finish.")] = False,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
     api_url: ApiOpt = None,
     key: KeyOpt = None,
 ) -> None:
     """Submit a job and print it; with --wait, print it once it has finished."""
     from irq.store.models import TERMINAL
 
-    body: dict[str, Any] = {"prompt": prompt}
+    body: dict[str, Any] = {"prompt": prompt, **_route(model, backend)}
     if schema is not None:
         body["schema"] = json.loads(schema.read_text())
     with _client(api_url, key) as http:
@@ -267,24 +280,32 @@ def batch_submit(
     file: Path,
     wait: Annotated[bool, typer.Option(help="Follow the batch to its end with a progress bar.")] = False,
     out: Annotated[Path | None, typer.Option(help="With --wait: write the results here as JSONL.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Run every job with this model (a line's own is replaced).")
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="Run every job with this backend.")] = None,
     api_url: ApiOpt = None,
     key: KeyOpt = None,
 ) -> None:
     """Submit a JSON or JSONL file of jobs (OpenAI Batch API lines too) as one batch.
 
     Running it again with the same file does not submit it twice: the upload's Idempotency-Key is the
-    file's SHA-256, so a re-run finds the batch and resumes following it.
+    file's SHA-256 (and the --model and --backend given), so a re-run finds the batch and resumes following
+    it.
     """
     import hashlib
 
     from irq.batches import follow
 
     content = file.read_bytes()
-    idempotency_key = "file-sha256:" + hashlib.sha256(content).hexdigest()
+    route = _route(model, backend)
+    fingerprint = content + (json.dumps(route, sort_keys=True).encode() if route else b"")
+    idempotency_key = "file-sha256:" + hashlib.sha256(fingerprint).hexdigest()
     with _client(api_url, key) as http:
         response = http.post(
             "/v1/batches",
             content=content,
+            params=route,
             headers={"Content-Type": "application/jsonl", "Idempotency-Key": idempotency_key},
         )
         if not wait or response.status_code >= 400:

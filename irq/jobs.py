@@ -14,28 +14,26 @@ the submit is accepted, and a message that could not follow is sent by the sweep
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
 from irq.broker import Broker
 from irq.clock import new_id, utcnow
+from irq.endpoints import NotServed, Registry, load_registry
 from irq.events import Notifier
 from irq.retry import Fault, Generated, RetryDecision, RetryPolicy, WorkerLost
 from irq.settings import Settings
 from irq.store.db import Database
 from irq.store.jobs import JobStore
 from irq.store.models import Batch, Job, JobStatus
+from irq.submission import NewJob, job_row, request_hash, same_request
 
 log = logging.getLogger("irq.jobs")
-T = TypeVar("T")
 
 MAX_OUTPUT_CHARS = 16_000  # of a failed generation's text, kept on the job for inspection
 RETRY_PRIORITY = 9  # a retry's message: the most urgent
@@ -43,47 +41,6 @@ RETRY_PRIORITY = 9  # a retry's message: the most urgent
 
 class BrokerUnavailable(Exception):
     """A submit's first message could not be sent: nothing of the submit was kept."""
-
-
-class IdempotencyKeyReused(Exception):
-    """An idempotency key this owner already used came with a different request (as payment APIs do, the
-    key names one request: a different one under it is refused, not answered with the first's result)."""
-
-
-def request_hash(news: Sequence[NewJob]) -> str:
-    """A fingerprint of what a submit asked for (one job, or a batch's jobs in order)."""
-    fields = [{k: v for k, v in dataclasses.asdict(new).items() if k != "idempotency_key"} for new in news]
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def _same_request(existing: T, stored_hash: str | None, asked: str) -> T:
-    """`existing` when it was made by the same request (or before fingerprints were kept)."""
-    if stored_hash is not None and stored_hash != asked:
-        raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
-    return existing
-
-
-def schema_hash(schema: dict[str, Any]) -> str:
-    canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A validated job request, as the API hands it to the lifecycle."""
-
-    prompt: str
-    schema: dict[str, Any]
-    model: str
-    max_tokens: int
-    temperature: float
-    top_p: float
-    priority: int
-    timeout_s: float
-    max_attempts: int
-    idempotency_key: str | None = None
-    custom_id: str | None = None
-    retry_truncated: bool = True
 
 
 @dataclass(frozen=True)
@@ -106,50 +63,34 @@ def _ms(later: datetime, earlier: datetime | None) -> float | None:
     return None if earlier is None else (later - earlier).total_seconds() * 1000.0
 
 
-def job_row(
-    owner_id: int, new: NewJob, now: datetime, batch_id: str | None = None, index: int | None = None
-) -> dict[str, Any]:
-    """A queued job's values, by `Job` attribute."""
-    return dict(
-        id=new_id(),
-        owner_id=owner_id,
-        batch_id=batch_id,
-        batch_index=index,
-        custom_id=new.custom_id,
-        idempotency_key=new.idempotency_key,
-        prompt=new.prompt,
-        schema_=new.schema,
-        schema_hash=schema_hash(new.schema),
-        model=new.model,
-        max_tokens=new.max_tokens,
-        temperature=new.temperature,
-        top_p=new.top_p,
-        priority=new.priority,
-        timeout_s=new.timeout_s,
-        status=JobStatus.queued,
-        attempts=0,
-        max_attempts=new.max_attempts,
-        retry_truncated=new.retry_truncated,
-        bounded=False,
-        created_at=now,
-        enqueued_at=now,
-    )
-
-
 class JobManager:
     """Submits, claims, finishes, retries, cancels and sweeps jobs; API, workers and the sweeper call this.
     Reads go to `store` directly."""
 
-    def __init__(self, store: JobStore, broker: Broker, notifier: Notifier, retry: RetryPolicy) -> None:
+    def __init__(
+        self, store: JobStore, broker: Broker, notifier: Notifier, retry: RetryPolicy, registry: Registry
+    ) -> None:
         self.store = store
         self.broker = broker
         self.notifier = notifier
         self.retry = retry
+        self.registry = registry
 
     @classmethod
     def open(cls, settings: Settings, db: Database, broker: Broker) -> JobManager:
         """The lifecycle of one process, over its store and broker."""
-        return cls(JobStore(db), broker, Notifier(broker.redis), RetryPolicy.from_settings(settings))
+        return cls(
+            JobStore(db),
+            broker,
+            Notifier(broker.redis),
+            RetryPolicy.from_settings(settings),
+            load_registry(settings),
+        )
+
+    def _enqueue(self, job: Job, priority: int, countdown: float | None = None) -> None:
+        """Send the job's message to the queue of its model and backend."""
+        route = self.registry.route(job.model, job.backend)
+        self.broker.enqueue(job.id, route.queue, priority, countdown)
 
     # --- submitting ------------------------------------------------------------------------
 
@@ -160,7 +101,7 @@ class JobManager:
         if new.idempotency_key is not None:
             existing = self.store.by_idempotency_key(owner_id, new.idempotency_key)
             if existing is not None:
-                return _same_request(existing, existing.request_hash, asked), False
+                return same_request(existing, existing.request_hash, asked), False
         row = job_row(owner_id, new, utcnow())
         if asked:
             row["request_hash"] = asked
@@ -171,7 +112,7 @@ class JobManager:
             existing = self.store.by_idempotency_key(owner_id, new.idempotency_key or "")
             if existing is None:
                 raise
-            return _same_request(existing, existing.request_hash, asked), False
+            return same_request(existing, existing.request_hash, asked), False
         job = Job(**row)
         self._send([job])
         return job, True
@@ -185,7 +126,7 @@ class JobManager:
         if idempotency_key is not None:
             existing = self.store.batch_by_idempotency_key(owner_id, idempotency_key)
             if existing is not None:
-                return _same_request(existing, existing.request_hash, asked), False
+                return same_request(existing, existing.request_hash, asked), False
         now, batch_id = utcnow(), new_id()
         batch: dict[str, Any] = dict(
             id=batch_id,
@@ -203,7 +144,7 @@ class JobManager:
             existing = self.store.batch_by_idempotency_key(owner_id, idempotency_key or "")
             if existing is None:
                 raise
-            return _same_request(existing, existing.request_hash, asked), False
+            return same_request(existing, existing.request_hash, asked), False
         self._send([Job(**row) for row in rows], batch_id=batch_id)
         return Batch(**batch), True
 
@@ -211,7 +152,7 @@ class JobManager:
         """The broker-down policy of the module docstring."""
         for sent, job in enumerate(jobs):
             try:
-                self.broker.enqueue(job.id, job.priority)
+                self._enqueue(job, job.priority)
             except Exception as exc:
                 if sent == 0:
                     self.store.delete_unsent([j.id for j in jobs], batch_id)
@@ -235,9 +176,38 @@ class JobManager:
 
     # --- running ---------------------------------------------------------------------------
 
-    def claim(self, job_id: str, worker: str, lease_s: float) -> Job | None:
-        """Move a queued job to running and count the attempt; None if it is not queued."""
-        return self.store.claim(job_id, worker, lease_s)
+    def claim(self, job_id: str, worker: str, endpoint: str, lease_s: float) -> Job | None:
+        """Move a queued job to running on `endpoint` and count the attempt; None if it is not queued."""
+        return self.store.claim(job_id, worker, endpoint, lease_s)
+
+    def send_again(self, job_id: str) -> None:
+        """Send a queued job's message once more: the worker it was delivered to cannot run it now."""
+        job = self.store.get(job_id)
+        if job is not None and job.status == JobStatus.queued:
+            self._enqueue(job, job.priority)
+
+    def release(self, job: Job) -> bool:
+        """Give a running job back to its queue as if this attempt had never started: its endpoint was
+        down before the request reached it, so neither an attempt nor time of the job's deadline is spent.
+        False if the job was no longer this running attempt."""
+        first = job.attempts == 1
+        released = self.store.update_running(
+            job,
+            dict(
+                status=JobStatus.queued,
+                attempts=job.attempts - 1,
+                enqueued_at=utcnow(),
+                lease_expires_at=None,
+                worker=None,
+                **({"started_at": None, "first_started_at": None} if first else {}),
+            ),
+        )
+        if released:
+            try:
+                self._enqueue(job, RETRY_PRIORITY)
+            except Exception as exc:  # the job is queued in the store: the sweeper sends it again
+                log.warning("job %s: could not enqueue it again: %s", job.id, exc)
+        return released
 
     def succeed(self, job: Job, outcome: Outcome) -> bool:
         """Store the result of a running job; False if the job was cancelled or finished meanwhile."""
@@ -311,7 +281,7 @@ class JobManager:
             try:
                 # At the front of the queue: the job's deadline runs over all its attempts, so the time
                 # between two of them is the backoff, not the length of the queue behind it.
-                self.broker.enqueue(job.id, RETRY_PRIORITY, countdown=decision.delay_s or None)
+                self._enqueue(job, RETRY_PRIORITY, countdown=decision.delay_s or None)
             except Exception as exc:  # the job is queued in the store: the sweeper sends it again
                 log.warning("job %s: could not enqueue its retry: %s", job.id, exc)
         return decision
@@ -352,7 +322,12 @@ class JobManager:
         held = self.broker.brokered_job_ids(delivered_after=now.timestamp() - held_s)
         missing = [job for job in stale if job.id not in held]
         for job in missing:
-            self.broker.enqueue(job.id, job.priority)
+            try:
+                self._enqueue(job, job.priority)
+            except NotServed as exc:  # its endpoints were taken out of the registry: nothing can run it
+                values = dict(finished_at=utcnow(), error_code="model_unavailable", error_message=str(exc))
+                if self.store.end_queued(job.id, dict(status=JobStatus.failed, **values)):
+                    self.notifier.finished([job.id])
         return len(missing)
 
 

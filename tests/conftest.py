@@ -17,6 +17,7 @@ import redis
 
 import irq.stack
 from irq.broker import queue_keys
+from irq.endpoints import load_registry
 from irq.stack import StackEnv, redis_answers, start_embedded_redis
 from irq.store.models import TERMINAL
 from tests.procs import Service, free_port, wait_until
@@ -104,6 +105,7 @@ class Stack(irq.stack.Stack):
         self.db, keys = self.prepare_store("alice", "bob")
         self.key, self.other_key = keys
         self.redis = redis.Redis.from_url(self.settings.redis_url)
+        self.queues = load_registry(self.settings).queues
 
     def client(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(
@@ -111,7 +113,7 @@ class Stack(irq.stack.Stack):
         )
 
     def queue_length(self) -> int:
-        return sum(int(self.redis.llen(key)) for key in queue_keys())
+        return sum(int(self.redis.llen(key)) for q in self.queues for key in queue_keys(q))
 
     def wait_for(self, http: httpx.Client, job_id: str, timeout_s: float) -> dict:  # type: ignore[type-arg]
         def finished() -> dict | None:  # type: ignore[type-arg]

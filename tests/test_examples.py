@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from irq.jobs import schema_hash
 from irq.procs import ROOT
 from irq.settings import Settings
 from irq.store.models import Job
+from irq.submission import schema_hash
 from tests.conftest import Stack
 
 EXAMPLES = ROOT / "examples"

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from inference.errors import InferenceError, PermanentInferenceError, RetryableInferenceError
 from inference.http_client import HttpInferenceClient
 from inference.protocol import GenerateRequest
+from irq.endpoints import implicit_registry
 from irq.settings import Settings
 from tests.procs import free_port, wait_until
 
@@ -57,7 +58,8 @@ def server() -> Iterator[str]:
 
 
 def call(url: str, timeout_s: float = 10) -> object:
-    client = HttpInferenceClient(Settings(inference_url=url))
+    settings = Settings(inference_url=url)
+    client = HttpInferenceClient(implicit_registry(settings).endpoints[0], settings)
     try:
         request = GenerateRequest(prompt="p", schema={"type": "object"}, max_tokens=8, temperature=0, top_p=1)
         return client.generate(request, timeout_s=timeout_s)

@@ -194,15 +194,13 @@ def test_modal_faults_are_retryable() -> None:
 
 
 def test_the_modal_client_names_the_app_of_its_backend() -> None:
-    from irq.settings import Settings
+    from irq.endpoints import Endpoint
 
-    client = ModalInferenceClient(Settings(structured_output_backend="xgrammar"))
+    client = ModalInferenceClient(Endpoint(name="x", url="modal://", model="m", backend="xgrammar"))
     assert client.app_name == modal_app_name("xgrammar") == "irq-inference-xgrammar"
     assert client.url == "modal://irq-inference-xgrammar/Inference.generate"
     client.close()
-    named = ModalInferenceClient(
-        Settings(inference_url="modal://irq-inference-auto", structured_output_backend="x")
-    )
+    named = ModalInferenceClient(Endpoint(name="a", url="modal://irq-inference-auto", model="m", backend="x"))
     assert named.app_name == "irq-inference-auto"
 
 
@@ -225,10 +223,10 @@ class FakeCall:
 def client_answering(result: object) -> tuple[ModalInferenceClient, FakeCall]:
     from types import SimpleNamespace
 
-    from irq.settings import Settings
+    from irq.endpoints import Endpoint
 
     call = FakeCall(result)
-    client = ModalInferenceClient(Settings())
+    client = ModalInferenceClient(Endpoint(name="m", url="modal://irq-inference-guidance", model="m"))
     client._instance = SimpleNamespace(generate=SimpleNamespace(spawn=lambda body: call))
     return client, call
 

@@ -14,6 +14,7 @@ import pytest
 from api.errors import ApiError
 from api.routes.jobs import to_new_job
 from api.schemas import JobRequest
+from irq.endpoints import load_registry
 from irq.schema_check import GuidanceOptions, SchemaProblem, check_pool, check_schema, engine_schema
 from irq.settings import Settings
 
@@ -198,7 +199,7 @@ def test_when_every_check_process_is_busy_a_submit_is_told_to_retry_and_quick_sc
     with Flood([1, 1, 2, 2], timeout_s=2.0, wait_s=0.3, **LIMITS):
         job = JobRequest(prompt="p", schema={"type": "string", "format": "email", "title": "flood 2"})
         with pytest.raises(ApiError) as busy:
-            to_new_job(job, settings, None, owner=9)
+            to_new_job(job, settings, load_registry(settings), None, owner=9)
         trivial, trivial_s = timed(lambda: outcome({"type": "object", "title": "flood 2"}, owner=9))
         again, again_s = timed(lambda: outcome(cached, owner=9))
     assert (busy.value.status, busy.value.code) == (503, "checks_busy")

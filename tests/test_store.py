@@ -11,20 +11,22 @@ from sqlalchemy import inspect
 
 from inference.errors import RetryableInferenceError
 from irq.broker import Broker, queue_keys
-from irq.jobs import JobManager, NewJob, Outcome
+from irq.jobs import JobManager, Outcome
 from irq.keys import authenticate, create_key, hash_key
 from irq.migrate import downgrade, upgrade
 from irq.procs import ROOT
 from irq.settings import Settings
 from irq.store.db import Database
 from irq.store.models import ApiKey, JobStatus
+from irq.submission import NewJob
 
 
 def new_job(**over: object) -> NewJob:
     fields: dict[str, object] = dict(
         prompt="max of a list",
         schema={"type": "object"},
-        model="m",
+        model="SmolLM2-135M-Instruct",  # the implicit endpoint's
+        backend="guidance",
         max_tokens=64,
         temperature=0.3,
         top_p=0.95,
@@ -105,9 +107,9 @@ def test_a_job_is_claimed_once_and_a_late_result_does_not_overwrite_a_cancel(
 ) -> None:
     job, created = jobs.submit(owner, new_job())
     assert created and job.status == JobStatus.queued
-    claimed = jobs.claim(job.id, "w1", 30)
+    claimed = jobs.claim(job.id, "w1", "default", 30)
     assert claimed is not None and claimed.attempts == 1 and claimed.status == JobStatus.running
-    assert jobs.claim(job.id, "w2", 30) is None  # a duplicate delivery finds it taken
+    assert jobs.claim(job.id, "w2", "default", 30) is None  # a duplicate delivery finds it taken
     jobs.cancel(job.id, owner)
     assert jobs.succeed(claimed, outcome()) is False
     final = jobs.store.get(job.id)
@@ -117,11 +119,12 @@ def test_a_job_is_claimed_once_and_a_late_result_does_not_overwrite_a_cancel(
 def test_retryable_faults_requeue_until_attempts_run_out(jobs: JobManager, owner: int) -> None:
     busy = RetryableInferenceError("inference_http_503", "busy")
     job, _ = jobs.submit(owner, new_job(max_attempts=2))
-    first = jobs.claim(job.id, "w", 30)
+    first = jobs.claim(job.id, "w", "default", 30)
     assert first is not None and jobs.retry_or_fail(first, busy).retry is True
-    queues = {key: jobs.broker.redis.llen(key) for key in queue_keys()}
-    assert queues[queue_keys()[0]] == 1  # the retry's message is at the front, ahead of priority 5's
-    second = jobs.claim(job.id, "w", 30)
+    keys = queue_keys(jobs.registry.route(job.model, job.backend).queue)
+    queues = {key: jobs.broker.redis.llen(key) for key in keys}
+    assert queues[keys[0]] == 1  # the retry's message is at the front, ahead of priority 5's
+    second = jobs.claim(job.id, "w", "default", 30)
     assert second is not None and second.attempts == 2
     assert jobs.retry_or_fail(second, busy).retry is False
     final = jobs.store.get(job.id)

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from irq.broker import Broker
-from irq.jobs import JobManager, NewJob
+from irq.jobs import JobManager
 from irq.keys import authenticate
 from irq.settings import Settings
 from irq.store.models import TERMINAL
+from irq.submission import NewJob
 from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
 from tests.procs import free_port, wait_until
 
@@ -64,7 +65,9 @@ def place(stack: Stack, prompt: str, schema: dict[str, object]) -> str:
     assert owner is not None
     settings = Settings(redis_url=stack.env["IRQ_REDIS_URL"], max_attempts=2)
     broker = Broker(settings)
-    new = NewJob(prompt, schema, "m", 64, 0.3, 0.95, 5, 60.0, settings.max_attempts)
+    new = NewJob(
+        prompt, schema, settings.default_model, "guidance", 64, 0.3, 0.95, 5, 60.0, settings.max_attempts
+    )
     job, _ = JobManager.open(settings, stack.db, broker).submit(owner.key_id, new)
     broker.close()
     return job.id

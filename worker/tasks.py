@@ -15,18 +15,20 @@ from celery.signals import worker_process_shutdown, worker_ready, worker_shutdow
 from sqlalchemy.exc import OperationalError
 
 from inference.client import InferenceClient, connect
-from inference.errors import InferenceError, PartialOutput
+from inference.errors import EndpointDown, InferenceError, PartialOutput
 from inference.protocol import GenerateRequest, GenerateResponse
 from irq.bounding import bounded_schema
 from irq.broker import TASK_RUN_JOB, Broker
 from irq.clock import utcnow
+from irq.endpoints import Endpoint, RegistryError, load_registry
 from irq.jobs import JobManager, Outcome
 from irq.retry import Fault, InternalFault
 from irq.schema_check.options import GuidanceOptions, engine_schema
-from irq.settings import get_settings
+from irq.settings import Settings, get_settings
 from irq.store.db import Database
 from irq.store.models import Job
 from worker.app import celery_app
+from worker.gate import EndpointGate
 from worker.upkeep import Upkeep
 from worker.validation import Uncheckable, checked_document
 
@@ -42,6 +44,17 @@ class Attempt(enum.StrEnum):
     retrying = "retrying"  # back in the queue after a retryable fault
     skipped = "skipped"  # not queued: cancelled, finished, or another delivery holds it
     discarded = "discarded"  # a result for a job cancelled meanwhile
+    waiting = "waiting"  # the endpoint is down: the job went back to its queue, its attempt not spent
+
+
+def served_endpoint(settings: Settings) -> Endpoint:
+    """The endpoint this worker process serves: `IRQ_WORKER_ENDPOINT`, or the registry's only one."""
+    registry = load_registry(settings)
+    if settings.worker_endpoint:
+        return registry.endpoint(settings.worker_endpoint)
+    if len(registry.endpoints) > 1:
+        raise RegistryError("a worker process serves one endpoint: run it as `irq worker --endpoint NAME`")
+    return registry.endpoints[0]
 
 
 class _Process:
@@ -50,35 +63,55 @@ class _Process:
     Created once, under a lock, when the worker is ready (or on first use): the threads pool runs tasks in
     the worker's own process, where Celery's per-child signal never fires. `name` identifies this process
     in job records and leases, so a restarted worker never renews the leases of the one it replaces.
+    `node` is the Celery node name, to which the gate sends "stop / resume consuming".
     """
 
     _lock = threading.Lock()
     name = ""
+    node = ""
     db: Database | None = None
     broker: Broker | None = None
     jobs: JobManager | None = None
     inference: InferenceClient | None = None
+    gate: EndpointGate | None = None
     upkeep: Upkeep | None = None
     guidance = GuidanceOptions()
 
     @classmethod
-    def get(cls) -> tuple[JobManager, InferenceClient]:
+    def get(cls) -> tuple[JobManager, InferenceClient, EndpointGate]:
         with cls._lock:
-            if cls.jobs is None or cls.inference is None:
+            if cls.jobs is None or cls.inference is None or cls.gate is None:
                 settings = get_settings()
+                endpoint = served_endpoint(settings)
                 cls.name = f"{settings.worker_name or socket.gethostname()}#{os.getpid()}"
                 cls.guidance = GuidanceOptions.of(settings)
                 cls.db = Database(settings.database_url)
                 cls.broker = Broker(settings, celery_app)
                 cls.jobs = JobManager.open(settings, cls.db, cls.broker)
-                cls.inference = connect(settings)
-                cls.upkeep = Upkeep(cls.jobs, settings, cls.name)
+                cls.inference = connect(endpoint, settings)
+                cls.gate = EndpointGate(endpoint, cls.inference.healthy, cls._consume)
+                cls.upkeep = Upkeep(cls.jobs, settings, cls.name, cls.gate)
                 cls.upkeep.start()
-            return cls.jobs, cls.inference
+            return cls.jobs, cls.inference, cls.gate
+
+    @classmethod
+    def _consume(cls, on: bool) -> None:
+        """Start or stop taking messages from the endpoint's queue."""
+        if cls.upkeep is not None:
+            cls.upkeep.publish()
+        if not cls.node or cls.gate is None:
+            return
+        queue, control = cls.gate.endpoint.queue, celery_app.control
+        if on:
+            control.add_consumer(queue, destination=[cls.node], reply=False)
+        else:
+            control.cancel_consumer(queue, destination=[cls.node], reply=False)
 
     @classmethod
     def close(cls) -> None:
         with cls._lock:
+            if cls.gate is not None:
+                cls.gate.stop()
             if cls.upkeep is not None:
                 cls.upkeep.stop()
             if cls.inference is not None:
@@ -87,11 +120,12 @@ class _Process:
                 cls.broker.close()
             if cls.db is not None:
                 cls.db.dispose()
-            cls.db = cls.jobs = cls.inference = cls.broker = cls.upkeep = None
+            cls.db = cls.jobs = cls.inference = cls.broker = cls.upkeep = cls.gate = None
 
 
 @worker_ready.connect
-def _open(**_: Any) -> None:
+def _open(sender: Any = None, **_: Any) -> None:
+    _Process.node = str(getattr(sender, "hostname", "") or "")
     _Process.get()
 
 
@@ -120,21 +154,29 @@ def _store(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             delay = min(delay * 2, 5.0)
 
 
+GATE_WAIT_S = 1.0  # how long a delivered job waits for a closed gate before going back to its queue
+
+
 def run_job(job_id: str) -> Attempt:
     """Claim, generate, validate, store."""
-    jobs, inference = _Process.get()
-    job = _store(jobs.claim, job_id, _Process.name, get_settings().lease_s)
+    jobs, inference, gate = _Process.get()
+    if not gate.wait_open(GATE_WAIT_S):
+        # Delivered before the worker stopped consuming: back to the queue, for when the endpoint (or a
+        # replica's worker) can take it.
+        _store(jobs.send_again, job_id)
+        return Attempt.waiting
+    job = _store(jobs.claim, job_id, _Process.name, gate.endpoint.name, get_settings().lease_s)
     if job is None:
         return Attempt.skipped
     try:
-        return _attempt(jobs, inference, job)
+        return _attempt(jobs, inference, gate, job)
     except Exception as exc:  # whatever went wrong, the job ends (or is retried): it never stays running
         log.exception("job %s attempt %d: unexpected %s", job.id, job.attempts, type(exc).__name__)
         fault = InternalFault(f"{type(exc).__name__} in the worker: {str(exc)[:200]}")
         return _after_fault(jobs, job, fault)
 
 
-def _attempt(jobs: JobManager, inference: InferenceClient, job: Job) -> Attempt:
+def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, job: Job) -> Attempt:
     assert job.deadline_at is not None  # set by the claim
     remaining = (job.deadline_at - utcnow()).total_seconds()
     if remaining <= 0:
@@ -150,12 +192,24 @@ def _attempt(jobs: JobManager, inference: InferenceClient, job: Job) -> Attempt:
         temperature=job.temperature,
         top_p=job.top_p,
     )
+    endpoint = gate.endpoint
     try:
         reply = inference.generate(request, timeout_s=remaining)
+    except EndpointDown as exc:
+        gate.close(str(exc))
+        _store(jobs.release, job)
+        return Attempt.waiting
     except InferenceError as exc:
         log.warning("job %s attempt %d: %s (%s)", job.id, job.attempts, exc.code, exc)
-        return _after_fault(jobs, job, exc, inference.url)
-    return _store_reply(jobs, job, reply, inference.url)
+        return _after_fault(jobs, job, exc, endpoint.name)
+    if reply.model != job.model or (job.backend not in (None, "auto") and reply.backend != job.backend):
+        message = (
+            f"endpoint {endpoint.name} answered with model {reply.model!r} and backend {reply.backend!r}; "
+            f"the job asked for {job.model!r} with {job.backend!r} (check the registry's entry for it)"
+        )
+        failed = _store(jobs.fail, job, "model_mismatch", message, endpoint=endpoint.name)
+        return Attempt.failed if failed else Attempt.discarded
+    return _store_reply(jobs, job, reply, endpoint.name)
 
 
 def _after_fault(jobs: JobManager, job: Job, fault: Fault, endpoint: str | None = None) -> Attempt:

@@ -1,7 +1,7 @@
 """What every worker process does beside running jobs, so that no accepted job is lost.
 
 - It renews the lease of each job it is running. A worker killed with `kill -9` stops renewing, and its
-  jobs' leases expire.
+  jobs' leases expire. With the same beat it publishes what its endpoint gate sees (`worker/gate.py`).
 - One worker at a time (a short Redis lock) sweeps the store: running jobs with an expired lease go back
   to the queue (or fail when out of attempts), and jobs queued in SQL for a while that have no message in
   Redis (Redis restarted without persistence, or the API died between insert and enqueue) are enqueued
@@ -20,6 +20,7 @@ from typing import Any
 
 from irq.jobs import JobManager
 from irq.settings import Settings
+from worker.gate import EndpointGate
 
 log = logging.getLogger("irq.upkeep")
 
@@ -50,10 +51,11 @@ def sweep(jobs: JobManager, settings: Settings) -> SweepReport:
 class Upkeep:
     """A daemon thread renewing this worker's leases and, when it holds the sweep lock, sweeping."""
 
-    def __init__(self, jobs: JobManager, settings: Settings, worker: str) -> None:
+    def __init__(self, jobs: JobManager, settings: Settings, worker: str, gate: EndpointGate) -> None:
         self.jobs = jobs
         self.settings = settings
         self.worker = worker
+        self.gate = gate
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="irq-upkeep", daemon=True)
 
@@ -72,11 +74,17 @@ class Upkeep:
             now = time.monotonic()
             if now >= next_renew:
                 self._guarded(self.jobs.store.renew_leases, self.worker, self.settings.lease_s)
+                self._guarded(self.publish)
                 next_renew = now + renew_every
             if now >= next_sweep:
                 self._guarded(self._sweep_if_leader)
                 next_sweep = now + self.settings.sweep_interval_s
             self._stop.wait(tick)
+
+    def publish(self) -> None:
+        """Publish what the endpoint gate sees (also on every change of it)."""
+        state = {**self.gate.state(), "worker": self.worker}
+        self.jobs.broker.publish_endpoint_state(self.gate.endpoint.name, state)
 
     def _sweep_if_leader(self) -> None:
         interval_ms = int(self.settings.sweep_interval_s * 1000)

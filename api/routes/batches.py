@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
@@ -18,9 +18,10 @@ from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.routes.jobs import check_quota, to_new_job
 from api.schemas import JobRequest, JobView
-from irq.jobs import NewJob
+from irq.endpoints import Registry
 from irq.settings import Settings
 from irq.store.models import TERMINAL, Batch, JobStatus
+from irq.submission import NewJob
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=COMMON_RESPONSES)
 
@@ -98,8 +99,13 @@ def _openai_request(item: dict[str, Any]) -> dict[str, Any]:
     prompt = "\n\n".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict)).strip()
     request: dict[str, Any] = {"prompt": prompt}
     response_format = body.get("response_format") or {}
+    if not isinstance(response_format, dict):
+        raise ValueError("`body.response_format` must be an object")
     if response_format.get("type") == "json_schema":
-        request["schema"] = (response_format.get("json_schema") or {}).get("schema")
+        json_schema = response_format.get("json_schema") or {}
+        if not isinstance(json_schema, dict):
+            raise ValueError("`body.response_format.json_schema` must be an object")
+        request["schema"] = json_schema.get("schema")
     for ours, theirs in (
         ("max_tokens", "max_completion_tokens"),
         ("max_tokens", "max_tokens"),
@@ -112,8 +118,15 @@ def _openai_request(item: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-def parse_batch(body: bytes, settings: Settings, owner: int | None = None) -> list[NewJob]:
-    """Every item checked as a single submit would be; the first bad one refuses the whole batch."""
+def parse_batch(
+    body: bytes,
+    settings: Settings,
+    registry: Registry,
+    owner: int | None = None,
+    route: dict[str, str] | None = None,
+) -> list[NewJob]:
+    """Every item checked as a single submit would be; the first bad one refuses the whole batch. `route`
+    (`model`, `backend`) replaces every item's own."""
     items = _items(body)
     if not items:
         raise ApiError(422, "invalid_request", "the batch has no jobs")
@@ -133,7 +146,8 @@ def parse_batch(body: bytes, settings: Settings, owner: int | None = None) -> li
                 fields = _openai_request(item)
             else:
                 fields = {k: v for k, v in item.items() if k != "custom_id"}
-            new = to_new_job(JobRequest.model_validate(fields), settings, None, owner=owner)
+            fields.update(route or {})
+            new = to_new_job(JobRequest.model_validate(fields), settings, registry, None, owner=owner)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
@@ -161,9 +175,20 @@ async def submit_batch(
     svc: ServicesDep,
     who: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    model: Annotated[
+        str | None,
+        Query(max_length=200, description="Run every job with this model (a line's own is replaced)."),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        Query(max_length=50, description="Run every job with this backend (a line's own is replaced)."),
+    ] = None,
 ) -> JSONResponse:
+    route = {k: v for k, v in (("model", model), ("backend", backend)) if v is not None}
     # In a thread: each job's schema check may wait for a check process.
-    news = await run_in_threadpool(parse_batch, await request.body(), svc.settings, who.key_id)
+    news = await run_in_threadpool(
+        parse_batch, await request.body(), svc.settings, svc.jobs.registry, who.key_id, route
+    )
     return await run_in_threadpool(_submit, svc, who.key_id, news, idempotency_key)
 
 

@@ -33,6 +33,7 @@ BUCKET_SIZES_S = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600
 
 
 class LatencyGroup(BaseModel):
+    endpoint: str | None
     model: str
     backend: str | None
     total_ms: list[float] = Field(description="Created → finished of each succeeded job.")
@@ -90,20 +91,22 @@ def data(
     first = math.floor(since.timestamp() / size) * size
     n_buckets = math.floor(now.timestamp() / size) - first // size + 1
     per_bucket: dict[str, list[int]] = {status: [0] * n_buckets for status in TERMINAL}
-    latency: dict[tuple[str, str | None], list[float]] = defaultdict(list)
-    for finished_at, status, model, backend, total_ms in rows:
+    latency: dict[tuple[str, str, str | None], list[float]] = defaultdict(list)
+    for finished_at, status, model, backend, endpoint, total_ms in rows:
         # min(): a worker's clock a little ahead of this process's still lands in the last bucket
         per_bucket[status][min(int((finished_at.timestamp() - first) // size), n_buckets - 1)] += 1
         if status == JobStatus.succeeded and total_ms is not None:
-            latency[(model, backend)].append(total_ms)
+            latency[(endpoint or "", model, backend)].append(total_ms)
     return DashboardData(
         window_s=window,
         generated_at=now,
         finished=dict(Counter(status for _, status, *_ in rows)),
         truncated=len(rows) == MAX_JOBS,
         latency=[
-            LatencyGroup(model=model, backend=backend, total_ms=values)
-            for (model, backend), values in sorted(latency.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
+            LatencyGroup(endpoint=endpoint or None, model=model, backend=backend, total_ms=values)
+            for (endpoint, model, backend), values in sorted(
+                latency.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")
+            )
         ],
         timeline=Timeline(
             bucket_s=size,

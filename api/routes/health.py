@@ -1,4 +1,6 @@
-"""Liveness (`/healthz`) and readiness (`/readyz`: the store and the broker answer)."""
+"""Liveness (`/healthz`) and readiness (`/readyz`: the store and the broker answer; each inference
+endpoint's state is shown, and does not make the API unready: the jobs of an endpoint that is down wait
+in its queue)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import ServicesDep
+from api.routes.endpoints import endpoint_statuses
 from irq.store import reads
 
 router = APIRouter(tags=["health"])
@@ -30,8 +33,12 @@ def readyz(svc: ServicesDep) -> JSONResponse:
     except Exception as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
+    endpoints = {}
+    if ready:
+        for e in endpoint_statuses(svc):
+            endpoints[e.name] = e.state + (f": {e.reason}" if e.reason else "")
     return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
+        {"status": "ready" if ready else "unavailable", "checks": checks, "endpoints": endpoints},
         status_code=200 if ready else 503,
         headers=None if ready else {"Retry-After": "5"},
     )

@@ -15,11 +15,12 @@ from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.schemas import JobPage, JobRequest, JobView
 from irq.clock import is_id
+from irq.endpoints import NotServed, Registry
 from irq.ir_schema import ir_json_schema
-from irq.jobs import NewJob
 from irq.schema_check import GuidanceOptions, SchemaProblem, check_schema
 from irq.settings import Settings
 from irq.store.models import JobStatus
+from irq.submission import NewJob
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON_RESPONSES)
 
@@ -33,10 +34,18 @@ _SCHEMA_PROBLEM_STATUS = {"schema_too_large": 413, "checks_busy": 503, "checks_u
 
 
 def to_new_job(
-    body: JobRequest, settings: Settings, idempotency_key: str | None, owner: int | None = None
+    body: JobRequest,
+    settings: Settings,
+    registry: Registry,
+    idempotency_key: str | None,
+    owner: int | None = None,
 ) -> NewJob:
-    """Check a request against the service's limits and the schema compiler; raise 4xx `ApiError`s
-    (503 when no schema-check process was free for `owner`, the submitting key)."""
+    """Check a request against the endpoints served, the service's limits and the schema compiler; raise
+    4xx `ApiError`s (503 when no schema-check process was free for `owner`, the submitting key)."""
+    try:
+        route = registry.route(body.model, body.backend)
+    except NotServed as exc:
+        raise ApiError(422, "model_not_served", str(exc)) from None
     if len(body.prompt) > settings.max_prompt_chars:
         raise ApiError(
             413,
@@ -69,7 +78,8 @@ def to_new_job(
     return NewJob(
         prompt=body.prompt,
         schema=schema,
-        model=body.model or settings.default_model,
+        model=route.model,
+        backend=route.backend,
         max_tokens=max_tokens,
         temperature=settings.default_temperature if body.temperature is None else body.temperature,
         top_p=settings.default_top_p if body.top_p is None else body.top_p,
@@ -106,7 +116,7 @@ def submit_job(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobView:
-    new = to_new_job(body, svc.settings, idempotency_key, owner=who.key_id)
+    new = to_new_job(body, svc.settings, svc.jobs.registry, idempotency_key, owner=who.key_id)
     check_quota(svc, who.key_id, adding=1)
     job, created = svc.jobs.submit(who.key_id, new)  # BrokerUnavailable, IdempotencyKeyReused: api/errors.py
     if created:

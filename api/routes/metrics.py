@@ -2,8 +2,9 @@
 process) and from Redis (the queue depth) at each scrape.
 
 Job counts by status, model and backend; latency histograms (queue wait, time to first token,
-generation, total) and tokens/s over finished jobs; failed jobs by error code. No prompts, results or
-keys: the endpoint needs no API key, like `/healthz`.
+generation, total) and tokens/s over finished jobs; failed jobs by error code; per inference endpoint,
+whether it is up, the jobs running on it, and the depth of its queue. No prompts, results or keys: the
+endpoint needs no API key, like `/healthz`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from api.deps import ServicesDep
-from irq.broker import Broker
+from api.deps import Services, ServicesDep
+from api.routes.endpoints import endpoint_statuses
 from irq.store import reads
 from irq.store.db import Database
 
@@ -39,9 +40,9 @@ HISTOGRAMS = (
 
 
 class StoreCollector(Collector):
-    def __init__(self, db: Database, broker: Broker) -> None:
-        self.db = db
-        self.broker = broker
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.db = svc.db
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("irq_jobs", "Jobs by status.", labels=["status", "model", "backend"])
@@ -54,12 +55,22 @@ class StoreCollector(Collector):
         for code, model, n in reads.error_counts(self.db):
             errors.add_metric([code or "", model], n)
         yield errors
-        depth = GaugeMetricFamily("irq_queue_depth", "Messages waiting in the Redis queue.")
-        try:
-            depth.add_metric([], self.broker.queue_depth())
-        except Exception:  # Redis down: the metric is left out rather than reported as 0
-            return
-        yield depth
+        labels = ["endpoint", "model", "backend"]
+        up = GaugeMetricFamily("irq_endpoint_up", "1 while the endpoint's workers reach it.", labels=labels)
+        running = GaugeMetricFamily("irq_endpoint_running", "Jobs running on the endpoint.", labels=labels)
+        depth = GaugeMetricFamily(
+            "irq_queue_depth",
+            "Messages waiting in the endpoint's queue (shared with its replicas).",
+            labels=labels,
+        )
+        for e in endpoint_statuses(self.svc):
+            values = [e.name, e.model, e.backend]
+            if e.state != "no_worker":
+                up.add_metric(values, 1.0 if e.state == "up" else 0.0)
+            running.add_metric(values, e.running)
+            if e.queued is not None:  # Redis down: left out rather than reported as 0
+                depth.add_metric(values, e.queued)
+        yield from (up, running, depth)
 
 
 def _histogram(
@@ -76,5 +87,5 @@ def _histogram(
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 def metrics(svc: ServicesDep) -> Response:
     registry = CollectorRegistry()
-    registry.register(StoreCollector(svc.db, svc.broker))
+    registry.register(StoreCollector(svc))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

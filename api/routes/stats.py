@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import PrincipalDep, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
+from api.routes.endpoints import EndpointStatus, endpoint_statuses
 from irq.clock import utcnow
 from irq.store import reads
 from irq.store.models import JobStatus
@@ -47,8 +48,8 @@ class GroupStats(BaseModel):
     ttft_ms: Percentiles
     tokens_per_s: Percentiles
     gpu_cost_per_job_usd: float | None = Field(
-        description="Mean generation time × IRQ_GPU_COST_PER_HOUR; an upper bound when the GPU batches "
-        "requests. Null when no price is configured."
+        description="Mean of generation time × the $/hour of the endpoint that ran it (the registry's "
+        "`cost_per_hour`); an upper bound when the GPU batches requests. Null when no price is configured."
     )
 
 
@@ -58,6 +59,7 @@ class Stats(BaseModel):
     jobs: dict[str, int]  # by status, over every owner in scope
     owners: list[OwnerStats]
     groups: list[GroupStats]
+    endpoints: list[EndpointStatus] = Field(description="Each inference endpoint now.")
 
 
 # Failures that still produced a document (or tried to): the denominator of the schema-valid rate.
@@ -73,7 +75,7 @@ def _percentiles(values: list[float]) -> Percentiles:
     return Percentiles(p50=cuts[49], p95=cuts[94], p99=cuts[98])
 
 
-def _groups(jobs: list[reads.FinishedJob], cost_per_hour: float) -> list[GroupStats]:
+def _groups(jobs: list[reads.FinishedJob], cost_per_hour: dict[str, float]) -> list[GroupStats]:
     by_group: dict[tuple[str, str | None], list[reads.FinishedJob]] = defaultdict(list)
     for job in jobs:
         if job.status != JobStatus.cancelled:
@@ -82,7 +84,11 @@ def _groups(jobs: list[reads.FinishedJob], cost_per_hour: float) -> list[GroupSt
     for (model, backend), members in sorted(by_group.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         succeeded = [j for j in members if j.status == JobStatus.succeeded]
         produced = len(succeeded) + sum(j.error_code in _OUTPUT_FAILURES for j in members)
-        generation = [j.generation_ms for j in succeeded if j.generation_ms is not None]
+        priced = [
+            j.generation_ms / 3_600_000 * cost_per_hour[j.endpoint or ""]
+            for j in succeeded
+            if j.generation_ms is not None and cost_per_hour.get(j.endpoint or "", 0) > 0
+        ]
         groups.append(
             GroupStats(
                 model=model,
@@ -94,9 +100,7 @@ def _groups(jobs: list[reads.FinishedJob], cost_per_hour: float) -> list[GroupSt
                 total_ms=_percentiles([j.total_ms for j in succeeded if j.total_ms is not None]),
                 ttft_ms=_percentiles([j.ttft_ms for j in succeeded if j.ttft_ms is not None]),
                 tokens_per_s=_percentiles([j.tokens_per_s for j in succeeded if j.tokens_per_s is not None]),
-                gpu_cost_per_job_usd=(statistics.fmean(generation) / 3_600_000 * cost_per_hour)
-                if generation and cost_per_hour > 0
-                else None,
+                gpu_cost_per_job_usd=statistics.fmean(priced) if priced else None,
             )
         )
     return groups
@@ -117,6 +121,7 @@ def stats(
         raise ApiError(403, "forbidden", "scope=all needs an admin key (`irq keys create NAME --admin`)")
     since = utcnow() - timedelta(seconds=window)
     owner = None if scope == "all" else who.key_id
+    prices = {e.name: e.cost_per_hour for e in svc.jobs.registry.endpoints}
     rows = reads.counts_by_owner(svc.db, since, owner)
     totals: dict[str, int] = defaultdict(int)
     per_owner: dict[str, dict[str, int]] = defaultdict(dict)
@@ -128,5 +133,6 @@ def stats(
         scope=scope,
         jobs=dict(totals),
         owners=[OwnerStats(name=name, jobs=jobs) for name, jobs in sorted(per_owner.items())],
-        groups=_groups(reads.finished_since(svc.db, since, owner), svc.settings.gpu_cost_per_hour),
+        groups=_groups(reads.finished_since(svc.db, since, owner), prices),
+        endpoints=endpoint_statuses(svc),
     )

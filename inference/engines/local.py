@@ -186,7 +186,7 @@ class LocalEngine(Engine):
 
     model_name = MODEL_NAME
     gpu = "none (cpu)"
-    backend = "llguidance"
+    backend = "guidance"  # llguidance, as vLLM's `guidance` backend
 
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings or get_settings()

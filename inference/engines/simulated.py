@@ -16,8 +16,6 @@ from irq.ir_schema import IRDocument, ir_json_schema
 from irq.schema_check.options import X_GUIDANCE
 from irq.settings import Settings
 
-MODEL_NAME = "simulated"
-
 DOCUMENT = IRDocument.model_validate(
     {
         "intent": {"summary": "Return the largest number of a non-empty list."},
@@ -35,11 +33,14 @@ DOCUMENT = IRDocument.model_validate(
 
 
 class SimulatedEngine(Engine):
-    model_name = MODEL_NAME
+    """Stands in for `IRQ_DEFAULT_MODEL` served with `IRQ_STRUCTURED_OUTPUT_BACKEND` (or the model
+    `IRQ_SERVED_MODEL` names)."""
+
     gpu = "none"
-    backend = "simulated"
 
     def __init__(self, settings: Settings) -> None:
+        self.model_name = settings.default_model
+        self.backend = settings.structured_output_backend
         self.latency_s = settings.simulated_latency_s
         self._slots = asyncio.Semaphore(settings.simulated_slots)
         self._text = DOCUMENT.model_dump_json()

@@ -163,8 +163,9 @@ class JobStore:
 
     # --- moving -----------------------------------------------------------------------------
 
-    def claim(self, job_id: str, worker: str, lease_s: float) -> Job | None:
-        """Atomically move a queued job to running and count the attempt; None if it is not queued."""
+    def claim(self, job_id: str, worker: str, endpoint: str, lease_s: float) -> Job | None:
+        """Atomically move a queued job to running on `endpoint` and count the attempt; None if it is not
+        queued."""
         now = utcnow()
         q = (
             update(JOBS)
@@ -175,6 +176,7 @@ class JobStore:
                 started_at=now,
                 first_started_at=func.coalesce(JOBS.c.first_started_at, now),
                 worker=worker,
+                endpoint=endpoint,
                 lease_expires_at=now + timedelta(seconds=lease_s),
             )
             .returning(JOBS)
@@ -190,6 +192,12 @@ class JobStore:
             .where(JOBS.c.id == job.id, JOBS.c.status == JobStatus.running, JOBS.c.attempts == job.attempts)
             .values(values)
         )
+        with self.db.engine.begin() as conn:
+            return bool(conn.execute(q).rowcount)
+
+    def end_queued(self, job_id: str, values: dict[str, Any]) -> bool:
+        """End a job that is still queued; False if it no longer is."""
+        q = update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.queued).values(values)
         with self.db.engine.begin() as conn:
             return bool(conn.execute(q).rowcount)
 

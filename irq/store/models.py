@@ -98,6 +98,7 @@ class Job(Base):
         Index("ix_jobs_owner_id_status", "owner_id", "status"),
         Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
         Index("ix_jobs_finished_at", "finished_at"),  # the windows of /v1/stats and /dashboard
+        Index("ix_jobs_status_endpoint", "status", "endpoint"),  # jobs running on each endpoint
     )
 
     # Time-ordered UUIDs: ordering by id is ordering by creation, which cursor pagination relies on.
@@ -163,4 +164,4 @@ class Job(Base):
             return None
         return self.first_started_at + timedelta(seconds=self.timeout_s)
 
-    endpoint: Mapped[str | None] = mapped_column(String(500))
+    endpoint: Mapped[str | None] = mapped_column(String(500))  # the registry name of the one it ran on

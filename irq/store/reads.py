@@ -27,6 +27,7 @@ class FinishedJob(NamedTuple):
     ttft_ms: float | None
     tokens_per_s: float | None
     generation_ms: float | None
+    endpoint: str | None
 
 
 class JobSpan(NamedTuple):
@@ -98,17 +99,30 @@ def finished_count(db: Database, since: datetime | None = None, until: datetime 
 
 def finished_outline(
     db: Database, since: datetime, limit: int
-) -> list[tuple[datetime, str, str, str | None, float | None]]:
-    """(finished_at, status, model, backend, total_ms) of every owner's jobs finished since `since`,
-    newest first and at most `limit`: the columns a dashboard plots."""
+) -> list[tuple[datetime, str, str, str | None, str | None, float | None]]:
+    """(finished_at, status, model, backend, endpoint, total_ms) of every owner's jobs finished since
+    `since`, newest first and at most `limit`: the columns a dashboard plots."""
     q = (
-        select(JOBS.c.finished_at, JOBS.c.status, JOBS.c.model, JOBS.c.backend, JOBS.c.total_ms)
+        select(
+            JOBS.c.finished_at, JOBS.c.status, JOBS.c.model, JOBS.c.backend, JOBS.c.endpoint, JOBS.c.total_ms
+        )
         .where(JOBS.c.finished_at >= since)
         .order_by(JOBS.c.finished_at.desc())
         .limit(limit)
     )
     with db.engine.connect() as conn:
         return [tuple(row) for row in conn.execute(q)]
+
+
+def running_by_endpoint(db: Database) -> dict[str | None, int]:
+    """Jobs running now, by the endpoint they run on."""
+    q = (
+        select(JOBS.c.endpoint, func.count())
+        .where(JOBS.c.status == JobStatus.running)
+        .group_by(JOBS.c.endpoint)
+    )
+    with db.engine.connect() as conn:
+        return {endpoint: int(n) for endpoint, n in conn.execute(q)}
 
 
 def status_counts(db: Database) -> list[tuple[str, str, str | None, int]]:

@@ -1,0 +1,196 @@
+"""The endpoint registry: which inference endpoints the deployment has, the model and structured-output
+backend each serves, how many requests it takes at once, and where its jobs queue.
+
+Every process reads the same registry: the API to accept or refuse a job's `model` and `backend` and to
+pick its queue, the workers to know what they serve, the statistics to split by endpoint. It is the TOML
+file `IRQ_ENDPOINTS_FILE` names:
+
+    default_model = "Qwen/Qwen3-Next-80B-A3B-Instruct-FP8"   # optional: else the first endpoint's model
+
+    [[endpoints]]
+    name = "qwen80b-guidance"
+    url = "modal://irq-inference-guidance"
+    model = "Qwen/Qwen3-Next-80B-A3B-Instruct-FP8"
+    backend = "guidance"
+    max_inflight = 256
+    cost_per_hour = 3.95
+    headers_env = { "Modal-Key" = "MODAL_KEY", "Modal-Secret" = "MODAL_SECRET" }
+
+`headers_env` names, for each extra header, the environment variable that holds its value: secrets never
+sit in the file. Without a file, the registry is one endpoint named `default`, made of the single-endpoint
+settings (`IRQ_INFERENCE_URL`, `IRQ_DEFAULT_MODEL`, `IRQ_STRUCTURED_OUTPUT_BACKEND`,
+`IRQ_WORKER_CONCURRENCY`, `IRQ_INFERENCE_HEADERS`, `IRQ_GPU_COST_PER_HOUR`).
+
+Queues: one per served model and backend. Endpoints registered with the same model and backend are replicas
+of one another and share that queue, so each takes jobs as it has room for them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from irq.settings import Settings
+
+IMPLICIT_NAME = "default"  # the endpoint of a deployment without a registry file
+QUEUE_PREFIX = "irq"
+
+
+class RegistryError(ValueError):
+    """The registry file is missing, unreadable, or describes an impossible deployment."""
+
+
+class NotServed(LookupError):
+    """No endpoint serves the model (and backend) a job asked for; the message names what is served."""
+
+
+class Endpoint(BaseModel):
+    """One inference endpoint: an irq inference service (or a Modal app) serving one model with one
+    structured-output backend."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    url: str = Field(min_length=1, description="The generate URL, or modal://<app> for the Modal SDK.")
+    model: str = Field(min_length=1, max_length=200)
+    backend: str = Field(default="guidance", pattern=r"^[a-z][a-z0-9_-]{0,49}$")
+    max_inflight: int = Field(default=128, ge=1, le=10_000)
+    cost_per_hour: float = Field(default=0.0, ge=0)
+    headers_env: dict[str, str] = Field(default_factory=dict)
+    # Resolved from `headers_env` when the registry is read (or the implicit endpoint's own headers).
+    headers: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @property
+    def queue(self) -> str:
+        return queue_name(self.model, self.backend)
+
+
+def queue_name(model: str, backend: str) -> str:
+    """The Celery queue of the jobs for one model and backend."""
+    return f"{QUEUE_PREFIX}:{model}:{backend}"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a job goes: the model and backend it runs with, and their queue."""
+
+    model: str
+    backend: str
+
+    @property
+    def queue(self) -> str:
+        return queue_name(self.model, self.backend)
+
+
+class Registry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_model: str | None = None
+    endpoints: list[Endpoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Registry:
+        names = [e.name for e in self.endpoints]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"endpoint names must be unique: {', '.join(twice)}")
+        if self.default_model is not None and self.default_model not in self.models:
+            raise ValueError(f"default_model {self.default_model!r} is served by no endpoint")
+        return self
+
+    @cached_property
+    def models(self) -> dict[str, list[str]]:
+        """Each served model and its backends, in registry order (the first backend is the model's
+        default)."""
+        served: dict[str, list[str]] = {}
+        for e in self.endpoints:
+            backends = served.setdefault(e.model, [])
+            if e.backend not in backends:
+                backends.append(e.backend)
+        return served
+
+    @property
+    def model(self) -> str:
+        """The model of jobs that name none."""
+        return self.default_model or self.endpoints[0].model
+
+    def route(self, model: str | None, backend: str | None) -> Route:
+        """The route of a job asking for `model` and `backend` (None: the defaults); `NotServed` else."""
+        model = model or self.model
+        backends = self.models.get(model)
+        if backends is None or (backend is not None and backend not in backends):
+            asked = f"model {model!r}" + (f" with backend {backend!r}" if backend else "")
+            raise NotServed(f"no endpoint serves {asked}; served: {self.describe()}")
+        return Route(model, backend or backends[0])
+
+    def describe(self) -> str:
+        return "; ".join(f"{m} ({', '.join(b)})" for m, b in self.models.items())
+
+    def endpoint(self, name: str) -> Endpoint:
+        for e in self.endpoints:
+            if e.name == name:
+                return e
+        raise RegistryError(f"no endpoint {name!r} in the registry (it has {', '.join(self.names)})")
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.endpoints]
+
+    def serving(self, route: Route) -> list[Endpoint]:
+        return [e for e in self.endpoints if (e.model, e.backend) == (route.model, route.backend)]
+
+    @property
+    def queues(self) -> list[str]:
+        return list(dict.fromkeys(e.queue for e in self.endpoints))
+
+    def selected(self, names: Sequence[str]) -> list[Endpoint]:
+        """The endpoints named (all of them for none)."""
+        return [self.endpoint(n) for n in names] if names else list(self.endpoints)
+
+
+def _resolve_headers(endpoint: Endpoint) -> Endpoint:
+    missing = [var for var in endpoint.headers_env.values() if var not in os.environ]
+    if missing:
+        raise RegistryError(
+            f"endpoint {endpoint.name!r}: header variable(s) not set in the environment: {', '.join(missing)}"
+        )
+    headers = {h: SecretStr(os.environ[var]) for h, var in endpoint.headers_env.items()}
+    return endpoint.model_copy(update={"headers": headers})
+
+
+def read_registry(path: Path) -> Registry:
+    """The registry file at `path`, its header variables read from the environment."""
+    try:
+        raw = tomllib.loads(path.read_text())
+        registry = Registry.model_validate(raw)
+    except OSError as exc:
+        raise RegistryError(f"cannot read the endpoint registry {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise RegistryError(f"endpoint registry {path}: {exc}") from None
+    return registry.model_copy(update={"endpoints": [_resolve_headers(e) for e in registry.endpoints]})
+
+
+def implicit_registry(settings: Settings) -> Registry:
+    """The one endpoint of a deployment configured by the single-endpoint settings."""
+    endpoint = Endpoint(
+        name=IMPLICIT_NAME,
+        url=settings.inference_url,
+        model=settings.default_model,
+        backend=settings.structured_output_backend,
+        max_inflight=settings.worker_concurrency,
+        cost_per_hour=settings.gpu_cost_per_hour,
+    )
+    return Registry(endpoints=[endpoint.model_copy(update={"headers": dict(settings.inference_headers)})])
+
+
+def load_registry(settings: Settings) -> Registry:
+    """The deployment's registry: `IRQ_ENDPOINTS_FILE`, or the implicit one endpoint."""
+    if settings.endpoints_file is None:
+        return implicit_registry(settings)
+    return read_registry(settings.endpoints_file)

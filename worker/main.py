@@ -1,0 +1,74 @@
+"""`irq worker`: one Celery worker process per endpoint it serves, so that each endpoint has its own queue,
+its own bound on requests in flight (`max_inflight` threads), and its own gate (`worker/gate.py`): a cold,
+slow or dead endpoint never holds back the jobs of another."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from irq.broker import worker_argv
+from irq.endpoints import Endpoint, RegistryError, load_registry
+from irq.settings import Settings, get_settings
+
+STOP_S = 30  # how long the processes may take to finish their jobs after a stop
+
+
+def run_workers(settings: Settings, names: Sequence[str]) -> int:
+    """Serve the endpoints named (all of the registry's for none); returns the exit status."""
+    try:
+        endpoints = load_registry(settings).selected(names)
+    except RegistryError as exc:
+        print(f"irq worker: {exc}", file=sys.stderr)
+        return 2
+    if len(endpoints) == 1:
+        _serve(endpoints[0])
+        return 0
+    return _supervise(endpoints)
+
+
+def _serve(endpoint: Endpoint) -> None:
+    """This process becomes the Celery worker of `endpoint`."""
+    os.environ["IRQ_WORKER_ENDPOINT"] = endpoint.name
+    get_settings.cache_clear()
+    from worker.app import celery_app
+
+    celery_app.worker_main(worker_argv(get_settings(), endpoint))
+
+
+def _supervise(endpoints: Sequence[Endpoint]) -> int:
+    """One `irq worker --endpoint NAME` child per endpoint; a stop signal stops them all, and so does the
+    exit of any one of them (then with its exit status)."""
+    stopping: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    children = [
+        subprocess.Popen([sys.executable, "-m", "irq", "worker", "--endpoint", e.name]) for e in endpoints
+    ]
+    status = 0
+    while not stopping:
+        exited = [c for c in children if c.poll() is not None]
+        if exited:
+            status = exited[0].returncode or 1
+            print(f"irq worker: the process of an endpoint exited ({status}); stopping", file=sys.stderr)
+            break
+        time.sleep(0.5)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_S
+    for child in children:
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return status
