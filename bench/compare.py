@@ -1,7 +1,9 @@
-"""Backend comparison: the same jobs through the queue to each inference endpoint (one per structured-output
-backend, e.g. guidance, xgrammar, auto), then per backend the schema-valid rate, latency and time-to-first-
-token percentiles and tokens/s, with bootstrap confidence intervals, and a Mann-Whitney U test of the
-latencies between every two backends. Writes compare.md, compare.json and compare.png."""
+"""Endpoint comparison: the same jobs through one deployment (one API, one `irq worker` serving every
+endpoint compared) to each endpoint of the registry named (e.g. one model with the guidance, xgrammar and
+auto backends), interleaved so that every endpoint runs under the same load; then per endpoint the
+schema-valid rate, latency and time-to-first-token percentiles and tokens/s, with bootstrap confidence
+intervals, and a Mann-Whitney U test of the latencies between every two endpoints. Writes compare.md,
+compare.json and compare.png."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 from scipy import stats
 
 from bench.harness import console, machine, percentile, run_jobs, stack
+from irq.endpoints import Endpoint, read_registry
 
 CONFIDENCE = 0.95
 
@@ -85,7 +88,7 @@ def _fmt(value: float | None, ci: tuple[float | None, float | None] | None = Non
 
 def markdown(summaries: list[dict[str, Any]], tests: list[dict[str, Any]]) -> str:
     lines = [
-        f"| backend | jobs | refused | schema-valid rate [{CONFIDENCE:.0%} CI] | total p50 ms [CI] "
+        f"| endpoint | jobs | refused | schema-valid rate [{CONFIDENCE:.0%} CI] | total p50 ms [CI] "
         "| total p95 ms | TTFT p50 ms [CI] | tokens/s p50 [CI] | backend reported |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -105,15 +108,25 @@ def markdown(summaries: list[dict[str, Any]], tests: list[dict[str, Any]]) -> st
 
 
 def run(
-    endpoints: dict[str, str], bodies: list[dict[str, Any]], concurrency: int, out_dir: Path
+    registry_path: Path, names: list[str], bodies: list[dict[str, Any]], concurrency: int, out_dir: Path
 ) -> dict[str, Any]:
-    summaries = []
-    for name, url in endpoints.items():
-        console.print(f"[bold]{name}[/bold]: {len(bodies)} jobs through the queue to {url}")
-        _warm_up(url)
-        with stack(latency_s=0.0, slots=1, inference_url=url) as bench:
-            finished, _ = run_jobs(bench, bodies, concurrency)
-        summaries.append(summarize(name, [f.job for f in finished]))
+    endpoints = read_registry(registry_path).selected(names)
+    routes = {(e.model, e.backend) for e in endpoints}
+    if len(routes) < len(endpoints):
+        raise SystemExit("endpoints of the same model and backend are replicas: compare distinct ones")
+    for e in endpoints:
+        _warm_up(e)
+    console.print(
+        f"{len(bodies)} jobs to each of {', '.join(e.name for e in endpoints)}, interleaved, "
+        f"{concurrency} at a time, through one API and one worker per endpoint"
+    )
+    jobs = [{**body, "model": e.model, "backend": e.backend} for body in bodies for e in endpoints]
+    with stack(latency_s=0.0, slots=1, endpoints_file=registry_path, endpoints=names) as bench:
+        finished, wall_s = run_jobs(bench, jobs, concurrency)
+    summaries = [
+        summarize(e.name, [f.job for i, f in enumerate(finished) if i % len(endpoints) == k])
+        for k, e in enumerate(endpoints)
+    ]
     tests = []
     for a, b in itertools.combinations(summaries, 2):
         if a["_total"] and b["_total"]:
@@ -128,7 +141,9 @@ def run(
     _plot(summaries, out_dir / "compare.png")
     result = {
         "machine": machine(),
-        "backends": [{k: v for k, v in s.items() if k != "_total"} for s in summaries],
+        "wall_s": wall_s,
+        "endpoints": [e.model_dump(exclude={"headers_env"}) for e in endpoints],
+        "summaries": [{k: v for k, v in s.items() if k != "_total"} for s in summaries],
         "mann_whitney": tests,
     }
     (out_dir / "compare.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -136,15 +151,16 @@ def run(
     return result
 
 
-def _warm_up(generate_url: str) -> None:
-    """Load the endpoint's model first (minutes on a cold GPU), so that no backend is timed with it."""
+def _warm_up(endpoint: Endpoint) -> None:
+    """Load the endpoint's model first (minutes on a cold GPU), so that no endpoint is timed with it."""
     import httpx
 
     from irq.settings import derive_health_url
 
-    warmup = derive_health_url(generate_url).removesuffix("/health") + "/warmup"
+    warmup = derive_health_url(endpoint.url).removesuffix("/health") + "/warmup"
+    headers = {k: v.get_secret_value() for k, v in endpoint.headers.items()}
     try:
-        httpx.post(warmup, timeout=900).raise_for_status()
+        httpx.post(warmup, headers=headers, timeout=900).raise_for_status()
     except httpx.HTTPError as exc:
         console.print(f"  no warm-up at {warmup} ({exc}); the first jobs may include a cold start")
 
@@ -159,7 +175,7 @@ def _plot(summaries: list[dict[str, Any]], path: Path) -> None:
     shown = [s for s in summaries if s["_total"]]
     ax.boxplot([s["_total"] for s in shown], tick_labels=[s["name"] for s in shown], showfliers=True)
     ax.set_ylabel("job total (ms)")
-    ax.set_title("Latency by structured-output backend")
+    ax.set_title("Latency by endpoint")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 import irq.stack
+from irq.endpoints import load_registry
 from irq.procs import free_port
 from irq.stack import StackEnv
 from irq.store.models import ACTIVE
@@ -65,11 +66,15 @@ def stack(
     env: dict[str, str] | None = None,
     inference_url: str | None = None,
     worker_pool: str = "threads",
+    endpoints_file: Path | None = None,
+    endpoints: Sequence[str] = (),
 ) -> Iterator[Stack]:
     """Redis (a server of its own), the store (a fresh SQLite file unless `database_url`), the simulated
-    inference service (unless `inference_url` names a real one), the API, and `workers` worker processes
-    with the default settings unless `env`. A `worker_pool` other than threads runs the workers through
-    Celery's own command, which patches the standard library for gevent before anything is imported."""
+    inference service (unless `inference_url` names a real one, or `endpoints_file` a registry of them),
+    the API, and `workers` worker processes with the default settings unless `env`, each serving
+    `endpoints` (all of the registry's for none). A `worker_pool` other than threads runs the workers
+    through Celery's own command, which patches the standard library for gevent before anything is
+    imported."""
     workdir = Path(tempfile.mkdtemp(prefix="irq-bench-"))
     config = StackEnv(
         database_url=database_url or f"sqlite:///{workdir / 'irq.db'}",
@@ -78,18 +83,26 @@ def stack(
         inference_port=free_port(),
         inference_url=inference_url,
         engine="simulated",
-        extra={"IRQ_SIMULATED_LATENCY_S": str(latency_s), "IRQ_SIMULATED_SLOTS": str(slots), **(env or {})},
+        extra={
+            "IRQ_SIMULATED_LATENCY_S": str(latency_s),
+            "IRQ_SIMULATED_SLOTS": str(slots),
+            **({"IRQ_ENDPOINTS_FILE": str(endpoints_file.resolve())} if endpoints_file else {}),
+            **(env or {}),
+        },
     )
     bench = Stack(config, workdir)
     try:
-        if inference_url is None:
+        if inference_url is None and endpoints_file is None:
             bench.start_inference()
         bench.start_api()
         if worker:
+            served = load_registry(bench.settings).selected(endpoints)
             for i in range(workers):
-                bench.start_worker(f"worker-{i}", worker_name=f"bench-{i}", pool=worker_pool)
+                bench.start_worker(
+                    f"worker-{i}", worker_name=f"bench-{i}", pool=worker_pool, endpoints=endpoints
+                )
             # Measure from here: no job may wait in the queue for a worker that is still starting.
-            bench.wait_workers(workers)
+            bench.wait_workers(workers * len(served))
         yield bench
     finally:
         bench.stop()

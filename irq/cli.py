@@ -321,19 +321,21 @@ def batch_submit(
 
 @bench_app.command("compare")
 def bench_compare(
-    endpoint: Annotated[list[str], typer.Option(help="NAME=GENERATE_URL, once per backend.")],
+    endpoints_file: Annotated[Path, typer.Option(help="The endpoint registry (TOML).")],
     prompts: Annotated[Path, typer.Option(help="JSONL with a `prompt` per line (default IR schema).")],
+    endpoint: Annotated[
+        list[str] | None, typer.Option(help="An endpoint of the registry; repeat. Default: all.")
+    ] = None,
     schemas: Annotated[Path | None, typer.Option(help="Folder of JSON Schemas, one job each.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Each job's max_tokens (else the API's).")] = None,
     concurrency: int = 64,
     out: OutOpt = Path("bench-results"),
 ) -> None:
-    """The same jobs through the queue to each endpoint: schema-valid rate, latency, TTFT, tokens/s with
-    bootstrap confidence intervals, and Mann-Whitney tests between backends."""
+    """The same jobs through one deployment to each endpoint of the registry: schema-valid rate, latency,
+    TTFT, tokens/s with bootstrap confidence intervals, and Mann-Whitney tests between endpoints."""
     from bench.compare import requests, run
 
-    pairs = dict(e.split("=", 1) for e in endpoint)
-    run(pairs, requests(prompts, schemas, max_tokens), concurrency, out)
+    run(endpoints_file, endpoint or [], requests(prompts, schemas, max_tokens), concurrency, out)
 
 
 @app.command()

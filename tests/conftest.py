@@ -195,9 +195,16 @@ class FaultService:
         return dict(httpx.get(self.base + "/schemas", timeout=10).json())
 
 
-def start_fault_service(log_dir: Path, latency_s: float = 0.0) -> FaultService:
-    port = free_port()
-    svc = Service("fault-inference", [str(port), str(latency_s)], {}, log_dir, module="tests.fault_service")
+def start_fault_service(
+    log_dir: Path,
+    latency_s: float = 0.0,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    name: str = "fault-inference",
+) -> FaultService:
+    """`tests.fault_service` on `port` (a free one by default), with `env` (e.g. `IRQ_SERVED_MODEL`)."""
+    port = port or free_port()
+    svc = Service(name, [str(port), str(latency_s)], env or {}, log_dir, module="tests.fault_service")
     base = f"http://127.0.0.1:{port}"
     svc.wait_ready(base + "/health")
     return FaultService(base=base, service=svc)

@@ -23,7 +23,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from inference.engines.simulated import SimulatedEngine
+from inference.engines import create_engine
 from inference.service import create_app
 from irq.settings import Settings
 
@@ -37,8 +37,11 @@ REPLIES: dict[str, object] = {
 
 
 def build(latency_s: float) -> FastAPI:
-    settings = Settings(simulated_latency_s=latency_s, simulated_slots=10_000)
-    app = create_app(SimulatedEngine(settings), settings)
+    # The model and backend it reports: IRQ_SERVED_MODEL (else IRQ_DEFAULT_MODEL) and
+    # IRQ_STRUCTURED_OUTPUT_BACKEND of its environment.
+    settings = Settings(simulated_latency_s=latency_s, simulated_slots=10_000, engine="simulated")
+    engine = create_engine(settings)
+    app = create_app(engine, settings)
     calls: Counter[str] = Counter()
     schemas: defaultdict[str, list[object]] = defaultdict(list)  # what each call of a prompt was given
 
@@ -79,6 +82,8 @@ def build(latency_s: float) -> FastAPI:
                     "tokens_used": 3,
                     "generation_time_ms": 1.0,
                     "finish_reason": "stop",
+                    "model": engine.model_name,
+                    "backend": engine.backend,
                 }
             )
         elif action.isdigit():

@@ -63,26 +63,45 @@ def test_api_load(tmp_path: Path) -> None:
     assert result["cpu_ms_per_request"] > 0 and result["minimal_submit_path"]["cpu_ms_per_request"] > 0
 
 
-def test_backend_comparison_through_the_queue(tmp_path: Path) -> None:
-    """Two endpoints of the simulated service, one 10 ms and one 300 ms per request: the comparison
-    tells them apart, significantly, and every document is schema-valid."""
-    from tests.conftest import start_fault_service
+def test_endpoint_comparison_through_one_deployment(tmp_path: Path) -> None:
+    """One model served with two backends, one endpoint 10 ms and one 300 ms per request, and a third
+    endpoint in the registry left out: the comparison runs the same jobs on the two named through one
+    API and worker pool, tells them apart, significantly, and every document is schema-valid."""
+    from tests.conftest import FaultService, start_fault_service
 
-    (tmp_path / "slow").mkdir()
-    fast, slow = start_fault_service(tmp_path, latency_s=0.01), start_fault_service(tmp_path / "slow", 0.3)
+    def served(backend: str, latency_s: float) -> FaultService:
+        env = {"IRQ_SERVED_MODEL": "sim", "IRQ_STRUCTURED_OUTPUT_BACKEND": backend}
+        return start_fault_service(tmp_path, latency_s, env=env, name=backend)
+
+    fast, slow = served("guidance", 0.01), served("xgrammar", 0.3)
+    registry = tmp_path / "endpoints.toml"
+    registry.write_text(
+        "".join(
+            f'[[endpoints]]\nname = "{name}"\nurl = "{url}"\nmodel = "sim"\nbackend = "{backend}"\n'
+            for name, url, backend in [
+                ("fast", fast.url, "guidance"),
+                ("slow", slow.url, "xgrammar"),
+                ("unused", "http://127.0.0.1:9/generate", "auto"),
+            ]
+        )
+    )
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(
         "".join(json.dumps({"prompt": f"A function that returns {i}"}) + "\n" for i in range(12))
     )
     try:
         result = bench(
-            tmp_path, "compare", "--endpoint", f"fast={fast.url}", "--endpoint", f"slow={slow.url}",
+            tmp_path, "compare", "--endpoints-file", str(registry), "--endpoint", "fast", "--endpoint", "slow",
             "--prompts", str(prompts), "--concurrency", "4",
         )  # fmt: skip
+        asked = {f"A function that returns {i}" for i in range(12)}
+        assert set(fast.calls()) == set(slow.calls()) == asked
     finally:
         fast.service.stop()
         slow.service.stop()
-    by_name = {b["name"]: b for b in result["backends"]}
+    by_name = {b["name"]: b for b in result["summaries"]}
+    assert by_name["fast"]["backend_reported"] == ["guidance"]
+    assert by_name["slow"]["backend_reported"] == ["xgrammar"]
     assert by_name["fast"]["schema_valid_rate"] == by_name["slow"]["schema_valid_rate"] == 1.0
     assert by_name["fast"]["total_ms"]["p50"] < by_name["slow"]["total_ms"]["p50"]
     low, high = by_name["slow"]["total_ms"]["p50_ci"]
