@@ -91,8 +91,8 @@ def test_endpoint_comparison_through_one_deployment(tmp_path: Path) -> None:
     )
     try:
         result = bench(
-            tmp_path, "compare", "--endpoints-file", str(registry), "--endpoint", "fast", "--endpoint", "slow",
-            "--prompts", str(prompts), "--concurrency", "4",
+            tmp_path, "compare", "--endpoints-file", str(registry), "--endpoint", "fast",
+            "--endpoint", "slow", "--prompts", str(prompts), "--concurrency", "4",
         )  # fmt: skip
         asked = {f"A function that returns {i}" for i in range(12)}
         assert set(fast.calls()) == set(slow.calls()) == asked
