@@ -158,7 +158,7 @@ def _warm_up(endpoint: Endpoint) -> None:
     from irq.settings import derive_health_url
 
     warmup = derive_health_url(endpoint.url).removesuffix("/health") + "/warmup"
-    headers = {k: v.get_secret_value() for k, v in endpoint.headers.items()}
+    headers = endpoint.headers()
     try:
         httpx.post(warmup, headers=headers, timeout=900).raise_for_status()
     except httpx.HTTPError as exc:

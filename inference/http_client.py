@@ -24,7 +24,7 @@ class HttpInferenceClient:
     def __init__(self, endpoint: Endpoint, settings: Settings) -> None:
         self.url = endpoint.url
         self.health_url = derive_health_url(endpoint.url)
-        self._headers = {k: v.get_secret_value() for k, v in endpoint.headers.items()}
+        self._headers = endpoint.headers()
         self._timeout = httpx.Timeout(
             settings.default_timeout_s, connect=settings.inference_connect_timeout_s
         )

@@ -65,6 +65,7 @@ ENV = {
     "CUDA_HOME": "/usr/local/cuda",
     # The container reads the same settings the deployer had.
     "IRQ_VLLM_MODEL": SETTINGS.vllm_model,
+    "IRQ_SERVED_MODEL": SETTINGS.served_model,
     "IRQ_STRUCTURED_OUTPUT_BACKEND": BACKEND,
     "IRQ_VLLM_MAX_MODEL_LEN": str(SETTINGS.vllm_max_model_len),
     "IRQ_VLLM_GPU_MEMORY_UTILIZATION": str(SETTINGS.vllm_gpu_memory_utilization),

@@ -17,9 +17,10 @@ file `IRQ_ENDPOINTS_FILE` names:
     headers_env = { "Modal-Key" = "MODAL_KEY", "Modal-Secret" = "MODAL_SECRET" }
 
 `headers_env` names, for each extra header, the environment variable that holds its value: secrets never
-sit in the file. Without a file, the registry is one endpoint named `default`, made of the single-endpoint
-settings (`IRQ_INFERENCE_URL`, `IRQ_DEFAULT_MODEL`, `IRQ_STRUCTURED_OUTPUT_BACKEND`,
-`IRQ_WORKER_CONCURRENCY`, `IRQ_INFERENCE_HEADERS`, `IRQ_GPU_COST_PER_HOUR`).
+sit in the file, and only the processes that call the endpoint (its workers) need them. Without a file,
+the registry is one endpoint named `default`, made of the single-endpoint settings (`IRQ_INFERENCE_URL`,
+`IRQ_DEFAULT_MODEL`, `IRQ_STRUCTURED_OUTPUT_BACKEND`, `IRQ_WORKER_CONCURRENCY`, `IRQ_INFERENCE_HEADERS`,
+`IRQ_GPU_COST_PER_HOUR`).
 
 Queues: one per served model and backend. Endpoints registered with the same model and backend are replicas
 of one another and share that queue, so each takes jobs as it has room for them.
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 
 from irq.settings import Settings
 
@@ -63,12 +64,21 @@ class Endpoint(BaseModel):
     max_inflight: int = Field(default=128, ge=1, le=10_000)
     cost_per_hour: float = Field(default=0.0, ge=0)
     headers_env: dict[str, str] = Field(default_factory=dict)
-    # Resolved from `headers_env` when the registry is read (or the implicit endpoint's own headers).
-    headers: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, repr=False)
+    _headers: dict[str, SecretStr] = PrivateAttr(default_factory=dict)  # the implicit endpoint's own
 
     @property
     def queue(self) -> str:
         return queue_name(self.model, self.backend)
+
+    def headers(self) -> dict[str, str]:
+        """The extra headers of every call, their values read from the environment now."""
+        missing = [var for var in self.headers_env.values() if var not in os.environ]
+        if missing:
+            raise RegistryError(
+                f"endpoint {self.name!r}: header variable(s) not set in the environment: {', '.join(missing)}"
+            )
+        values = {h: v.get_secret_value() for h, v in self._headers.items()}
+        return values | {h: os.environ[var] for h, var in self.headers_env.items()}
 
 
 def queue_name(model: str, backend: str) -> str:
@@ -154,26 +164,14 @@ class Registry(BaseModel):
         return [self.endpoint(n) for n in names] if names else list(self.endpoints)
 
 
-def _resolve_headers(endpoint: Endpoint) -> Endpoint:
-    missing = [var for var in endpoint.headers_env.values() if var not in os.environ]
-    if missing:
-        raise RegistryError(
-            f"endpoint {endpoint.name!r}: header variable(s) not set in the environment: {', '.join(missing)}"
-        )
-    headers = {h: SecretStr(os.environ[var]) for h, var in endpoint.headers_env.items()}
-    return endpoint.model_copy(update={"headers": headers})
-
-
 def read_registry(path: Path) -> Registry:
-    """The registry file at `path`, its header variables read from the environment."""
+    """The registry file at `path`."""
     try:
-        raw = tomllib.loads(path.read_text())
-        registry = Registry.model_validate(raw)
+        return Registry.model_validate(tomllib.loads(path.read_text()))
     except OSError as exc:
         raise RegistryError(f"cannot read the endpoint registry {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, ValidationError) as exc:
         raise RegistryError(f"endpoint registry {path}: {exc}") from None
-    return registry.model_copy(update={"endpoints": [_resolve_headers(e) for e in registry.endpoints]})
 
 
 def implicit_registry(settings: Settings) -> Registry:
@@ -186,7 +184,8 @@ def implicit_registry(settings: Settings) -> Registry:
         max_inflight=settings.worker_concurrency,
         cost_per_hour=settings.gpu_cost_per_hour,
     )
-    return Registry(endpoints=[endpoint.model_copy(update={"headers": dict(settings.inference_headers)})])
+    endpoint._headers = dict(settings.inference_headers)
+    return Registry(endpoints=[endpoint])
 
 
 def load_registry(settings: Settings) -> Registry:

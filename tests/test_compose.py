@@ -10,9 +10,10 @@ import subprocess
 import pytest
 import yaml
 
+from irq.endpoints import read_registry
 from irq.procs import ROOT
 
-SERVICES = {"redis", "postgres", "migrate", "api", "worker", "flower", "inference"}
+SERVICES = {"redis", "postgres", "migrate", "api", "worker-local", "worker-modal", "flower", "inference"}
 
 
 def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
@@ -35,14 +36,30 @@ def test_compose_declares_every_service_with_health_checks() -> None:
     assert set(services) == SERVICES
     for name in ("redis", "postgres", "api", "inference"):
         assert "healthcheck" in services[name], name
-    assert services["worker"]["environment"]["IRQ_INFERENCE_URL"] == "http://inference:8001/generate"
 
 
-def test_one_variable_points_the_workers_at_a_modal_endpoint() -> None:
-    url = "https://example--irq-guidance-generate.modal.run"
-    run = compose_config(IRQ_FLOWER_BASIC_AUTH="ops:pw", IRQ_INFERENCE_URL=url)
+def test_two_endpoints_each_with_its_worker_read_one_registry() -> None:
+    run = compose_config(IRQ_FLOWER_BASIC_AUTH="ops:pw", MODAL_KEY="k", MODAL_SECRET="s")
     assert run.returncode == 0, run.stderr
-    assert yaml.safe_load(run.stdout)["services"]["worker"]["environment"]["IRQ_INFERENCE_URL"] == url
+    services = yaml.safe_load(run.stdout)["services"]
+    registry = read_registry(ROOT / "deploy" / "endpoints.toml")
+    assert registry.names == ["local", "qwen80b-guidance"]
+    assert len(registry.models) == 2
+    for name in ("api", "inference", "worker-local", "worker-modal", "flower", "migrate"):
+        path = services[name]["environment"]["IRQ_ENDPOINTS_FILE"]
+        assert any(str(v).endswith(f":{path}:ro") or path in str(v) for v in services[name]["volumes"]), name
+    assert services["worker-local"]["command"] == ["worker", "--endpoint", "local"]
+    assert services["worker-modal"]["command"] == ["worker", "--endpoint", "qwen80b-guidance"]
+    assert services["worker-modal"]["profiles"] == ["modal"]
+    # The Modal secrets reach only the worker that calls the endpoint; the registry names the variables.
+    assert services["worker-modal"]["environment"]["MODAL_KEY"] == "k"
+    assert "MODAL_KEY" not in services["api"]["environment"]
+    assert registry.endpoint("qwen80b-guidance").headers_env == {
+        "Modal-Key": "MODAL_KEY",
+        "Modal-Secret": "MODAL_SECRET",
+    }
+    # The local endpoint is compose's own inference service.
+    assert registry.endpoint("local").url == "http://inference:8001/generate"
 
 
 def test_flower_is_never_composed_without_its_credentials() -> None:

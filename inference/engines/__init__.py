@@ -8,26 +8,20 @@ from irq.settings import Settings
 
 
 def create_engine(settings: Settings) -> Engine:
-    """Build the engine `settings.engine` names, reporting `IRQ_SERVED_MODEL` as its model when set;
-    imports are deferred so `/health` never loads a model."""
-    engine: Engine
+    """Build the engine `settings.engine` names; imports are deferred so `/health` never loads a model."""
     if settings.engine == "local":
         from inference.engines.local import LocalEngine
 
-        engine = LocalEngine(settings)
-    elif settings.engine == "vllm":
+        return LocalEngine(settings)
+    if settings.engine == "vllm":
         from inference.engines.vllm import VLLMEngine
 
-        engine = VLLMEngine(settings)
-    elif settings.engine == "simulated":
+        return VLLMEngine(settings)
+    if settings.engine == "simulated":
         from inference.engines.simulated import SimulatedEngine
 
-        engine = SimulatedEngine(settings)
-    else:
-        raise ValueError(f"unknown engine {settings.engine!r} (known: local, vllm, simulated)")
-    if settings.served_model:
-        engine.model_name = settings.served_model
-    return engine
+        return SimulatedEngine(settings)
+    raise ValueError(f"unknown engine {settings.engine!r} (known: local, vllm, simulated)")
 
 
 __all__ = ["Engine", "EngineResult", "SchemaRejected", "create_engine"]

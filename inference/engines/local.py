@@ -184,12 +184,12 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float) -> int:
 class LocalEngine(Engine):
     """SmolLM2-135M-Instruct on CPU; one generation at a time, run off the event loop."""
 
-    model_name = MODEL_NAME
     gpu = "none (cpu)"
     backend = "guidance"  # llguidance, as vLLM's `guidance` backend
 
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings or get_settings()
+        self.model_name = self._settings.served_model or MODEL_NAME
         self._loaded: _Loaded | None = None
         self._load_lock = asyncio.Lock()
         self._generate_lock = asyncio.Lock()

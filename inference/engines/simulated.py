@@ -39,7 +39,7 @@ class SimulatedEngine(Engine):
     gpu = "none"
 
     def __init__(self, settings: Settings) -> None:
-        self.model_name = settings.default_model
+        self.model_name = settings.served_model or settings.default_model
         self.backend = settings.structured_output_backend
         self.latency_s = settings.simulated_latency_s
         self._slots = asyncio.Semaphore(settings.simulated_slots)
