@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import redis
 from celery import Celery
+from kombu.entity import Queue
 from kombu.transport import redis as kombu_redis
 
 from irq.endpoints import Endpoint, load_registry
@@ -86,6 +87,8 @@ def make_celery(settings: Settings, include: Sequence[str] = (), stock_transport
         # The Redis transport with the channel above, for redis:// URLs; others (rediss://, whose TLS
         # defaults kombu sets by scheme, and redis+socket://) keep kombu's own.
         broker_transport=f"{__name__}:Transport" if custom else None,
+        # The registry's queues, declared so that Flower lists each of them and its length.
+        task_queues=[Queue(name) for name in load_registry(settings).queues],  # type: ignore[no-untyped-call]
         task_ignore_result=True,  # results live in the SQL store
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -29,11 +29,13 @@ of one another and share that queue, so each takes jobs as it has room for them.
 from __future__ import annotations
 
 import os
+import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 
@@ -41,6 +43,9 @@ from irq.settings import Settings
 
 IMPLICIT_NAME = "default"  # the endpoint of a deployment without a registry file
 QUEUE_PREFIX = "irq"
+# A worker publishes what its endpoint gate sees every third of a lease (`worker/upkeep.py`); a state
+# older than this has no live worker behind it.
+STATE_FRESH_S = 60.0
 
 
 class RegistryError(ValueError):
@@ -96,6 +101,26 @@ class Route:
     @property
     def queue(self) -> str:
         return queue_name(self.model, self.backend)
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """An endpoint as its workers last saw it: `up`, `down` (since when, and why), or `no_worker` (no worker
+    has reported on it for `STATE_FRESH_S`)."""
+
+    state: Literal["up", "down", "no_worker"]
+    since: float = 0.0  # Unix seconds
+    reason: str = ""
+
+    @classmethod
+    def of(cls, published: Mapping[str, object] | None, now: float | None = None) -> EndpointState:
+        """The state from what a worker published (`worker/gate.py`), judged at `now`."""
+        now = time.time() if now is None else now
+        if not published or now - float(str(published.get("at", 0))) >= STATE_FRESH_S:
+            return cls("no_worker")
+        if published.get("up"):
+            return cls("up", float(str(published.get("since", 0))))
+        return cls("down", float(str(published.get("since", 0))), str(published.get("reason", "")))
 
 
 class Registry(BaseModel):
@@ -158,6 +183,10 @@ class Registry(BaseModel):
     @property
     def queues(self) -> list[str]:
         return list(dict.fromkeys(e.queue for e in self.endpoints))
+
+    @property
+    def routes(self) -> list[Route]:
+        return list(dict.fromkeys(Route(e.model, e.backend) for e in self.endpoints))
 
     def selected(self, names: Sequence[str]) -> list[Endpoint]:
         """The endpoints named (all of them for none)."""

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from irq.broker import Broker
 from irq.clock import new_id, utcnow
-from irq.endpoints import NotServed, Registry, load_registry
+from irq.endpoints import EndpointState, NotServed, Registry, load_registry
 from irq.events import Notifier
 from irq.retry import Fault, Generated, RetryDecision, RetryPolicy, WorkerLost
 from irq.settings import Settings
@@ -310,6 +310,29 @@ class JobManager:
             requeued += self.retry_or_fail(job, lost).retry
         return requeued
 
+    def fail_unreachable(self) -> int:
+        """Fail the queued jobs of a model and backend that every endpoint serving it has been down for
+        longer than the job's `timeout`, while the job waited: an endpoint that stays down does not keep a
+        job forever. Returns how many."""
+        down = _down_since(self.registry, self.broker.endpoint_states())
+        now, failed = utcnow(), 0
+        for (model, backend), since in down.items():
+            down_s = now.timestamp() - since
+            default = self.registry.route(model, None).backend == backend
+            for job in self.store.queued_for(model, backend, default):
+                waited_s = (now - (job.enqueued_at or job.created_at)).total_seconds()
+                if min(down_s, waited_s) < job.timeout_s:
+                    continue
+                message = (
+                    f"no endpoint serving {model} with {backend} has answered for {down_s:.0f} s, "
+                    f"longer than the job's timeout of {job.timeout_s:g} s"
+                )
+                values = dict(finished_at=now, error_code="endpoint_unavailable", error_message=message)
+                if self.store.end_queued(job.id, dict(status=JobStatus.failed, **values)):
+                    self.notifier.finished([job.id])
+                    failed += 1
+        return failed
+
     def resend_lost(self, stale_s: float, held_s: float) -> int:
         """Send again the jobs queued in the store for more than `stale_s` that the broker does not hold:
         Redis restarted without persistence, a message could not be sent, or it was delivered more than
@@ -329,6 +352,16 @@ class JobManager:
                 if self.store.end_queued(job.id, dict(status=JobStatus.failed, **values)):
                     self.notifier.finished([job.id])
         return len(missing)
+
+
+def _down_since(registry: Registry, states: dict[str, dict[str, object]]) -> dict[tuple[str, str], float]:
+    """Per model and backend whose every endpoint its workers see down: since when (the latest of them)."""
+    down = {}
+    for route in registry.routes:
+        seen = [EndpointState.of(states.get(e.name)) for e in registry.serving(route)]
+        if seen and all(s.state == "down" for s in seen):
+            down[(route.model, route.backend)] = max(s.since for s in seen)
+    return down
 
 
 def _cancelled(message: str) -> dict[str, Any]:

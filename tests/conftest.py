@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -193,6 +194,15 @@ class FaultService:
     def schemas(self) -> dict[str, list[Any]]:
         """The schema each call of a prompt was given, in call order."""
         return dict(httpx.get(self.base + "/schemas", timeout=10).json())
+
+
+def write_registry(path: Path, *endpoints: dict[str, object], default_model: str | None = None) -> Path:
+    """An endpoint registry file (TOML) of `endpoints`, each a table of `irq.endpoints.Endpoint` fields."""
+    lines = [f"default_model = {json.dumps(default_model)}", ""] if default_model else []
+    for endpoint in endpoints:
+        lines += ["[[endpoints]]", *(f"{k} = {json.dumps(v)}" for k, v in endpoint.items()), ""]
+    path.write_text("\n".join(lines))
+    return path
 
 
 def start_fault_service(

@@ -67,23 +67,18 @@ def test_endpoint_comparison_through_one_deployment(tmp_path: Path) -> None:
     """One model served with two backends, one endpoint 10 ms and one 300 ms per request, and a third
     endpoint in the registry left out: the comparison runs the same jobs on the two named through one
     API and worker pool, tells them apart, significantly, and every document is schema-valid."""
-    from tests.conftest import FaultService, start_fault_service
+    from tests.conftest import FaultService, start_fault_service, write_registry
 
     def served(backend: str, latency_s: float) -> FaultService:
         env = {"IRQ_SERVED_MODEL": "sim", "IRQ_STRUCTURED_OUTPUT_BACKEND": backend}
         return start_fault_service(tmp_path, latency_s, env=env, name=backend)
 
     fast, slow = served("guidance", 0.01), served("xgrammar", 0.3)
-    registry = tmp_path / "endpoints.toml"
-    registry.write_text(
-        "".join(
-            f'[[endpoints]]\nname = "{name}"\nurl = "{url}"\nmodel = "sim"\nbackend = "{backend}"\n'
-            for name, url, backend in [
-                ("fast", fast.url, "guidance"),
-                ("slow", slow.url, "xgrammar"),
-                ("unused", "http://127.0.0.1:9/generate", "auto"),
-            ]
-        )
+    registry = write_registry(
+        tmp_path / "endpoints.toml",
+        dict(name="fast", url=fast.url, model="sim", backend="guidance"),
+        dict(name="slow", url=slow.url, model="sim", backend="xgrammar"),
+        dict(name="unused", url="http://127.0.0.1:9/generate", model="sim", backend="auto"),
     )
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(

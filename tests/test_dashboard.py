@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Stack, start_fault_service, start_stack, stop_stack
+from tests.conftest import Stack, start_fault_service, start_stack, stop_stack, write_registry
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MARKUP_MODEL = "<b>bold</b>"  # a client's model name, which the page must show as text, not markup
@@ -99,7 +99,14 @@ def test_dashboard_plots_latency_and_success_rate_from_the_store(
     sqlite_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     inference = start_fault_service(tmp_path)
-    stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path)
+    markup = start_fault_service(tmp_path, env={"IRQ_SERVED_MODEL": MARKUP_MODEL}, name="markup")
+    registry = write_registry(
+        tmp_path / "endpoints.toml",
+        dict(name="plain", url=inference.url, model="SmolLM2-135M-Instruct"),
+        dict(name="markup", url=markup.url, model=MARKUP_MODEL),
+    )
+    stack = start_stack(sqlite_url, redis_url, None, tmp_path, env={"IRQ_ENDPOINTS_FILE": str(registry)})
+    stack.start_worker()
     try:
         empty = render(stack.api + "/dashboard", tmp_path / "chromium")
         jobs = _submit(
@@ -113,6 +120,7 @@ def test_dashboard_plots_latency_and_success_rate_from_the_store(
     finally:
         stop_stack(stack)
         inference.service.stop()
+        markup.service.stop()
 
     assert {"latency", "success"} <= empty.plots
     assert "no job succeeded in this window" in empty.text["latency"]
@@ -124,7 +132,7 @@ def test_dashboard_plots_latency_and_success_rate_from_the_store(
     assert data["finished"] == {"succeeded": 5, "failed": 2}
     groups = {group["model"]: group for group in data["latency"]}
     default = groups[jobs[0]["model"]]
-    assert default["backend"] == "simulated"
+    assert (default["endpoint"], default["backend"]) == ("plain", "guidance")
     assert sorted(default["total_ms"]) == pytest.approx(
         sorted(job["timings"]["total_ms"] for job in jobs[:4])
     )
@@ -139,7 +147,7 @@ def test_dashboard_plots_latency_and_success_rate_from_the_store(
     summary = "7 finished: 5 succeeded, 2 failed, 0 cancelled · 71.4 % succeeded"
     assert page.text["summary"].startswith(summary)
     assert "could not load" not in page.text["status"]
-    assert f"{MARKUP_MODEL} · simulated" in page.text["latency"]  # the legend, tags shown as typed
+    assert f"markup: {MARKUP_MODEL} · guidance" in page.text["latency"]  # the legend, tags shown as typed
     histogram = bar_heights(page.paths[("latency", "bars")])
     assert sum(h > 0 for h in histogram) >= 1
     busy_buckets = sum(1 for s, f in zip(timeline["succeeded"], timeline["failed"], strict=True) if s + f)

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from irq.migrate import upgrade
 from irq.store.db import Database
-from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
+from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack, write_registry
 from tests.procs import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -31,19 +31,11 @@ REPORTED = {"alpha": "sim-alpha", "beta": "sim-beta", "liar": "sim-impostor"}
 
 
 def registry_file(path: Path, services: dict[str, FaultService]) -> Path:
-    lines = ['default_model = "sim-alpha"', ""]
-    for name, (model, backend) in ENTRIES.items():
-        lines += [
-            "[[endpoints]]",
-            f'name = "{name}"',
-            f'url = "{services[name].url}"',
-            f'model = "{model}"',
-            f'backend = "{backend}"',
-            "max_inflight = 8",
-            "",
-        ]
-    path.write_text("\n".join(lines))
-    return path
+    entries = [
+        dict(name=name, url=services[name].url, model=model, backend=backend, max_inflight=8)
+        for name, (model, backend) in ENTRIES.items()
+    ]
+    return write_registry(path, *entries, default_model="sim-alpha")
 
 
 def start_service(tmp_path: Path, name: str, port: int | None = None) -> FaultService:

@@ -287,7 +287,7 @@ def test_inference_faults_retry_fail_or_time_out_as_they_should(
         stop_stack(stack)
 
 
-def test_an_unreachable_inference_service_fails_jobs_after_max_attempts(
+def test_jobs_wait_for_an_unreachable_endpoint_and_fail_once_it_stays_down_past_their_timeout(
     sqlite_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     from tests.procs import free_port
@@ -296,10 +296,17 @@ def test_an_unreachable_inference_service_fails_jobs_after_max_attempts(
     stack = start_stack(sqlite_url, redis_url, closed, tmp_path, env=FAST_RECOVERY)
     try:
         with stack.client() as http:
-            job = stack.wait_for(http, submit(http, "no inference service"), 60)
-        assert job["status"] == "failed"
-        assert job["attempts"] == 3
-        assert job["error"]["code"] == "inference_unreachable"
+            short = http.post("/v1/jobs", json={"prompt": "no inference service", "timeout": 4}).json()
+            long = http.post("/v1/jobs", json={"prompt": "no inference service", "timeout": 600}).json()
+            failed = stack.wait_for(http, short["id"], 60)
+            waiting = http.get(f"/v1/jobs/{long['id']}").json()
+        # The job never reached an endpoint: no attempt was spent, and it failed only once the endpoint had
+        # been down, and the job queued, for longer than its timeout.
+        assert (failed["status"], failed["attempts"]) == ("failed", 0)
+        assert failed["error"]["code"] == "endpoint_unavailable"
+        created = datetime.fromisoformat(failed["timings"]["created_at"])
+        assert (datetime.fromisoformat(failed["timings"]["finished_at"]) - created).total_seconds() >= 4
+        assert (waiting["status"], waiting["attempts"]) == ("queued", 0)
     finally:
         stop_stack(stack)
 

@@ -41,7 +41,8 @@ def test_flower_shows_each_job_task_by_its_id_and_nothing_else(
         assert httpx.get(base + "/api/tasks", timeout=10).status_code == 401
         queues = httpx.get(base + "/api/queues/length", auth=AUTH, timeout=10)
         assert queues.status_code == 200, queues.text
-        assert {"name": "irq", "messages": 0} in queues.json()["active_queues"]
+        # The queue of the one endpoint's model and backend, by its name.
+        assert {"name": "irq:SmolLM2-135M-Instruct:guidance", "messages": 0} in queues.json()["active_queues"]
     finally:
         stop_stack(stack)
         inference.service.stop()

@@ -78,7 +78,7 @@ def test_generates_schema_valid_json(engine: LocalEngine, schema_file: str, prom
     jsonschema.validate(json.loads(result.text), schema)
     assert result.completion_tokens > 0 and result.prompt_tokens > 0
     assert 0 < result.ttft_ms <= result.generation_time_ms
-    assert result.backend == "llguidance"
+    assert result.backend == "guidance"
 
 
 def test_first_load_leaves_a_complete_cache(engine: LocalEngine, model_cache: Path) -> None:
@@ -124,7 +124,7 @@ def test_service_health_is_cold_until_the_first_generate(service_url: str) -> No
         "status": "cold",
         "model": "SmolLM2-135M-Instruct",
         "gpu": "none (cpu)",
-        "backend": "llguidance",
+        "backend": "guidance",
     }
 
 
@@ -137,7 +137,7 @@ def test_service_generates_schema_valid_json(service_url: str) -> None:
     jsonschema.validate(answer["text"], ANSWER_SCHEMA)
     assert answer["finish_reason"] == "stop"
     assert answer["tokens_used"] == answer["completion_tokens"] > 0
-    assert answer["backend"] == "llguidance"
+    assert answer["backend"] == "guidance"
     assert httpx.get(f"{service_url}/health", timeout=5.0).json()["status"] == "ok"
 
 

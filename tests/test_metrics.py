@@ -45,24 +45,26 @@ def test_metrics_count_jobs_and_histogram_their_latencies(
     assert value("irq_jobs", status="succeeded") == 3
     assert value("irq_jobs", status="failed") == 1
     assert value("irq_job_errors", code="injected_400") == 1
-    assert value("irq_queue_depth") == 0
-    assert value("irq_job_generation_seconds_count", backend="simulated") == 3  # only jobs that generated
+    endpoint = {"endpoint": "default", "model": "SmolLM2-135M-Instruct", "backend": "guidance"}
+    assert value("irq_queue_depth", **endpoint) == 0 and value("irq_endpoint_running", **endpoint) == 0
+    assert value("irq_endpoint_up", **endpoint) == 1  # as its worker saw it
+    assert value("irq_job_generation_seconds_count", backend="guidance") == 3  # only jobs that generated
     assert value("irq_job_total_seconds_count") == 4
     buckets = sorted(
         (float(dict(ls)["le"]), v)
         for (n, ls), v in samples.items()
-        if n == "irq_job_total_seconds_bucket" and dict(ls)["backend"] == "simulated"
+        if n == "irq_job_total_seconds_bucket" and dict(ls)["backend"] == "guidance"
     )
     assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
-    assert buckets[-1] == (float("inf"), 3)
+    assert buckets[-1] == (float("inf"), 4)
 
-    groups = {group["backend"]: group for group in stats["groups"]}
-    simulated, refused = groups["simulated"], groups[None]
-    assert (simulated["finished"], simulated["succeeded"], simulated["success_rate"]) == (3, 3, 1.0)
-    assert simulated["schema_valid_rate"] == 1.0
+    (group,) = stats["groups"]
+    assert (group["model"], group["backend"]) == ("SmolLM2-135M-Instruct", "guidance")
+    assert (group["finished"], group["succeeded"], group["success_rate"]) == (4, 3, 0.75)
+    assert group["schema_valid_rate"] == 1.0  # the refused job never produced a document
     totals = sorted(job["timings"]["total_ms"] for job in jobs)
-    assert simulated["total_ms"]["p50"] == pytest.approx(totals[1])
+    assert group["total_ms"]["p50"] == pytest.approx(totals[1])
     mean_generation_s = sum(job["timings"]["generation_ms"] for job in jobs) / 3 / 1000
-    assert simulated["gpu_cost_per_job_usd"] == pytest.approx(mean_generation_s * 3.6 / 3600)
-    assert (refused["finished"], refused["succeeded"], refused["success_rate"]) == (1, 0, 0.0)
-    assert refused["schema_valid_rate"] is None  # it never produced a document
+    assert group["gpu_cost_per_job_usd"] == pytest.approx(mean_generation_s * 3.6 / 3600)
+    (state,) = stats["endpoints"]
+    assert (state["name"], state["state"], state["running"], state["queued"]) == ("default", "up", 0, 0)

@@ -29,6 +29,7 @@ log = logging.getLogger("irq.upkeep")
 class SweepReport:
     expired: int  # running jobs whose worker stopped renewing their lease, sent back to the queue
     reenqueued: int  # queued jobs that had no message in the broker, enqueued again
+    unreachable: int  # queued jobs failed because their endpoints stayed down longer than their timeout
 
 
 def sweep(jobs: JobManager, settings: Settings) -> SweepReport:
@@ -38,12 +39,15 @@ def sweep(jobs: JobManager, settings: Settings) -> SweepReport:
         # A job delivered to a live worker is claimed at once and then has a lease: one delivered longer
         # ago than a lease and still queued was delivered to a worker that died.
         reenqueued=jobs.resend_lost(settings.sweep_stale_s, held_s=settings.lease_s),
+        unreachable=jobs.fail_unreachable(),
     )
-    if report.expired or report.reenqueued:
+    if report.expired or report.reenqueued or report.unreachable:
         log.warning(
-            "sweep: %d job(s) with an expired lease re-queued, %d lost message(s) re-sent",
+            "sweep: %d job(s) with an expired lease re-queued, %d lost message(s) re-sent, %d job(s) failed "
+            "for an endpoint down longer than their timeout",
             report.expired,
             report.reenqueued,
+            report.unreachable,
         )
     return report
 

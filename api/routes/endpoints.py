@@ -12,12 +12,10 @@ from pydantic import BaseModel, Field
 
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES
+from irq.endpoints import EndpointState
 from irq.store import reads
 
 router = APIRouter(prefix="/v1", tags=["models"], responses=COMMON_RESPONSES)
-
-# A worker publishes its endpoint's state every third of a lease; one older than this has no live worker.
-STATE_FRESH_S = 60.0
 
 
 class ModelCard(BaseModel):
@@ -81,15 +79,14 @@ def endpoint_statuses(svc: Services) -> list[EndpointStatus]:
         depths, states = None, {}
     statuses = []
     for e in svc.jobs.registry.endpoints:
-        state = states.get(e.name, {})
-        fresh = time.time() - float(str(state.get("at", 0))) < STATE_FRESH_S
+        state = EndpointState.of(states.get(e.name))
         statuses.append(
             EndpointStatus(
                 name=e.name,
                 model=e.model,
                 backend=e.backend,
-                state=("up" if state.get("up") else "down") if fresh else "no_worker",
-                reason=str(state.get("reason", "")) if fresh else "",
+                state=state.state,
+                reason=state.reason,
                 max_inflight=e.max_inflight,
                 running=running.get(e.name, 0),
                 queued=None if depths is None else depths.get(e.queue, 0),

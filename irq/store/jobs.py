@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, delete, func, insert, select, update
+from sqlalchemy import Row, Table, delete, func, insert, or_, select, update
 
 from irq.clock import is_id, utcnow
 from irq.store.db import Database
@@ -156,6 +156,20 @@ class JobStore:
         q = (
             select(JOBS)
             .where(JOBS.c.status == JobStatus.queued, JOBS.c.enqueued_at < cutoff)
+            .order_by(JOBS.c.enqueued_at)
+            .limit(limit)
+        )
+        return self._jobs(q)
+
+    def queued_for(self, model: str, backend: str, default: bool, limit: int = 1000) -> list[Job]:
+        """Queued jobs of one model and backend (and, for the model's `default` backend, those that
+        name none), oldest first."""
+        backends = JOBS.c.backend == backend
+        if default:
+            backends = or_(backends, JOBS.c.backend.is_(None))
+        q = (
+            select(JOBS)
+            .where(JOBS.c.status == JobStatus.queued, JOBS.c.model == model, backends)
             .order_by(JOBS.c.enqueued_at)
             .limit(limit)
         )

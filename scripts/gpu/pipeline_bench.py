@@ -12,6 +12,8 @@ import asyncio
 import json
 import statistics
 import time
+import uuid
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def _retrying(call: Any, attempts: int = 3) -> httpx.Response:
+    """A request again after a transport error (a keep-alive connection the server closed as it was
+    reused); submits carry an Idempotency-Key, so a repeat never makes a second job."""
+    for attempt in range(attempts):
+        try:
+            response: httpx.Response = await call()
+            return response.raise_for_status()
+        except httpx.TransportError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def run(api: str, key: str, prompts: list[str], n: int, concurrency: int) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=concurrency)
@@ -34,16 +49,16 @@ async def run(api: str, key: str, prompts: list[str], n: int, concurrency: int) 
 
         async def submit(i: int) -> str:
             async with gate:
-                r = await http.post(
-                    "/v1/jobs", json={"prompt": prompts[i % len(prompts)], "max_tokens": 1024}
-                )
-                r.raise_for_status()
+                body = {"prompt": prompts[i % len(prompts)], "max_tokens": 1024}
+                headers = {"Idempotency-Key": uuid.uuid4().hex}
+                r = await _retrying(lambda: http.post("/v1/jobs", json=body, headers=headers))
                 return str(r.json()["id"])
 
         async def finish(job_id: str) -> dict[str, Any]:
             async with gate:
                 while True:
-                    job: dict[str, Any] = (await http.get(f"/v1/jobs/{job_id}", params={"wait": 30})).json()
+                    poll = await _retrying(lambda: http.get(f"/v1/jobs/{job_id}", params={"wait": 30}))
+                    job: dict[str, Any] = poll.json()
                     if job["status"] in ("succeeded", "failed", "cancelled"):
                         return job
 
@@ -68,6 +83,7 @@ async def run(api: str, key: str, prompts: list[str], n: int, concurrency: int) 
             for code in {(j["error"] or {}).get("code") for j in jobs if j["error"]}
         },
         "schema_valid": sum(j["status"] == "succeeded" and j["validation_error"] is None for j in jobs),
+        "by_endpoint": dict(Counter(str(j["endpoint"]) for j in finished)),
         "submit_s": round(submitted, 2),
         "makespan_s": round(makespan, 2),
         "jobs_per_s": round(n / makespan, 2),
