@@ -14,6 +14,7 @@ Run: `python -m tests.fault_service PORT [LATENCY_S]`.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 from collections import Counter, defaultdict
@@ -38,8 +39,9 @@ REPLIES: dict[str, object] = {
 
 def build(latency_s: float) -> FastAPI:
     # The model and backend it reports: IRQ_SERVED_MODEL (else IRQ_DEFAULT_MODEL) and
-    # IRQ_STRUCTURED_OUTPUT_BACKEND of its environment.
-    settings = Settings(simulated_latency_s=latency_s, simulated_slots=10_000, engine="simulated")
+    # IRQ_STRUCTURED_OUTPUT_BACKEND of its environment; requests at once: IRQ_SIMULATED_SLOTS, else 10 000.
+    slots = int(os.environ.get("IRQ_SIMULATED_SLOTS", "10000"))
+    settings = Settings(simulated_latency_s=latency_s, simulated_slots=slots, engine="simulated")
     engine = create_engine(settings)
     app = create_app(engine, settings)
     calls: Counter[str] = Counter()
