@@ -14,8 +14,9 @@ from fastapi.responses import HTMLResponse
 
 from api import errors
 from api.deps import Services
-from api.errors import ApiError
+from api.errors import OPENAI_PREFIX, ApiError
 from api.middleware import BodyPolicy
+from api.openai import router as openai_router
 from api.routes import batches, dashboard, endpoints, health, jobs, metrics, stats
 from irq.settings import Settings, get_settings
 
@@ -44,7 +45,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyPolicy,
         max_bytes=settings.max_body_bytes,
-        max_bytes_under={"/v1/batches": settings.max_batch_bytes},
+        max_bytes_under={
+            "/v1/batches": settings.max_batch_bytes,
+            OPENAI_PREFIX + "/files": settings.max_file_bytes,
+        },
     )
     app.include_router(health.router)
     app.include_router(metrics.router)
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(batches.router)
     app.include_router(stats.router)
     app.include_router(endpoints.router)
+    app.include_router(openai_router)
     app.include_router(dashboard.router)
     _install_docs(app)
     return app

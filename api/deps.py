@@ -18,10 +18,12 @@ from redis.commands.core import AsyncScript
 from api.errors import ApiError
 from irq.broker import Broker, rate_key
 from irq.events import FinishedListener
+from irq.files import FileStorage
 from irq.jobs import JobManager
 from irq.keys import KeyCache, Principal
 from irq.settings import Settings
 from irq.store.db import Database
+from irq.store.files import FileRecords
 from irq.store.jobs import JobStore
 
 log = logging.getLogger("irq.api")
@@ -76,6 +78,8 @@ class Services:
     finished: FinishedListener
     keys: KeyCache
     active: ActiveCounts
+    files: FileRecords  # the OpenAI-compatible API's uploads and batches
+    storage: FileStorage  # the bytes of the uploads
     rate_warned_at: float = float("-inf")  # when the rate limiter last logged that it could not count
 
     @classmethod
@@ -95,6 +99,8 @@ class Services:
             finished=FinishedListener(settings.redis_url),
             keys=KeyCache(db),
             active=ActiveCounts(jobs.store),
+            files=FileRecords(db),
+            storage=FileStorage(settings.files_dir),
         )
 
     async def close(self) -> None:

@@ -1,4 +1,6 @@
-"""HTTP errors with a machine-readable code and a human message: `{"error": {"code", "message"}}`."""
+"""HTTP errors with a machine-readable code and a human message: `{"error": {"code", "message"}}`; under
+the OpenAI-compatible prefix, OpenAI's shape `{"error": {"message", "type", "param", "code"}}`, with 400 for
+an invalid request as OpenAI answers it (its SDK maps each status to an exception class)."""
 
 from __future__ import annotations
 
@@ -15,11 +17,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from irq.jobs import BrokerUnavailable
 from irq.submission import IdempotencyKeyReused
 
+OPENAI_PREFIX = "/openai/v1"
+
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
+        self.param = param
 
 
 class BodyTooLarge(Exception):
@@ -62,6 +74,27 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                 409: "conflict_error", 429: "rate_limit_error"}  # fmt: skip
+
+
+def respond(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> JSONResponse:
+    """The error answer, in irq's shape, or OpenAI's under its prefix."""
+    if not request.url.path.startswith(OPENAI_PREFIX):
+        return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+    status = 400 if status == 422 else status
+    kind = "server_error" if status >= 500 else _OPENAI_TYPES.get(status, "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]
     return ".".join(parts) or "body"
@@ -77,50 +110,39 @@ def _allowed_methods(request: Request) -> list[str]:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return respond(request, exc.status, exc.code, exc.message, exc.headers, exc.param)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
-        return JSONResponse(error_body("invalid_request", "; ".join(problems)), status_code=422)
+        param = _location(tuple(exc.errors()[0]["loc"])) if exc.errors() else None
+        return respond(request, 422, "invalid_request", "; ".join(problems), param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.detail == _FASTAPI_BODY_PARSE_ERROR:  # e.g. JSON nested deeper than the parser recurses
-            body = error_body(
-                "invalid_json",
-                "could not parse the request body as JSON (invalid UTF-8, or nested too deeply)",
-            )
-            return JSONResponse(body, status_code=400)
+            message = "could not parse the request body as JSON (invalid UTF-8, or nested too deeply)"
+            return respond(request, 400, "invalid_json", message)
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:  # Starlette names only the first matching route's methods
             headers = {"Allow": ", ".join(_allowed_methods(request))}
-        return JSONResponse(
-            error_body(f"http_{exc.status_code}", str(exc.detail)),
-            status_code=exc.status_code,
-            headers=headers,
-        )
+        return respond(request, exc.status_code, f"http_{exc.status_code}", str(exc.detail), headers)
 
     @app.exception_handler(BodyTooLarge)
-    async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
-        return JSONResponse(error_body("body_too_large", str(exc)), status_code=413)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return respond(request, 413, "body_too_large", str(exc))
 
     @app.exception_handler(BrokerUnavailable)
-    async def _broker_down(_: Request, exc: BrokerUnavailable) -> JSONResponse:
+    async def _broker_down(request: Request, exc: BrokerUnavailable) -> JSONResponse:
         # Nothing of the submit was kept: the client should send it again.
-        return JSONResponse(
-            error_body("broker_unavailable", str(exc)), status_code=503, headers={"Retry-After": "5"}
-        )
+        return respond(request, 503, "broker_unavailable", str(exc), {"Retry-After": "5"})
 
     @app.exception_handler(IdempotencyKeyReused)
-    async def _key_reused(_: Request, exc: IdempotencyKeyReused) -> JSONResponse:
-        return JSONResponse(error_body("idempotency_key_reused", str(exc)), status_code=422)
+    async def _key_reused(request: Request, exc: IdempotencyKeyReused) -> JSONResponse:
+        return respond(request, 422, "idempotency_key_reused", str(exc))
 
     @app.exception_handler(OperationalError)
-    async def _store_down(_: Request, exc: OperationalError) -> JSONResponse:
-        return JSONResponse(
-            error_body("store_unavailable", "the job store is unavailable; retry later"),
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+    async def _store_down(request: Request, exc: OperationalError) -> JSONResponse:
+        message = "the job store is unavailable; retry later"
+        return respond(request, 503, "store_unavailable", message, {"Retry-After": "5"})

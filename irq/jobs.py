@@ -174,6 +174,12 @@ class JobManager:
         """Cancel every queued or running job of the batch; finished ones keep their outcome."""
         self.notifier.finished(self.store.cancel_batch(batch.id, _cancelled("the batch was cancelled")))
 
+    def expire_batch(self, batch_id: str) -> None:
+        """End the batch's queued and running jobs: its completion window is over (its finished jobs keep
+        their outcome)."""
+        values = {**_cancelled("the batch's completion window ended"), "error_code": "batch_expired"}
+        self.notifier.finished(self.store.cancel_batch(batch_id, values, mark_batch=False))
+
     # --- running ---------------------------------------------------------------------------
 
     def claim(self, job_id: str, worker: str, endpoint: str, lease_s: float) -> Job | None:

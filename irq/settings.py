@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     # and oneOf is generated as anyOf.
     schema_lenient: bool = True
 
+    # The OpenAI-compatible API (`/openai/v1`)
+    files_dir: Path = Path("./irq-files")  # where uploaded files are kept (a volume shared by API processes)
+    max_file_bytes: int = 209_715_200  # 200 MiB, OpenAI's limit for a batch input file
+    max_file_lines: int = 50_000  # requests in one batch file, as OpenAI allows
+    chat_wait_s: float = 300.0  # how long `POST /chat/completions` waits for its job before a 504
+
     # Jobs
     default_model: str = "SmolLM2-135M-Instruct"  # the implicit endpoint's model
     default_max_tokens: int = 2048

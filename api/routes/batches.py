@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
+from api.openai.chat_request import job_fields
 from api.routes.jobs import check_quota, to_new_job
 from api.schemas import JobRequest, JobView
 from irq.endpoints import Registry
@@ -90,34 +91,6 @@ def _items(body: bytes) -> list[Any]:
     return items
 
 
-def _openai_request(item: dict[str, Any]) -> dict[str, Any]:
-    """A job request from an OpenAI Batch API line: the messages become the prompt, the response format's
-    JSON Schema the schema; sampling parameters carry over."""
-    body = item.get("body")
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-        raise ValueError("an OpenAI batch line needs `body.messages`")
-    prompt = "\n\n".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict)).strip()
-    request: dict[str, Any] = {"prompt": prompt}
-    response_format = body.get("response_format") or {}
-    if not isinstance(response_format, dict):
-        raise ValueError("`body.response_format` must be an object")
-    if response_format.get("type") == "json_schema":
-        json_schema = response_format.get("json_schema") or {}
-        if not isinstance(json_schema, dict):
-            raise ValueError("`body.response_format.json_schema` must be an object")
-        request["schema"] = json_schema.get("schema")
-    for ours, theirs in (
-        ("max_tokens", "max_completion_tokens"),
-        ("max_tokens", "max_tokens"),
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("model", "model"),
-    ):
-        if body.get(theirs) is not None:
-            request[ours] = body[theirs]
-    return request
-
-
 def parse_batch(
     body: bytes,
     settings: Settings,
@@ -143,7 +116,7 @@ def parse_batch(
             ):
                 raise ValueError("custom_id must be a string of at most 255 characters, with no NUL")
             if "body" in item and ("method" in item or "url" in item or "custom_id" in item):
-                fields = _openai_request(item)
+                fields = job_fields(item.get("body"))
             else:
                 fields = {k: v for k, v in item.items() if k != "custom_id"}
             fields.update(route or {})

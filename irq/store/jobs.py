@@ -124,6 +124,13 @@ class JobStore:
         with self.db.engine.connect() as conn:
             return {status: int(n) for status, n in conn.execute(q)}
 
+    def batch_last_finished(self, batch_id: str) -> datetime | None:
+        """When the batch's last job to finish finished."""
+        q = select(func.max(JOBS.c.finished_at)).where(JOBS.c.batch_id == batch_id)
+        with self.db.engine.connect() as conn:
+            value: datetime | None = conn.execute(q).scalar()  # max() keeps the column's UTC type
+        return value
+
     def batch_jobs(self, batch_id: str, chunk: int = 500) -> Iterator[Job]:
         """The batch's jobs in their submitted order, read a chunk at a time."""
         after = -1
@@ -227,12 +234,14 @@ class JobStore:
         with self.db.engine.begin() as conn:
             return bool(conn.execute(q).rowcount)
 
-    def cancel_batch(self, batch_id: str, values: dict[str, Any]) -> list[str]:
-        """Cancel the batch's queued and running jobs; returns their ids."""
+    def cancel_batch(self, batch_id: str, values: dict[str, Any], mark_batch: bool = True) -> list[str]:
+        """Cancel the batch's queued and running jobs (and, with `mark_batch`, mark the batch cancelled);
+        returns their ids."""
         with self.db.engine.begin() as conn:
-            conn.execute(
-                update(BATCHES).where(BATCHES.c.id == batch_id).values(cancelled_at=values["finished_at"])
-            )
+            if mark_batch:
+                conn.execute(
+                    update(BATCHES).where(BATCHES.c.id == batch_id).values(cancelled_at=values["finished_at"])
+                )
             rows = conn.execute(
                 update(JOBS)
                 .where(JOBS.c.batch_id == batch_id, JOBS.c.status.in_(ACTIVE))

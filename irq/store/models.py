@@ -1,4 +1,5 @@
-"""SQLAlchemy models of the store: jobs and API keys."""
+"""SQLAlchemy models of the store: jobs, batches, API keys, and the files and batches of the
+OpenAI-compatible surface."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Dialect,
     Float,
@@ -165,3 +167,39 @@ class Job(Base):
         return self.first_started_at + timedelta(seconds=self.timeout_s)
 
     endpoint: Mapped[str | None] = mapped_column(String(500))  # the registry name of the one it ran on
+
+
+class StoredFile(Base):
+    """A file uploaded through the OpenAI-compatible API (`POST /openai/v1/files`); its bytes are kept by
+    `irq.files.FileStorage`, not in the store."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_owner_id_id", "owner_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "file-…"
+    owner_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    lines: Mapped[int]
+    created_at: Mapped[datetime]
+
+
+class OpenAIBatch(Base):
+    """A batch of the OpenAI-compatible API: its input file, window and metadata, the validation errors of a
+    batch that failed, and (once valid) the irq batch of the same id whose jobs run its requests."""
+
+    __tablename__ = "openai_batches"
+    __table_args__ = (Index("ix_openai_batches_owner_id_id", "owner_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # also the irq batch's id
+    owner_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    errors: Mapped[Any | None] = mapped_column(JSON)  # [{code, line, message, param}] of a failed validation
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    failed_at: Mapped[datetime | None]
+    expired_at: Mapped[datetime | None]

@@ -1,0 +1,190 @@
+"""`/openai/v1/batches`: create from an uploaded file, retrieve, list, cancel.
+
+Creating a batch validates every line of its file as a single submit is checked (the chat request's
+mapping, the model served, the limits, the schema compiled with llguidance in bounded time), reading the
+file a line at a time. A file with bad lines makes a `failed` batch whose `errors` name each line (up to
+`MAX_ERRORS`), and no job; a good one becomes an irq batch of the same id, one job per line, and the answer
+is `in_progress` (validation happens within the create request, so `validating` is never seen). Statuses
+follow from the jobs: `completed` once all have ended, `cancelling` → `cancelled` after a cancel, and
+`expired` once the completion window passes with jobs still waiting (they end as `batch_expired`, the
+others keep their results).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, ValidationError
+
+from api.deps import PrincipalDep, Services, ServicesDep
+from api.errors import ApiError
+from api.openai.chat_request import job_fields
+from api.openai.objects import BatchList, BatchObject, batch_object
+from api.routes.jobs import check_quota, to_new_job
+from api.schemas import JobRequest
+from irq.clock import new_id, utcnow
+from irq.store.models import ACTIVE, OpenAIBatch
+from irq.submission import NewJob, schema_hash
+
+router = APIRouter(tags=["openai"])
+
+ENDPOINT = "/v1/chat/completions"
+WINDOWS = {"24h": timedelta(hours=24)}
+MAX_ERRORS = 100
+
+
+class BatchCreate(BaseModel):
+    input_file_id: str = Field(max_length=64)
+    endpoint: str = Field(description=f"Only `{ENDPOINT}`.")
+    completion_window: str = Field(description="Only `24h`.")
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+
+
+def _line_job(svc: Services, owner_id: int, raw: bytes, seen: set[str]) -> NewJob:
+    """One line of a batch file as a job; `ApiError` naming what is wrong with it."""
+    try:
+        item = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"the line is not JSON: {exc}") from None
+    if not isinstance(item, dict):
+        raise ApiError(400, "invalid_request", "a line must be a JSON object")
+    custom_id = item.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 255 or "\x00" in custom_id:
+        message = "`custom_id` must be a string of 1 to 255 characters, with no NUL"
+        raise ApiError(400, "invalid_request", message, param="custom_id")
+    if custom_id in seen:
+        raise ApiError(
+            400, "duplicate_custom_id", f"custom_id {custom_id!r} is used twice", param="custom_id"
+        )
+    seen.add(custom_id)
+    if item.get("method") != "POST":
+        raise ApiError(400, "invalid_request", "`method` must be POST", param="method")
+    if item.get("url") != ENDPOINT:
+        raise ApiError(400, "invalid_url", f"`url` must be the batch's endpoint, {ENDPOINT}", param="url")
+    try:
+        request = JobRequest.model_validate(job_fields(item.get("body")))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = "body." + ".".join(map(str, first["loc"]))
+        raise ApiError(400, "invalid_request", f"{param}: {first['msg']}", param=param) from None
+    new = to_new_job(request, svc.settings, svc.jobs.registry, None, owner=owner_id)
+    return dataclasses.replace(new, custom_id=custom_id)
+
+
+def _read_file(svc: Services, owner_id: int, file_id: str) -> tuple[list[NewJob], list[dict[str, Any]]]:
+    """Every line checked; the jobs, or the errors of the bad lines. Equal schemas are kept once."""
+    news: list[NewJob] = []
+    errors: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    schemas: dict[str, dict[str, Any]] = {}
+    for number, raw in enumerate(svc.storage.lines(file_id), start=1):
+        if not raw.strip():
+            continue
+        try:
+            new = _line_job(svc, owner_id, raw, seen)
+        except ApiError as exc:
+            errors.append(dict(code=exc.code, line=number, message=exc.message, param=exc.param))
+            if len(errors) >= MAX_ERRORS:
+                break
+            continue
+        if not errors:
+            schema = schemas.setdefault(schema_hash(new.schema), new.schema)
+            news.append(dataclasses.replace(new, schema=schema))
+    if not news and not errors:
+        errors.append(dict(code="empty_file", line=None, message="the file has no requests", param=None))
+    return news, errors
+
+
+def _create(svc: Services, owner_id: int, body: BatchCreate) -> OpenAIBatch:
+    stored = svc.files.file(owner_id, body.input_file_id)
+    if stored is None or stored.purpose != "batch":
+        raise ApiError(404, "not_found", f"No such File object: {body.input_file_id}", param="input_file_id")
+    news, errors = _read_file(svc, owner_id, stored.id)
+    now = utcnow()
+    record: dict[str, Any] = dict(
+        owner_id=owner_id,
+        input_file_id=stored.id,
+        endpoint=body.endpoint,
+        completion_window=body.completion_window,
+        metadata_=body.metadata,
+        created_at=now,
+        expires_at=now + WINDOWS[body.completion_window],
+        errors=None,
+        failed_at=None,
+        expired_at=None,
+    )
+    if errors:
+        return svc.files.add_batch({**record, "id": new_id(), "errors": errors, "failed_at": now})
+    check_quota(svc, owner_id, adding=len(news))
+    batch, _ = svc.jobs.submit_batch(owner_id, news, None)  # BrokerUnavailable: api/errors.py
+    svc.active.added(owner_id, len(news))
+    return svc.files.add_batch({**record, "id": batch.id})
+
+
+def _view(svc: Services, ob: OpenAIBatch) -> BatchObject:
+    """The batch now; a window that has passed with jobs still waiting ends them first."""
+    batch = svc.store.get_batch(ob.id, ob.owner_id) if ob.failed_at is None else None
+    counts = svc.store.batch_counts(ob.id) if batch is not None else {}
+    waiting = sum(counts.get(s, 0) for s in ACTIVE)
+    if batch is not None and waiting and ob.expired_at is None and utcnow() >= ob.expires_at:
+        if batch.cancelled_at is None and svc.files.mark_expired(ob.id, {"expired_at": utcnow()}):
+            svc.jobs.expire_batch(ob.id)
+            ob = svc.files.batch(ob.owner_id, ob.id) or ob
+            counts = svc.store.batch_counts(ob.id)
+    last = svc.store.batch_last_finished(ob.id) if batch is not None else None
+    return batch_object(ob, batch, counts, last)
+
+
+def _owned(svc: Services, owner_id: int, batch_id: str) -> OpenAIBatch:
+    ob = svc.files.batch(owner_id, batch_id)
+    if ob is None:
+        raise ApiError(404, "not_found", f"No such Batch object: {batch_id}", param="batch_id")
+    return ob
+
+
+@router.post("/batches", response_model=BatchObject)
+async def create_batch(body: BatchCreate, svc: ServicesDep, who: PrincipalDep) -> BatchObject:
+    if body.endpoint != ENDPOINT:
+        raise ApiError(400, "invalid_endpoint", f"`endpoint` must be {ENDPOINT}", param="endpoint")
+    if body.completion_window not in WINDOWS:
+        message = "`completion_window` must be 24h"
+        raise ApiError(400, "invalid_completion_window", message, param="completion_window")
+    # In a thread: reading the file and checking its schemas block.
+    ob = await run_in_threadpool(_create, svc, who.key_id, body)
+    return await run_in_threadpool(_view, svc, ob)
+
+
+@router.get("/batches", response_model=BatchList)
+def list_batches(
+    svc: ServicesDep,
+    who: PrincipalDep,
+    after: str | None = Query(default=None, description="The last id of the previous page."),
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> BatchList:
+    found = svc.files.batches(who.key_id, after, limit + 1)
+    page = [_view(svc, ob) for ob in found[:limit]]
+    return BatchList(data=page, first_id=page[0].id if page else None, last_id=page[-1].id if page else None,
+                     has_more=len(found) > limit)  # fmt: skip
+
+
+@router.get("/batches/{batch_id}", response_model=BatchObject)
+def retrieve_batch(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> BatchObject:
+    return _view(svc, _owned(svc, who.key_id, batch_id))
+
+
+@router.post("/batches/{batch_id}/cancel", response_model=BatchObject)
+def cancel_batch(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> BatchObject:
+    ob = _owned(svc, who.key_id, batch_id)
+    batch = svc.store.get_batch(ob.id, who.key_id) if ob.failed_at is None else None
+    if batch is None or ob.expired_at is not None:
+        raise ApiError(409, "batch_not_cancellable", f"batch {batch_id} has already ended", param="batch_id")
+    if batch.cancelled_at is None:
+        if not any(svc.store.batch_counts(ob.id).get(s) for s in ACTIVE):
+            raise ApiError(409, "batch_not_cancellable", f"batch {batch_id} has completed", param="batch_id")
+        svc.jobs.cancel_batch(batch)
+    return _view(svc, ob)

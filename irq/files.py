@@ -1,0 +1,71 @@
+"""Where the bytes of uploaded files live: one interface, `FileStorage`, over a folder (`IRQ_FILES_DIR`).
+
+A folder, not the SQL store: batch input files run to hundreds of megabytes, are written once, read
+line by line and deleted whole, which a file system does with constant memory and the store would do
+through large objects or chunk rows. Several API processes (or hosts) share the folder (a volume in
+compose.yaml). Files are written to a temporary name and renamed when complete, so a reader never sees
+half a file. Results are not kept as files: a batch's output and error files are made from its jobs'
+rows when they are read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+
+
+class FileTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the file is over {limit} bytes")
+
+
+class FileStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, file_id: str) -> Path:
+        if not file_id.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"not a file id: {file_id!r}")
+        return self.root / file_id
+
+    def save(self, file_id: str, source: BinaryIO, max_bytes: int) -> tuple[int, int]:
+        """Copy `source` into the storage a chunk at a time; returns (bytes, lines). `FileTooLarge` (and
+        nothing kept) past `max_bytes`."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self._path(file_id)
+        partial = final.with_name(f".{final.name}.partial")
+        size = lines = 0
+        last = b"\n"
+        try:
+            with partial.open("wb") as out:
+                while chunk := source.read(CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise FileTooLarge(max_bytes)
+                    lines += chunk.count(b"\n")
+                    last = chunk[-1:]
+                    out.write(chunk)
+            os.replace(partial, final)
+        finally:
+            partial.unlink(missing_ok=True)
+        return size, lines + (0 if last == b"\n" else 1)
+
+    def lines(self, file_id: str) -> Iterator[bytes]:
+        """The file's lines, read one at a time."""
+        with self._path(file_id).open("rb") as f:
+            yield from f
+
+    def chunks(self, file_id: str) -> Iterator[bytes]:
+        with self._path(file_id).open("rb") as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+    def exists(self, file_id: str) -> bool:
+        return self._path(file_id).exists()
+
+    def delete(self, file_id: str) -> None:
+        self._path(file_id).unlink(missing_ok=True)

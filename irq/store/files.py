@@ -1,0 +1,94 @@
+"""The statements on the files and openai_batches tables (the OpenAI-compatible API's uploads and batches).
+Every read is scoped to an owner: another key's file or batch does not exist for a caller."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import Table, delete, insert, select, update
+
+from irq.store.db import Database
+from irq.store.models import OpenAIBatch, StoredFile
+
+FILES = cast(Table, StoredFile.__table__)
+OPENAI_BATCHES = cast(Table, OpenAIBatch.__table__)
+_FILE_COLUMNS = [attr.key for attr in StoredFile.__mapper__.column_attrs]
+_BATCH_COLUMN = {attr.key: attr.columns[0].key for attr in OpenAIBatch.__mapper__.column_attrs}
+
+
+def _file(row: Any) -> StoredFile:
+    return StoredFile(**{name: row._mapping[name] for name in _FILE_COLUMNS})
+
+
+def _batch(row: Any) -> OpenAIBatch:
+    return OpenAIBatch(**{attr: row._mapping[column] for attr, column in _BATCH_COLUMN.items()})
+
+
+class FileRecords:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- files ------------------------------------------------------------------------------
+
+    def add_file(self, values: dict[str, Any]) -> StoredFile:
+        with self.db.engine.begin() as conn:
+            conn.execute(insert(FILES), [values])
+        return StoredFile(**values)
+
+    def file(self, owner_id: int, file_id: str) -> StoredFile | None:
+        with self.db.engine.connect() as conn:
+            row = conn.execute(
+                select(FILES).where(FILES.c.id == file_id, FILES.c.owner_id == owner_id)
+            ).one_or_none()
+        return None if row is None else _file(row)
+
+    def files(self, owner_id: int, purpose: str | None, after: str | None, limit: int) -> list[StoredFile]:
+        """Newest first; `after` is the id of the last file of the previous page."""
+        q = select(FILES).where(FILES.c.owner_id == owner_id)
+        if purpose is not None:
+            q = q.where(FILES.c.purpose == purpose)
+        if after is not None:
+            q = q.where(FILES.c.id < after)
+        with self.db.engine.connect() as conn:
+            return [_file(row) for row in conn.execute(q.order_by(FILES.c.id.desc()).limit(limit))]
+
+    def delete_file(self, owner_id: int, file_id: str) -> bool:
+        with self.db.engine.begin() as conn:
+            q = delete(FILES).where(FILES.c.id == file_id, FILES.c.owner_id == owner_id)
+            return bool(conn.execute(q).rowcount)
+
+    # --- batches ----------------------------------------------------------------------------
+
+    def add_batch(self, values: dict[str, Any]) -> OpenAIBatch:
+        """Insert an OpenAI batch (`OpenAIBatch` attribute values)."""
+        with self.db.engine.begin() as conn:
+            conn.execute(insert(OPENAI_BATCHES), [{_BATCH_COLUMN[k]: v for k, v in values.items()}])
+        return OpenAIBatch(**values)
+
+    def batch(self, owner_id: int, batch_id: str) -> OpenAIBatch | None:
+        with self.db.engine.connect() as conn:
+            row = conn.execute(
+                select(OPENAI_BATCHES).where(
+                    OPENAI_BATCHES.c.id == batch_id, OPENAI_BATCHES.c.owner_id == owner_id
+                )
+            ).one_or_none()
+        return None if row is None else _batch(row)
+
+    def batches(self, owner_id: int, after: str | None, limit: int) -> list[OpenAIBatch]:
+        """Newest first; `after` is the id of the last batch of the previous page."""
+        q = select(OPENAI_BATCHES).where(OPENAI_BATCHES.c.owner_id == owner_id)
+        if after is not None:
+            q = q.where(OPENAI_BATCHES.c.id < after)
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(q.order_by(OPENAI_BATCHES.c.id.desc()).limit(limit))
+            return [_batch(row) for row in rows]
+
+    def mark_expired(self, batch_id: str, values: dict[str, Any]) -> bool:
+        """Set `expired_at` once; False if it was already set."""
+        q = (
+            update(OPENAI_BATCHES)
+            .where(OPENAI_BATCHES.c.id == batch_id, OPENAI_BATCHES.c.expired_at.is_(None))
+            .values(values)
+        )
+        with self.db.engine.begin() as conn:
+            return bool(conn.execute(q).rowcount)
