@@ -86,6 +86,7 @@ def stack(
         extra={
             "IRQ_SIMULATED_LATENCY_S": str(latency_s),
             "IRQ_SIMULATED_SLOTS": str(slots),
+            "IRQ_FILES_DIR": str(workdir / "files"),
             **({"IRQ_ENDPOINTS_FILE": str(endpoints_file.resolve())} if endpoints_file else {}),
             **(env or {}),
         },

@@ -275,6 +275,19 @@ def bench_schemas(
     )
 
 
+@bench_app.command("openai-batch")
+def bench_openai_batch(
+    lines: Annotated[int, typer.Option(help="Requests in the batch file.")] = 50_000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    out: OutOpt = Path("bench-results"),
+) -> None:
+    """A large OpenAI batch file through /openai/v1 on the simulated engine: upload, create and download
+    times, jobs/s, and the API process's peak memory."""
+    from bench.openai_batch import run
+
+    run(lines, out, workers)
+
+
 @batch_app.command("submit")
 def batch_submit(
     file: Path,

@@ -5,13 +5,28 @@ Errors are OpenAI's shape (`api/errors.py`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
-from api.errors import COMMON_RESPONSES, OPENAI_PREFIX
+from api.errors import COMMON_RESPONSES, OPENAI_PREFIX, ErrorResponse
 from api.openai import batches, chat, files
 from api.routes.endpoints import ModelList, list_models
 
-router = APIRouter(prefix=OPENAI_PREFIX, responses=COMMON_RESPONSES)
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    **COMMON_RESPONSES,
+    404: _documented("No such file or batch for this API key."),
+    409: _documented("The batch has already ended; or the chat completion's job was cancelled."),
+    500: _documented("The chat completion's job failed (its code and message say why)."),
+    504: _documented("The chat completion's job has not finished in time; the message names the job."),
+}
+
+router = APIRouter(prefix=OPENAI_PREFIX, responses=RESPONSES)
 router.include_router(files.router)
 router.include_router(batches.router)
 router.include_router(chat.router)

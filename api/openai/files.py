@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -43,11 +43,15 @@ def _result_lines(svc: Services, batch: Batch, output: bool) -> Iterator[bytes]:
 
 @router.post("/files", response_model=FileObject)
 async def upload_file(
+    request: Request,
     svc: ServicesDep,
     who: PrincipalDep,
     file: UploadFile,
     purpose: Annotated[Literal["batch"], Form(description="Only `batch` files are taken.")],
 ) -> FileObject:
+    unknown = sorted(set((await request.form()).keys()) - {"file", "purpose"})
+    if unknown:
+        raise ApiError(400, "unknown_parameter", f"unknown form field(s): {unknown}", param=unknown[0])
     file_id = f"file-{new_id()}"
     try:
         size, lines = await run_in_threadpool(
