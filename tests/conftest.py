@@ -143,7 +143,7 @@ def start_stack(
         redis_url=redis_url,
         api_port=free_port(),
         inference_url=inference_url or "http://127.0.0.1:9/generate",
-        extra={"IRQ_WORKER_NAME": "test-worker", **(env or {})},
+        extra={"IRQ_WORKER_NAME": "test-worker", "IRQ_FILES_DIR": str(log_dir / "files"), **(env or {})},
     )
     stack = Stack(config, log_dir)
     try:

@@ -95,3 +95,18 @@ def test_the_sample_json_array_is_two_jobs_and_the_batch_command_sends_it(api_on
 
     shown = json.loads(irq(api_only, "batch", "submit", "examples/jobs.json").stdout)
     assert (shown["total"], shown["counts"]) == (2, {"queued": 2})
+
+
+def test_the_sample_openai_sdk_batch_file_is_accepted_by_the_openai_api(
+    api_only: Stack, tmp_path: object
+) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=api_only.api + "/openai/v1", api_key=api_only.key, max_retries=0)
+    uploaded = client.files.create(file=(EXAMPLES / "openai-batch.jsonl").open("rb"), purpose="batch")
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h")  # fmt: skip
+    assert batch.status == "in_progress" and batch.request_counts is not None
+    assert batch.request_counts.total == 2
+    jobs = stored(api_only, batch.id)
+    assert set(jobs) == {"clamp", "max-of-list"} and {j.max_tokens for j in jobs.values()} == {96}

@@ -50,9 +50,9 @@ def wait_batch(client: openai.OpenAI, batch_id: str, timeout_s: float) -> Any:
 
 @pytest.fixture
 def simulated(sqlite_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[Stack, FaultService]]:
-    """The API and a worker over the simulated engine (fault service), files kept under tmp_path."""
+    """The API and a worker over the simulated engine (fault service)."""
     service = start_fault_service(tmp_path, latency_s=0.0)
-    env = {"IRQ_FILES_DIR": str(tmp_path / "files"), "IRQ_RATE_LIMIT_PER_S": "0"}
+    env = {"IRQ_RATE_LIMIT_PER_S": "0"}
     stack = start_stack(sqlite_url, redis_url, service.url, tmp_path, env=env)
     yield stack, service
     stop_stack(stack)
@@ -124,7 +124,7 @@ def test_a_batch_cancelled_mid_run_and_another_keys_batch(
     sqlite_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     service = start_fault_service(tmp_path, latency_s=0.5)
-    env = {"IRQ_FILES_DIR": str(tmp_path / "files"), "IRQ_WORKER_CONCURRENCY": "2"}
+    env = {"IRQ_WORKER_CONCURRENCY": "2"}
     stack = start_stack(sqlite_url, redis_url, service.url, tmp_path, env=env)
     try:
         client = sdk(stack)

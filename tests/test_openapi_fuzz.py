@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(900)
 def fuzzed_api(sqlite_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     # Long-polls and chat completions (no worker runs their jobs) end after 1 s here, so that no answer
     # waits longer than schemathesis's time limit.
-    env = {"IRQ_MAX_WAIT_S": "1", "IRQ_CHAT_WAIT_S": "1", "IRQ_FILES_DIR": str(tmp_path / "files")}
+    env = {"IRQ_MAX_WAIT_S": "1", "IRQ_CHAT_WAIT_S": "1"}
     stack = start_stack(sqlite_url, redis_url, None, tmp_path, env=env)
     yield stack
     stop_stack(stack)
