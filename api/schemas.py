@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -14,7 +15,22 @@ from irq.store.models import Job
 def _no_nul(text: str) -> str:
     if "\x00" in text:
         raise ValueError("must not contain a NUL character")
+    _unicode(text)
     return text
+
+
+def _unicode(text: str) -> None:
+    """Text that UTF-8 can store: JSON's `\\ud800` escapes decode to lone surrogates, which it cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (it holds a lone surrogate, e.g. escaped \\ud800)") from None
+
+
+def _storable(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    if schema is not None:
+        _unicode(json.dumps(schema, ensure_ascii=False))
+    return schema
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
@@ -26,7 +42,7 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)  # `false` is no priority
 
     prompt: Text = Field(min_length=1, description="Natural-language description of the function.")
-    schema_: dict[str, Any] | None = Field(
+    schema_: Annotated[dict[str, Any] | None, AfterValidator(_storable)] = Field(
         default=None, alias="schema", description="JSON Schema of the output."
     )
     model: Text | None = Field(

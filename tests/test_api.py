@@ -176,6 +176,8 @@ def test_another_keys_job_is_404(api_only: Stack) -> None:
         (b'{"prompt": "x", "timeout": 4000}', 422, "invalid_request", "timeout"),
         (b'{"prompt": "x", "priority": 10}', 422, "invalid_request", "priority"),
         (b'{"prompt": "a function\\u0000 of two numbers"}', 422, "invalid_request", "NUL"),
+        (b'{"prompt": "x", "schema": {"properties": {"\\ud800": {}}}}', 422, "invalid_request", "surrogate"),
+        (b'{"prompt": "x", "model": "gpt-4o"}', 422, "model_not_served", "SmolLM2-135M-Instruct (guidance)"),
     ],
     ids=[
         "malformed-json",
@@ -198,6 +200,8 @@ def test_another_keys_job_is_404(api_only: Stack) -> None:
         "timeout-over-limit",
         "priority-out-of-range",
         "nul-in-prompt",
+        "lone-surrogate-in-schema-key",
+        "model-not-served",
     ],
 )
 def test_bad_input_gets_a_clear_4xx_and_nothing_is_stored_or_queued(
