@@ -121,6 +121,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, BodyTooLarge):  # a streamed body went over the limit as it was read
+            return respond(request, 413, "body_too_large", str(exc.__cause__))
         if exc.detail == _FASTAPI_BODY_PARSE_ERROR:  # e.g. JSON nested deeper than the parser recurses
             message = "could not parse the request body as JSON (invalid UTF-8, or nested too deeply)"
             return respond(request, 400, "invalid_json", message)

@@ -27,6 +27,9 @@ PRIORITY_STEPS = list(range(10))
 # Redis redelivers an unacknowledged message after this long; it must exceed the longest job
 # (acks are late), or a long job would be delivered twice while it still runs.
 VISIBILITY_MARGIN_S = 300
+# A Redis that does not answer (paused, partitioned) fails a command after this long, so that a submit is
+# answered 503 within seconds instead of hanging. Above kombu's 1-s BRPOP, which a worker's read waits on.
+REDIS_TIMEOUT_S = 2.0
 
 # Every Redis key irq reads or writes. kombu's own: one list per queue and priority step (the queue's name,
 # then the name + separator + step), and the hash of messages delivered to a worker and not yet
@@ -49,7 +52,7 @@ def queue_keys(queue: str) -> list[str]:
     return [queue if p == 0 else f"{queue}{_KOMBU_PRIORITY_SEP}{p}" for p in PRIORITY_STEPS]
 
 
-def redis_client(url: str, timeout_s: float = 10.0) -> redis.Redis:
+def redis_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> redis.Redis:
     """A Redis client with bounded timeouts, so that a Redis that does not answer fails fast."""
     return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=min(timeout_s, 5.0))
 
@@ -101,7 +104,12 @@ def make_celery(settings: Settings, include: Sequence[str] = (), stock_transport
             "visibility_timeout": int(settings.max_timeout_s + VISIBILITY_MARGIN_S),
             "queue_order_strategy": "priority",
             "priority_steps": PRIORITY_STEPS,
+            "socket_timeout": REDIS_TIMEOUT_S,
+            "socket_connect_timeout": min(REDIS_TIMEOUT_S, 2.0),
         },
+        # One more try on a connection error (a Redis that restarted); a Redis that does not answer fails
+        # the publish within twice the timeout, and the submit is answered 503.
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
         worker_hijack_root_logger=False,
     )
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -28,8 +29,14 @@ class RedisServer:
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused server cannot die
             self.proc.kill()
             self.proc.wait()
+
+    def pause(self, paused: bool = True) -> None:
+        """SIGSTOP (or SIGCONT): connections stay open and nothing answers, as with a frozen host."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
 
 
 class PostgresServer:

@@ -9,6 +9,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -248,3 +249,18 @@ def test_over_limit_bodies_get_a_413_that_urllib_can_read(api_only: Stack) -> No
             assert refused.value.code == 413
             assert json.loads(refused.value.read())["error"]["code"] == "body_too_large"
     assert stored_jobs(api_only) == 0
+
+
+def test_an_over_limit_chunked_body_gets_a_413(api_only: Stack) -> None:
+    """A streamed body carries no Content-Length: it is counted as it arrives."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"prompt": "'
+        for _ in range(40):
+            yield b"x" * 65_536
+        yield b'"}'
+
+    with api_only.client() as http:
+        refused = http.post("/v1/jobs", content=chunks(), headers={"Content-Type": "application/json"})
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["error"]["code"] == "body_too_large"

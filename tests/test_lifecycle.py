@@ -168,6 +168,31 @@ def test_with_the_broker_down_at_submit_nothing_is_kept_and_the_client_is_told_t
         broker.kill()
 
 
+def test_a_paused_broker_answers_submits_503_within_seconds_and_nothing_is_kept(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    broker = RedisServer()
+    broker.start()
+    stack = start_stack(sqlite_url, broker.url + "/0", None, tmp_path, env={"IRQ_RATE_LIMIT_PER_S": "0"})
+    try:
+        with stack.client() as http:
+            assert http.post("/v1/jobs", json={"prompt": "before the pause"}).status_code == 202
+            broker.pause()
+            started = time.monotonic()
+            paused = http.post("/v1/jobs", json={"prompt": "while paused"})
+            waited_s = time.monotonic() - started
+            broker.pause(False)
+            after = http.post("/v1/jobs", json={"prompt": "after the pause"})
+        assert paused.status_code == 503 and paused.json()["error"]["code"] == "broker_unavailable"
+        assert waited_s < 10, f"the submit took {waited_s:.1f} s"
+        assert after.status_code == 202, after.text
+        assert stored(stack) == (2, 0)  # the refused submit kept nothing
+        print(f"\nsubmit to a paused Redis answered 503 after {waited_s:.1f} s")
+    finally:
+        stop_stack(stack)
+        broker.kill()
+
+
 def test_a_broker_lost_mid_batch_keeps_the_accepted_batch_and_every_job_runs_once(
     sqlite_url: str, inference: FaultService, tmp_path: Path
 ) -> None:
