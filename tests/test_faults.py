@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -23,9 +23,13 @@ import pytest
 from sqlalchemy import select
 
 from irq.broker import TASK_RUN_JOB, make_celery
+from irq.clock import utcnow
+from irq.ir_schema import ir_json_schema
 from irq.settings import Settings
 from irq.store.db import Database
+from irq.store.jobs import JobStore
 from irq.store.models import Job
+from irq.submission import NewJob, job_row
 from tests.conftest import FaultService, start_fault_service, start_stack, stop_stack
 from tests.procs import PostgresServer, RedisServer, wait_until
 
@@ -376,3 +380,30 @@ def test_jobs_delivered_to_a_worker_that_died_before_claiming_them_are_recovered
         lock.close()
         stop_stack(stack)
         inference.service.stop()
+
+
+def test_a_claim_whose_reply_was_lost_is_not_kept_alive_by_the_live_worker(
+    sqlite_url: str, redis_url: str, fault_inference: FaultService, tmp_path: Path
+) -> None:
+    """The claim's UPDATE committed but its answer never reached the worker (the connection dropped): the
+    job is `running` under the live worker's name with no thread on it. Its lease must run out, so that the
+    sweeper sends it again, instead of being renewed with the worker's other jobs."""
+    stack = start_stack(sqlite_url, redis_url, fault_inference.url, tmp_path, env=FAST_RECOVERY)
+    try:
+        stack.wait_workers(1)
+        worker = f"test-worker#{stack.services[-1].proc.pid}"  # `irq worker` of one endpoint: one process
+        settings = Settings(database_url=sqlite_url, redis_url=redis_url)
+        prompt = "a claim whose reply was lost"
+        new = NewJob(prompt, ir_json_schema(), settings.default_model, "guidance", 64, 0.3, 0.95, 5, 60.0, 3)
+        now = utcnow()
+        row = job_row(1, new, now) | dict(
+            status="running", attempts=1, worker=worker, started_at=now, first_started_at=now,
+            lease_expires_at=now + timedelta(seconds=3),
+        )  # fmt: skip
+        JobStore(stack.db).insert([row])
+        with stack.client() as http:
+            job = stack.wait_for(http, str(row["id"]), 30)
+        assert job["status"] == "succeeded" and job["attempts"] == 2  # re-queued by the sweeper, run once
+        assert fault_inference.calls()[prompt] == 1
+    finally:
+        stop_stack(stack)

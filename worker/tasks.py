@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from inference.client import InferenceClient, connect
 from inference.errors import EndpointDown, InferenceError, PartialOutput
@@ -76,6 +77,8 @@ class _Process:
     gate: EndpointGate | None = None
     upkeep: Upkeep | None = None
     guidance = GuidanceOptions()
+    running: set[str] = set()  # ids of the jobs this process's threads are on; only these leases are renewed
+    _running_lock = threading.Lock()
 
     @classmethod
     def get(cls) -> tuple[JobManager, InferenceClient, EndpointGate]:
@@ -85,14 +88,28 @@ class _Process:
                 endpoint = served_endpoint(settings)
                 cls.name = f"{settings.worker_name or socket.gethostname()}#{os.getpid()}"
                 cls.guidance = GuidanceOptions.of(settings)
-                cls.db = Database(settings.database_url)
+                # A connection for each thread, and a few for the upkeep and the gate.
+                cls.db = Database(settings.database_url, pool_size=endpoint.max_inflight + 4)
                 cls.broker = Broker(settings, celery_app)
                 cls.jobs = JobManager.open(settings, cls.db, cls.broker)
                 cls.inference = connect(endpoint, settings)
                 cls.gate = EndpointGate(endpoint, cls.inference.healthy, cls._consume)
-                cls.upkeep = Upkeep(cls.jobs, settings, cls.name, cls.gate)
+                cls.upkeep = Upkeep(cls.jobs, settings, cls.name, cls.gate, cls.running_ids)
                 cls.upkeep.start()
             return cls.jobs, cls.inference, cls.gate
+
+    @classmethod
+    def running_ids(cls) -> list[str]:
+        with cls._running_lock:
+            return list(cls.running)
+
+    @classmethod
+    def track(cls, job_id: str, on: bool) -> None:
+        with cls._running_lock:
+            if on:
+                cls.running.add(job_id)
+            else:
+                cls.running.discard(job_id)
 
     @classmethod
     def _consume(cls, on: bool) -> None:
@@ -135,21 +152,28 @@ def _close(**_: Any) -> None:
     _Process.close()
 
 
+# What a store that is down, frozen or out of connections raises: worth another try.
+STORE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+
+
 def _store(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """A store call, retried with backoff while the database is unreachable (up to `store_retry_s`).
+    """A store call, retried with backoff while the database is unreachable, frozen or its pool exhausted
+    (up to `store_retry_s`).
 
     A job's result is never dropped because the database restarted; if it stays down longer, the job is
-    still `running` in the store and the sweeper re-queues it once its lease expires.
+    still `running` in the store, its lease is no longer renewed, and the sweeper re-queues it once it
+    expires.
     """
     deadline = time.monotonic() + get_settings().store_retry_s
     delay = 0.25
     while True:
         try:
             return call(*args, **kwargs)
-        except OperationalError as exc:
+        except STORE_UNAVAILABLE as exc:
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("store unreachable (%s), retrying in %.1f s", type(exc.orig).__name__, delay)
+            cause = type(getattr(exc, "orig", None) or exc).__name__
+            log.warning("store unreachable (%s), retrying in %.1f s", cause, delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -165,15 +189,19 @@ def run_job(job_id: str) -> Attempt:
         # replica's worker) can take it.
         _store(jobs.send_again, job_id)
         return Attempt.waiting
-    job = _store(jobs.claim, job_id, _Process.name, gate.endpoint.name, get_settings().lease_s)
-    if job is None:
-        return Attempt.skipped
+    _Process.track(job_id, True)
     try:
-        return _attempt(jobs, inference, gate, job)
-    except Exception as exc:  # whatever went wrong, the job ends (or is retried): it never stays running
-        log.exception("job %s attempt %d: unexpected %s", job.id, job.attempts, type(exc).__name__)
-        fault = InternalFault(f"{type(exc).__name__} in the worker: {str(exc)[:200]}")
-        return _after_fault(jobs, job, fault)
+        job = _store(jobs.claim, job_id, _Process.name, gate.endpoint.name, get_settings().lease_s)
+        if job is None:
+            return Attempt.skipped
+        try:
+            return _attempt(jobs, inference, gate, job)
+        except Exception as exc:  # whatever went wrong, the job ends (or is retried): it never stays running
+            log.exception("job %s attempt %d: unexpected %s", job.id, job.attempts, type(exc).__name__)
+            fault = InternalFault(f"{type(exc).__name__} in the worker: {str(exc)[:200]}")
+            return _after_fault(jobs, job, fault)
+    finally:
+        _Process.track(job_id, False)
 
 
 def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, job: Job) -> Attempt:

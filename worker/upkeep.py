@@ -1,7 +1,9 @@
 """What every worker process does beside running jobs, so that no accepted job is lost.
 
-- It renews the lease of each job it is running. A worker killed with `kill -9` stops renewing, and its
-  jobs' leases expire. With the same beat it publishes what its endpoint gate sees (`worker/gate.py`).
+- It renews the lease of each job one of its threads is running (not every job recorded under its name: a
+  claim whose reply was lost, or an attempt whose thread gave up on the store, is left to expire). A worker
+  killed with `kill -9` stops renewing, and its jobs' leases expire. With the same beat it publishes what
+  its endpoint gate sees (`worker/gate.py`).
 - One worker at a time (a short Redis lock) sweeps the store: running jobs with an expired lease go back
   to the queue (or fail when out of attempts), and jobs queued in SQL for a while that have no message in
   Redis (Redis restarted without persistence, or the API died between insert and enqueue) are enqueued
@@ -55,11 +57,19 @@ def sweep(jobs: JobManager, settings: Settings) -> SweepReport:
 class Upkeep:
     """A daemon thread renewing this worker's leases and, when it holds the sweep lock, sweeping."""
 
-    def __init__(self, jobs: JobManager, settings: Settings, worker: str, gate: EndpointGate) -> None:
+    def __init__(
+        self,
+        jobs: JobManager,
+        settings: Settings,
+        worker: str,
+        gate: EndpointGate,
+        running: Callable[[], list[str]],
+    ) -> None:
         self.jobs = jobs
         self.settings = settings
         self.worker = worker
         self.gate = gate
+        self.running = running  # the ids of the jobs this process's threads are on now
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="irq-upkeep", daemon=True)
 
@@ -77,13 +87,18 @@ class Upkeep:
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_renew:
-                self._guarded(self.jobs.store.renew_leases, self.worker, self.settings.lease_s)
+                self._guarded(self._renew)
                 self._guarded(self.publish)
                 next_renew = now + renew_every
             if now >= next_sweep:
                 self._guarded(self._sweep_if_leader)
                 next_sweep = now + self.settings.sweep_interval_s
             self._stop.wait(tick)
+
+    def _renew(self) -> None:
+        running = self.running()
+        if running:
+            self.jobs.store.renew_leases(self.worker, running, self.settings.lease_s)
 
     def publish(self) -> None:
         """Publish what the endpoint gate sees (also on every change of it)."""

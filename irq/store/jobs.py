@@ -250,15 +250,24 @@ class JobStore:
             )
             return [row.id for row in rows]
 
-    def renew_leases(self, worker: str, lease_s: float) -> int:
-        """Extend the lease of every job `worker` is running; returns how many it holds."""
-        q = (
-            update(JOBS)
-            .where(JOBS.c.worker == worker, JOBS.c.status == JobStatus.running)
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
-        )
+    def renew_leases(self, worker: str, job_ids: Sequence[str], lease_s: float, chunk: int = 500) -> int:
+        """Extend the lease of the jobs `worker` is running among `job_ids` (those a thread of it is on);
+        returns how many it holds."""
+        renewed = 0
+        ids = list(job_ids)
         with self.db.engine.begin() as conn:
-            return int(conn.execute(q).rowcount)
+            for start in range(0, len(ids), chunk):
+                q = (
+                    update(JOBS)
+                    .where(
+                        JOBS.c.id.in_(ids[start : start + chunk]),
+                        JOBS.c.worker == worker,
+                        JOBS.c.status == JobStatus.running,
+                    )
+                    .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+                )
+                renewed += int(conn.execute(q).rowcount)
+        return renewed
 
     def _jobs(self, q: Any) -> list[Job]:
         with self.db.engine.connect() as conn:
