@@ -88,6 +88,7 @@ class Services:
         broker = Broker(settings)
         jobs = JobManager.open(settings, db, broker)
         aredis = AsyncRedis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        keys = KeyCache(db)
         return cls(
             settings=settings,
             db=db,
@@ -96,8 +97,8 @@ class Services:
             store=jobs.store,
             aredis=aredis,
             count_request=aredis.register_script(_COUNT_REQUEST),
-            finished=FinishedListener(settings.redis_url),
-            keys=KeyCache(db),
+            finished=FinishedListener(settings.redis_url, on_revoked=keys.forget),
+            keys=keys,
             active=ActiveCounts(jobs.store),
             files=FileRecords(db),
             storage=FileStorage(settings.files_dir),

@@ -38,6 +38,7 @@ _KOMBU_PRIORITY_SEP = "\x06\x16"
 UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"  # kombu's: delivery tag → when it was delivered (Unix seconds)
 FINISHED_CHANNEL = "irq:finished"  # pub/sub: the id of each job that reached a terminal status
+KEYS_REVOKED_CHANNEL = "irq:keys-revoked"  # pub/sub: the id of each API key just revoked
 SWEEP_LOCK = "irq:sweeper"  # held by the one worker sweeping the store for lost jobs
 ENDPOINT_STATE = "irq:endpoint-state"  # hash: endpoint name → what its workers last saw of it (JSON)
 

@@ -118,6 +118,37 @@ def keys_create(name: str, admin: bool = False) -> None:
     db.dispose()
 
 
+@keys_app.command("list")
+def keys_list() -> None:
+    """List the API keys (never the keys themselves: their first characters)."""
+    from irq.store.db import Database
+    from irq.store.keys import list_keys
+
+    db = Database(get_settings().database_url)
+    for k in list_keys(db):
+        revoked = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        role = "admin" if k.is_admin else "user"
+        typer.echo(f"{k.id}\t{k.name}\t{k.prefix}…\t{role}\t{k.created_at:%Y-%m-%d %H:%M}\t{revoked}")
+    db.dispose()
+
+
+@keys_app.command("revoke")
+def keys_revoke(name_or_prefix: str) -> None:
+    """Revoke the keys with this name (or this prefix, as `irq keys list` shows it), in every API process at
+    once."""
+    from irq.keys import revoke
+    from irq.store.db import Database
+
+    s = get_settings()
+    db = Database(s.database_url)
+    revoked = revoke(db, s.redis_url, name_or_prefix.rstrip("…"))
+    db.dispose()
+    if not revoked:
+        typer.echo(f"no active key named or starting {name_or_prefix!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {len(revoked)} key(s): {', '.join(map(str, revoked))}")
+
+
 def _client(api_url: str | None, key: str | None) -> httpx.Client:
     s = get_settings()
     key = key or s.api_key.get_secret_value()

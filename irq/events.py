@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import redis
 import redis.asyncio as aioredis
 
-from irq.broker import FINISHED_CHANNEL
+from irq.broker import FINISHED_CHANNEL, KEYS_REVOKED_CHANNEL
 
 log = logging.getLogger("irq.events")
 
@@ -40,10 +40,12 @@ class Notifier:
 
 
 class FinishedListener:
-    """One pub/sub subscription per API process, fanned out to every request waiting on a job."""
+    """One pub/sub subscription per API process, fanned out to every request waiting on a job; it also
+    hears of revoked API keys (`on_revoked`)."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, on_revoked: Callable[[int], None] | None = None) -> None:
         self._redis_url = redis_url
+        self._on_revoked = on_revoked
         self._waiting: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
 
@@ -76,11 +78,17 @@ class FinishedListener:
             try:
                 client = aioredis.Redis.from_url(self._redis_url)
                 async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(FINISHED_CHANNEL)
+                    await pubsub.subscribe(FINISHED_CHANNEL, KEYS_REVOKED_CHANNEL)
                     async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            for event in self._waiting.get(message["data"].decode(), ()):
-                                event.set()
+                        if message["type"] != "message":
+                            continue
+                        data = message["data"].decode()
+                        if message["channel"].decode() == KEYS_REVOKED_CHANNEL:
+                            if self._on_revoked is not None and data.isdigit():
+                                self._on_revoked(int(data))
+                            continue
+                        for event in self._waiting.get(data, ()):
+                            event.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away: waiters fall back to re-reading the store

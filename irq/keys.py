@@ -7,9 +7,12 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import redis
+
+from irq.broker import KEYS_REVOKED_CHANNEL, redis_client
 from irq.clock import utcnow
 from irq.store.db import Database
-from irq.store.keys import find_key, insert_key
+from irq.store.keys import find_key, insert_key, revoke_keys
 
 KEY_PREFIX = "irq_"
 
@@ -35,9 +38,24 @@ def create_key(db: Database, name: str, *, admin: bool = False) -> str:
     return key
 
 
+def revoke(db: Database, redis_url: str, name_or_prefix: str) -> list[int]:
+    """Revoke the keys with this name or prefix, and tell every API process at once (each also forgets
+    what it cached after `KeyCache.ttl_s`, should the notice be lost)."""
+    revoked = revoke_keys(db, name_or_prefix, utcnow())
+    try:
+        client = redis_client(redis_url)
+        for key_id in revoked:
+            client.publish(KEYS_REVOKED_CHANNEL, str(key_id))
+        client.close()
+    except redis.RedisError:
+        pass  # the API processes' caches expire within ttl_s
+    return revoked
+
+
 class KeyCache:
-    """Known keys for `ttl_s` seconds, so that most requests authenticate without a query (a revoked
-    key stops working within `ttl_s`). Unknown keys are not remembered: random keys cannot fill it."""
+    """Known keys for `ttl_s` seconds, so that most requests authenticate without a query. A revoked key
+    is forgotten at once when its notice arrives (`forget`), within `ttl_s` at worst. Unknown keys are not
+    remembered: random keys cannot fill it."""
 
     def __init__(self, db: Database, ttl_s: float = 10.0) -> None:
         self.db = db
@@ -59,6 +77,11 @@ class KeyCache:
         else:
             self._known.pop(digest, None)
         return found
+
+    def forget(self, key_id: int) -> None:
+        for digest, (principal, _) in list(self._known.items()):
+            if principal.key_id == key_id:
+                self._known.pop(digest, None)
 
     def _fresh(self, digest: str) -> Principal | None:
         hit = self._known.get(digest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -152,3 +153,29 @@ def test_secrets_stay_out_of_logs_errors_and_job_records(
     for secret in (stack.key, stack.other_key, wrong_key, db_password, modal_key, modal_secret):
         for where, text in seen.items():
             assert secret not in text, f"a secret appears in the {where}"
+
+
+def test_a_revoked_key_is_refused_at_once_by_every_api_process(
+    sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Two API processes have the key cached (10 s); `irq keys revoke` ends it in both at once."""
+    stack = start_stack(sqlite_url, redis_url, None, tmp_path, env={"IRQ_API_WORKERS": "2"})
+    try:
+        key = create_key(stack.db, "contractor")
+        headers = {"Authorization": f"Bearer {key}"}
+        for _ in range(8):  # spread over both processes, so that each has it cached
+            assert httpx.get(stack.api + "/v1/jobs", headers=headers).status_code == 200
+        env = {**os.environ, **stack.env}
+        listed = subprocess.run([sys.executable, "-m", "irq", "keys", "list"], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert "contractor" in listed.stdout and key not in listed.stdout and "active" in listed.stdout
+        revoked = subprocess.run([sys.executable, "-m", "irq", "keys", "revoke", "contractor"], env=env,
+                                 cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert revoked.returncode == 0, revoked.stderr
+        wait_until(lambda: httpx.get(stack.api + "/v1/jobs", headers=headers).status_code == 401, 1, "401")
+        answers = {httpx.get(stack.api + "/v1/jobs", headers=headers).status_code for _ in range(8)}
+        assert answers == {401}
+        with stack.client() as http:  # the others' keys still work
+            assert http.get("/v1/jobs").status_code == 200
+    finally:
+        stop_stack(stack)
