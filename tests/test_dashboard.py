@@ -108,15 +108,19 @@ def test_dashboard_plots_latency_and_success_rate_from_the_store(
     stack = start_stack(sqlite_url, redis_url, None, tmp_path, env={"IRQ_ENDPOINTS_FILE": str(registry)})
     stack.start_worker()
     try:
-        empty = render(stack.api + "/dashboard", tmp_path / "chromium")
+        page_url = f"{stack.api}/dashboard#key={stack.key}"  # the fragment is never sent to the server
+        empty = render(page_url, tmp_path / "chromium")
         jobs = _submit(
             stack,
             [{"prompt": f"A function that returns {i}"} for i in range(4)]
             + [{"prompt": f"[faults: 400] refused {i}"} for i in range(2)]
             + [{"prompt": "A function that returns 5", "model": MARKUP_MODEL}],
         )
-        data = httpx.get(stack.api + "/dashboard/data", params={"window": 900}, timeout=10).json()
-        page = render(stack.api + "/dashboard", tmp_path / "chromium")
+        url, window = stack.api + "/dashboard/data", {"window": 900}
+        data = httpx.get(url, params=window, headers={"Authorization": f"Bearer {stack.key}"}).json()
+        others = httpx.get(url, params=window, headers={"Authorization": f"Bearer {stack.other_key}"}).json()
+        anonymous = httpx.get(url, params=window)
+        page = render(page_url, tmp_path / "chromium")
     finally:
         stop_stack(stack)
         inference.service.stop()
@@ -130,6 +134,8 @@ def test_dashboard_plots_latency_and_success_rate_from_the_store(
     # The data the page plots: what the store holds about these jobs, and nothing of their prompts.
     assert [job["status"] for job in jobs] == ["succeeded"] * 4 + ["failed"] * 2 + ["succeeded"]
     assert data["finished"] == {"succeeded": 5, "failed": 2}
+    assert others["finished"] == {} and others["latency"] == []  # another key sees none of these jobs
+    assert anonymous.status_code == 401
     groups = {group["model"]: group for group in data["latency"]}
     default = groups[jobs[0]["model"]]
     assert (default["endpoint"], default["backend"]) == ("plain", "guidance")

@@ -1,8 +1,8 @@
 """`/dashboard`: a page with plots of latency and success rate over time, drawn in the browser with
 plotly.js from `/dashboard/data`.
 
-Like `/metrics`, it shows aggregates of every key's jobs (no prompts, documents or keys) and needs no API
-key: keep it, like `/metrics`, on the operators' side of the network.
+Its data needs an API key (the page asks for one, or takes it from its address's fragment): an admin key
+sees every key's jobs, any other key its own. Aggregates only (no prompts or documents).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from api.deps import ServicesDep
+from api.deps import PrincipalDep, ServicesDep
 from irq.clock import utcnow
 from irq.store import reads
 from irq.store.models import TERMINAL, JobStatus
@@ -81,11 +81,12 @@ async def plotly_js() -> Response:
 @router.get("/data", response_model=DashboardData)
 def data(
     svc: ServicesDep,
+    who: PrincipalDep,
     window: Annotated[float, Query(gt=0, le=366 * 86400, description="Seconds back from now.")] = 3600,
 ) -> DashboardData:
     now = utcnow()
     since = datetime.fromtimestamp(now.timestamp() - window, UTC)
-    rows = reads.finished_outline(svc.db, since, MAX_JOBS)
+    rows = reads.finished_outline(svc.db, since, MAX_JOBS, owner_id=None if who.is_admin else who.key_id)
 
     size = bucket_size(window)
     first = math.floor(since.timestamp() / size) * size

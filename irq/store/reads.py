@@ -98,10 +98,10 @@ def finished_count(db: Database, since: datetime | None = None, until: datetime 
 
 
 def finished_outline(
-    db: Database, since: datetime, limit: int
+    db: Database, since: datetime, limit: int, owner_id: int | None = None
 ) -> list[tuple[datetime, str, str, str | None, str | None, float | None]]:
-    """(finished_at, status, model, backend, endpoint, total_ms) of every owner's jobs finished since
-    `since`, newest first and at most `limit`: the columns a dashboard plots."""
+    """(finished_at, status, model, backend, endpoint, total_ms) of the jobs finished since `since` (one
+    owner's, or every owner's for None), newest first and at most `limit`: the columns a dashboard plots."""
     q = (
         select(
             JOBS.c.finished_at, JOBS.c.status, JOBS.c.model, JOBS.c.backend, JOBS.c.endpoint, JOBS.c.total_ms
@@ -110,6 +110,8 @@ def finished_outline(
         .order_by(JOBS.c.finished_at.desc())
         .limit(limit)
     )
+    if owner_id is not None:
+        q = q.where(JOBS.c.owner_id == owner_id)
     with db.engine.connect() as conn:
         return [tuple(row) for row in conn.execute(q)]
 
