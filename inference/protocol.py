@@ -74,6 +74,7 @@ class HealthResponse(BaseModel):
     model: str
     gpu: str
     backend: str
+    running: int = 0  # generations in progress
 
 
 class ErrorBody(BaseModel):

@@ -6,6 +6,8 @@ so `/health` answers at once and says whether the model is loaded yet.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
@@ -70,13 +72,33 @@ def _parse_output(result: EngineResult) -> object:
         raise ServiceError(422, code, f"{why} ({result.completion_tokens} tokens): {exc}", output) from exc
 
 
-def _health(engine: Engine) -> HealthResponse:
+DISCONNECT_POLL_S = 0.5  # how often a generation checks that its client is still there
+
+
+def _health(engine: Engine, running: int) -> HealthResponse:
     return HealthResponse(
         status="ok" if engine.loaded else "cold",
         model=engine.model_name,
         gpu=engine.gpu,
         backend=engine.backend,
+        running=running,
     )
+
+
+async def _unless_abandoned(call: Awaitable[T], http: Request) -> T:
+    """Await `call`, cancelling it when the client goes away (a worker past its job's deadline): the
+    engine stops generating a request nobody waits for (vLLM aborts it, the local engine stops at its next
+    token), and its GPU time goes to the others."""
+    task = asyncio.ensure_future(call)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return task.result()
+        if await http.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ServiceError):
+                await task
+            raise ServiceError(499, "client_closed", "the client went away; the generation was stopped")
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -108,21 +130,27 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
 
     app = FastAPI(title="irq inference", lifespan=lifespan)
     _install_error_handlers(app)
+    running = 0
 
     @app.get("/health")
     async def health() -> HealthResponse:
-        return _health(engine)
+        return _health(engine, running)
 
     @app.post("/warmup")
     async def warmup() -> HealthResponse:
         await _engine_call(engine.load())
-        return _health(engine)
+        return _health(engine, running)
 
     @app.post("/generate")
-    async def generate(request: GenerateRequest) -> GenerateResponse:
+    async def generate(request: GenerateRequest, http: Request) -> GenerateResponse:
+        nonlocal running
         if not engine.loaded:
             await _engine_call(engine.load())
-        result = await _engine_call(engine.generate(request))
+        running += 1
+        try:
+            result = await _unless_abandoned(_engine_call(engine.generate(request)), http)
+        finally:
+            running -= 1
         return GenerateResponse(
             text=_parse_output(result),
             tokens_used=result.completion_tokens,

@@ -5,17 +5,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+import irq.stack
 from inference.errors import InferenceError, PermanentInferenceError, RetryableInferenceError
 from inference.http_client import HttpInferenceClient
 from inference.protocol import GenerateRequest
 from irq.endpoints import implicit_registry
+from irq.ir_schema import ir_json_schema
 from irq.settings import Settings
+from irq.stack import StackEnv
 from tests.procs import free_port, wait_until
 
 DOCUMENT = {"name": "max_of"}
@@ -97,3 +102,22 @@ def test_timeouts_and_refused_connections_are_retryable(server: str) -> None:
     with pytest.raises(RetryableInferenceError) as refused:
         call(f"http://127.0.0.1:{free_port()}/generate")
     assert refused.value.code == "inference_unreachable"
+
+
+def test_a_request_its_client_abandons_stops_generating(tmp_path: Path) -> None:
+    """A worker that gives up on a request (its job's deadline) closes the connection: the service cancels
+    the generation instead of letting it hold an engine slot to the end."""
+    port = free_port()
+    env = StackEnv(inference_port=port, engine="simulated", extra={"IRQ_SIMULATED_LATENCY_S": "30"})
+    system = irq.stack.Stack(env, tmp_path)
+    try:
+        system.start_inference()
+        base = system.inference_base
+        body = {"prompt": "p", "schema": ir_json_schema(), "max_tokens": 64}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(base + "/generate", json=body, timeout=httpx.Timeout(10, read=1.0))
+        assert wait_until(
+            lambda: httpx.get(base + "/health").json()["running"] == 0, 5, "the generation to stop"
+        )
+    finally:
+        system.stop()

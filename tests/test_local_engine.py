@@ -125,6 +125,7 @@ def test_service_health_is_cold_until_the_first_generate(service_url: str) -> No
         "model": "SmolLM2-135M-Instruct",
         "gpu": "none (cpu)",
         "backend": "guidance",
+        "running": 0,
     }
 
 

@@ -7,11 +7,13 @@ and caches the float model, so later starts load that cache instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,7 +230,18 @@ class LocalEngine(Engine):
         grammar = await asyncio.to_thread(compile_schema, request.schema_)
         await self.load()
         async with self._generate_lock:
-            return await asyncio.to_thread(self._generate_blocking, request, grammar)
+            abandoned = threading.Event()
+            work = asyncio.ensure_future(
+                asyncio.to_thread(self._generate_blocking, request, grammar, abandoned)
+            )
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # Stop at the next token, and hold the lock until the thread has let go of the model.
+                abandoned.set()
+                with contextlib.suppress(Exception):
+                    await work
+                raise
 
     def _prompt_ids(self, prompt: str, schema: dict[str, Any]) -> torch.Tensor:
         assert self._loaded is not None
@@ -258,12 +271,14 @@ class LocalEngine(Engine):
         llguidance.torch.apply_token_bitmask_inplace(logits, bitmask)
         return logits
 
-    def _generate_blocking(self, request: GenerateRequest, grammar: str) -> EngineResult:
+    def _generate_blocking(
+        self, request: GenerateRequest, grammar: str, abandoned: threading.Event
+    ) -> EngineResult:
         assert self._loaded is not None
         started = time.perf_counter()
         matcher = self._new_matcher(grammar)
         prompt_ids = self._prompt_ids(request.prompt, request.schema_)
-        decoded = self._decode(prompt_ids, matcher, request, started)
+        decoded = self._decode(prompt_ids, matcher, request, started, abandoned)
         text = cast(str, self._loaded.tokenizer.decode(decoded.tokens, skip_special_tokens=True))
         return EngineResult(
             text=text,
@@ -276,15 +291,21 @@ class LocalEngine(Engine):
         )
 
     def _decode(
-        self, prompt_ids: torch.Tensor, matcher: LLMatcher, request: GenerateRequest, started: float
+        self,
+        prompt_ids: torch.Tensor,
+        matcher: LLMatcher,
+        request: GenerateRequest,
+        started: float,
+        abandoned: threading.Event,
     ) -> _Decoded:
-        """Sample token by token under the grammar's mask, reusing the KV cache."""
+        """Sample token by token under the grammar's mask, reusing the KV cache, until the document is done,
+        `max_tokens` are out, or the request is `abandoned`."""
         assert self._loaded is not None
         bitmask = llguidance.torch.allocate_token_bitmask(1, self._loaded.ll_tokenizer.vocab_size)
         decoded = _Decoded()
         input_ids, past = prompt_ids, None
         with torch.inference_mode():
-            while len(decoded.tokens) < request.max_tokens:
+            while len(decoded.tokens) < request.max_tokens and not abandoned.is_set():
                 out = self._loaded.model(
                     input_ids=input_ids, past_key_values=past, use_cache=True, logits_to_keep=1
                 )
