@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "/v1/batches": settings.max_batch_bytes,
             OPENAI_PREFIX + "/files": settings.max_file_bytes,
         },
+        idle_timeout_s=settings.body_timeout_s,
     )
     app.include_router(health.router)
     app.include_router(metrics.router)

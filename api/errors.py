@@ -41,6 +41,13 @@ class BodyTooLarge(Exception):
         super().__init__(f"request body is over {max_bytes} bytes")
 
 
+class BodyTimedOut(Exception):
+    """A request body stopped arriving before it was complete."""
+
+    def __init__(self, idle_s: float) -> None:
+        super().__init__(f"the request body stopped arriving (nothing for {idle_s:g} s)")
+
+
 _FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
 
 
@@ -123,6 +130,8 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, BodyTooLarge):  # a streamed body went over the limit as it was read
             return respond(request, 413, "body_too_large", str(exc.__cause__))
+        if isinstance(exc.__cause__, BodyTimedOut):
+            return respond(request, 408, "body_timeout", str(exc.__cause__), {"Connection": "close"})
         if exc.detail == _FASTAPI_BODY_PARSE_ERROR:  # e.g. JSON nested deeper than the parser recurses
             message = "could not parse the request body as JSON (invalid UTF-8, or nested too deeply)"
             return respond(request, 400, "invalid_json", message)
@@ -134,6 +143,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         return respond(request, 413, "body_too_large", str(exc))
+
+    @app.exception_handler(BodyTimedOut)
+    async def _timed_out(request: Request, exc: BodyTimedOut) -> JSONResponse:
+        return respond(request, 408, "body_timeout", str(exc), {"Connection": "close"})
 
     @app.exception_handler(BrokerUnavailable)
     async def _broker_down(request: Request, exc: BrokerUnavailable) -> JSONResponse:

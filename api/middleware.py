@@ -1,12 +1,14 @@
-"""ASGI middleware for request bodies: a size limit, and JSON whatever the Content-Type says."""
+"""ASGI middleware for request bodies: a size limit, a time limit, and JSON whatever the Content-Type
+says."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import BodyTooLarge, error_body
+from api.errors import BodyTimedOut, BodyTooLarge, error_body
 
 _JSON = b"application/json"
 _FORM = b"application/x-www-form-urlencoded"
@@ -22,10 +24,19 @@ class BodyPolicy:
     bearer key that a cross-site form cannot send, so treating such bodies as JSON opens nothing.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_bytes_under: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_bytes_under: dict[str, int] | None = None,
+        idle_timeout_s: float = 30.0,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_bytes_under = max_bytes_under or {}  # path prefix → its own limit (batch uploads)
+        # A body that stops arriving (a Content-Length larger than what is sent, a stalled client) is cut
+        # after this long without a byte, and answered 408.
+        self.idle_timeout_s = idle_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -48,16 +59,24 @@ class BodyPolicy:
         await self.app(scope, self._limited(receive, limit), send)
 
     def _limited(self, receive: Receive, limit: int) -> Receive:
-        """Counts streamed (chunked) bodies too, which carry no Content-Length."""
+        """Counts streamed (chunked) bodies too, which carry no Content-Length, and times out a body that
+        stops arriving."""
         seen = 0
+        complete = False
 
         async def wrapped() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # after the body, a receive waits for the disconnect: no time limit
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_timeout_s)
+            except TimeoutError:
+                raise BodyTimedOut(self.idle_timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise BodyTooLarge(limit)
+                complete = not message.get("more_body", False)
             return message
 
         return wrapped

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_workers: int = 1  # processes of `irq api` (uvicorn workers): about one per core on a busy host
     max_body_bytes: int = 1_000_000
+    body_timeout_s: float = 30.0  # a request body with no byte for this long is cut and answered 408
     max_batch_bytes: int = 20_000_000  # a `POST /v1/batches` body
     max_batch_jobs: int = 10_000
     max_prompt_chars: int = 20_000

@@ -6,17 +6,19 @@ No worker runs here, so accepted jobs stay queued in the store and on the broker
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
 from irq.store.models import Job
-from tests.conftest import Stack
+from tests.conftest import Stack, start_stack, stop_stack
 
 PROMPT = "Create a function that returns the maximum of a list"
 
@@ -264,3 +266,26 @@ def test_an_over_limit_chunked_body_gets_a_413(api_only: Stack) -> None:
         refused = http.post("/v1/jobs", content=chunks(), headers={"Content-Type": "application/json"})
     assert refused.status_code == 413, refused.text
     assert refused.json()["error"]["code"] == "body_too_large"
+
+
+def test_a_body_shorter_than_its_content_length_is_cut_with_a_408(
+    sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A client that announces 1000 bytes and sends 20 does not hold a connection for ever."""
+    stack = start_stack(sqlite_url, redis_url, None, tmp_path, env={"IRQ_BODY_TIMEOUT_S": "1"})
+    try:
+        host, port = stack.api.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/jobs HTTP/1.1\r\nHost: irq\r\nContent-Type: application/json\r\n"
+                + f"Authorization: Bearer {stack.key}\r\nContent-Length: 1000\r\n\r\n".encode()
+                + b'{"prompt": "a lie"'
+            )
+            started = time.monotonic()
+            answer = sock.recv(65536).decode()
+            waited_s = time.monotonic() - started
+        assert answer.startswith("HTTP/1.1 408"), answer
+        assert "body_timeout" in answer and waited_s < 5
+        assert stored_jobs(stack) == 0
+    finally:
+        stop_stack(stack)
