@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.bodies import StrictJSONError
 from irq.jobs import BrokerUnavailable
 from irq.submission import IdempotencyKeyReused
 
@@ -130,6 +131,8 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, BodyTooLarge):  # a streamed body went over the limit as it was read
             return respond(request, 413, "body_too_large", str(exc.__cause__))
+        if isinstance(exc.__cause__, StrictJSONError):
+            return respond(request, 400, "invalid_json", str(exc.__cause__))
         if isinstance(exc.__cause__, BodyTimedOut):
             return respond(request, 408, "body_timeout", str(exc.__cause__), {"Connection": "close"})
         if exc.detail == _FASTAPI_BODY_PARSE_ERROR:  # e.g. JSON nested deeper than the parser recurses

@@ -181,6 +181,13 @@ def test_another_keys_job_is_404(api_only: Stack) -> None:
         (b'{"prompt": "a function\\u0000 of two numbers"}', 422, "invalid_request", "NUL"),
         (b'{"prompt": "x", "schema": {"properties": {"\\ud800": {}}}}', 422, "invalid_request", "surrogate"),
         (b'{"prompt": "x", "model": "gpt-4o"}', 422, "model_not_served", "SmolLM2-135M-Instruct (guidance)"),
+        (
+            b'{"prompt": "x", "schema": {"type": "object", "type": "string"}}',
+            400,
+            "invalid_json",
+            "more than once",
+        ),
+        (b'\xef\xbb\xbf{"prompt": "x"}', 400, "invalid_json", "byte order mark"),
     ],
     ids=[
         "malformed-json",
@@ -205,6 +212,8 @@ def test_another_keys_job_is_404(api_only: Stack) -> None:
         "nul-in-prompt",
         "lone-surrogate-in-schema-key",
         "model-not-served",
+        "duplicate-key",
+        "byte-order-mark",
     ],
 )
 def test_bad_input_gets_a_clear_4xx_and_nothing_is_stored_or_queued(
@@ -282,10 +291,13 @@ def test_a_body_shorter_than_its_content_length_is_cut_with_a_408(
                 + b'{"prompt": "a lie"'
             )
             started = time.monotonic()
-            answer = sock.recv(65536).decode()
+            answer = b""
+            while chunk := sock.recv(65536):  # until the server closes the connection
+                answer += chunk
             waited_s = time.monotonic() - started
-        assert answer.startswith("HTTP/1.1 408"), answer
-        assert "body_timeout" in answer and waited_s < 5
+        text = answer.decode()
+        assert text.startswith("HTTP/1.1 408"), text
+        assert "body_timeout" in text and waited_s < 5
         assert stored_jobs(stack) == 0
     finally:
         stop_stack(stack)

@@ -13,7 +13,6 @@ others keep their results).
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -21,6 +20,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 
+from api.bodies import StrictJSONRoute, loads
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import ApiError
 from api.openai.chat_request import job_fields
@@ -31,7 +31,7 @@ from irq.clock import new_id, utcnow
 from irq.store.models import ACTIVE, OpenAIBatch
 from irq.submission import NewJob, schema_hash
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], route_class=StrictJSONRoute)
 
 ENDPOINT = "/v1/chat/completions"
 WINDOWS = {"24h": timedelta(hours=24)}
@@ -48,7 +48,7 @@ class BatchCreate(BaseModel):
 def _line_job(svc: Services, owner_id: int, raw: bytes, seen: set[str]) -> NewJob:
     """One line of a batch file as a job; `ApiError` naming what is wrong with it."""
     try:
-        item = json.loads(raw)
+        item = loads(raw)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "invalid_json", f"the line is not JSON: {exc}") from None
     if not isinstance(item, dict):

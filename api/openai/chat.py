@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from api.bodies import StrictJSONRoute
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import ApiError
 from api.openai.chat_request import job_fields
@@ -22,7 +23,7 @@ from api.routes.jobs import check_quota, to_new_job
 from api.schemas import JobRequest
 from irq.store.models import Job, JobStatus
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], route_class=StrictJSONRoute)
 NO_RETRY = {"x-should-retry": "false"}
 
 

@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
+from api.bodies import StrictJSONRoute, loads
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.openai.chat_request import job_fields
@@ -24,7 +25,9 @@ from irq.settings import Settings
 from irq.store.models import TERMINAL, Batch, JobStatus
 from irq.submission import NewJob
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=COMMON_RESPONSES)
+router = APIRouter(
+    prefix="/v1/batches", tags=["batches"], responses=COMMON_RESPONSES, route_class=StrictJSONRoute
+)
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such batch for this API key."}
@@ -77,7 +80,7 @@ def _items(body: bytes) -> list[Any]:
         raise ApiError(400, "invalid_json", "the batch is not UTF-8 text") from None
     if text.lstrip().startswith("["):
         try:
-            items = json.loads(text)
+            items = loads(text)
         except (ValueError, RecursionError) as exc:
             raise ApiError(422, "invalid_request", f"the batch is not a JSON array: {exc}") from None
         return list(items)
@@ -85,7 +88,7 @@ def _items(body: bytes) -> list[Any]:
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                items.append(json.loads(line))
+                items.append(loads(line))
             except (ValueError, RecursionError) as exc:
                 raise ApiError(422, "invalid_request", f"line {number} is not JSON: {exc}") from None
     return items

@@ -20,11 +20,12 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from api.deps import PrincipalDep, ServicesDep
+from api.errors import COMMON_RESPONSES
 from irq.clock import utcnow
 from irq.store import reads
 from irq.store.models import TERMINAL, JobStatus
 
-router = APIRouter(prefix="/dashboard", tags=["dashboard"])
+router = APIRouter(prefix="/dashboard", tags=["dashboard"], responses=COMMON_RESPONSES)
 
 PAGE = Path(__file__).parent.parent / "static" / "dashboard.html"
 MAX_JOBS = 100_000  # newest finished jobs a window reads at most

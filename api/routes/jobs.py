@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
+from api.bodies import StrictJSONRoute
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.schemas import JobPage, JobRequest, JobView
@@ -22,7 +23,7 @@ from irq.settings import Settings
 from irq.store.models import JobStatus
 from irq.submission import NewJob
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON_RESPONSES)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON_RESPONSES, route_class=StrictJSONRoute)
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such job for this API key."}
