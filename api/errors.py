@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.bodies import StrictJSONError
@@ -160,7 +161,10 @@ def install(app: FastAPI) -> None:
     async def _key_reused(request: Request, exc: IdempotencyKeyReused) -> JSONResponse:
         return respond(request, 422, "idempotency_key_reused", str(exc))
 
-    @app.exception_handler(OperationalError)
-    async def _store_down(request: Request, exc: OperationalError) -> JSONResponse:
+    async def _store_down(request: Request, exc: Exception) -> JSONResponse:
         message = "the job store is unavailable; retry later"
         return respond(request, 503, "store_unavailable", message, {"Retry-After": "5"})
+
+    # Down, refusing, or every pooled connection busy (a frozen database holds them): the same 503.
+    for unavailable in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(unavailable, _store_down)

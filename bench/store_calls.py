@@ -46,7 +46,9 @@ SUCCEEDED: dict[str, Any] = dict(
 class OrmJobs(JobStore):
     """`JobStore` with its statements executed as ORM statements through a session."""
 
-    def insert(self, rows: Sequence[dict[str, Any]], batch: dict[str, Any] | None = None) -> None:
+    def insert(
+        self, rows: Sequence[dict[str, Any]], batch: dict[str, Any] | None = None, chunk: int = 1000
+    ) -> None:
         with self.db.session() as s:
             s.execute(insert(Job), list(rows))
 

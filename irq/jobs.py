@@ -15,7 +15,7 @@ the submit is accepted, and a message that could not follow is sent by the sweep
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -87,10 +87,12 @@ class JobManager:
             load_registry(settings),
         )
 
-    def _enqueue(self, job: Job, priority: int, countdown: float | None = None) -> None:
-        """Send the job's message to the queue of its model and backend."""
-        route = self.registry.route(job.model, job.backend)
-        self.broker.enqueue(job.id, route.queue, priority, countdown)
+    def _enqueue(self, job: Job | Mapping[str, Any], priority: int, countdown: float | None = None) -> None:
+        """Send the job's message to the queue of its model and backend (a stored job, or the row of one
+        just inserted)."""
+        row = job if isinstance(job, Mapping) else {"id": job.id, "model": job.model, "backend": job.backend}
+        route = self.registry.route(row["model"], row["backend"])
+        self.broker.enqueue(str(row["id"]), route.queue, priority, countdown)
 
     # --- submitting ------------------------------------------------------------------------
 
@@ -113,9 +115,8 @@ class JobManager:
             if existing is None:
                 raise
             return same_request(existing, existing.request_hash, asked), False
-        job = Job(**row)
-        self._send([job])
-        return job, True
+        self._send([row])
+        return Job(**row), True
 
     def submit_batch(
         self, owner_id: int, news: Sequence[NewJob], idempotency_key: str | None
@@ -145,20 +146,20 @@ class JobManager:
             if existing is None:
                 raise
             return same_request(existing, existing.request_hash, asked), False
-        self._send([Job(**row) for row in rows], batch_id=batch_id)
+        self._send(rows, batch_id=batch_id)
         return Batch(**batch), True
 
-    def _send(self, jobs: Sequence[Job], batch_id: str | None = None) -> None:
-        """The broker-down policy of the module docstring."""
-        for sent, job in enumerate(jobs):
+    def _send(self, rows: Sequence[dict[str, Any]], batch_id: str | None = None) -> None:
+        """The broker-down policy of the module docstring, for jobs just inserted (their rows)."""
+        for sent, row in enumerate(rows):
             try:
-                self._enqueue(job, job.priority)
+                self._enqueue(row, row["priority"])
             except Exception as exc:
                 if sent == 0:
-                    self.store.delete_unsent([j.id for j in jobs], batch_id)
+                    self.store.delete_unsent([r["id"] for r in rows], batch_id)
                     raise BrokerUnavailable(f"could not enqueue the job: {type(exc).__name__}") from exc
                 log.warning(
-                    "%d job(s) stored but not sent (%s); the sweeper sends them", len(jobs) - sent, exc
+                    "%d job(s) stored but not sent (%s); the sweeper sends them", len(rows) - sent, exc
                 )
                 return
 

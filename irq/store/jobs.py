@@ -45,12 +45,16 @@ class JobStore:
 
     # --- creating ---------------------------------------------------------------------------
 
-    def insert(self, rows: Sequence[dict[str, Any]], batch: dict[str, Any] | None = None) -> None:
-        """Insert jobs (`Job` attribute values), and their batch first, in one transaction."""
+    def insert(
+        self, rows: Sequence[dict[str, Any]], batch: dict[str, Any] | None = None, chunk: int = 1000
+    ) -> None:
+        """Insert jobs (`Job` attribute values), and their batch first, in one transaction (a chunk of rows
+        at a time, so that a large batch is not copied whole into one statement's parameters)."""
         with self.db.engine.begin() as conn:
             if batch is not None:
                 conn.execute(insert(BATCHES), [batch])
-            conn.execute(insert(JOBS), [_columns(row) for row in rows])
+            for start in range(0, len(rows), chunk):
+                conn.execute(insert(JOBS), [_columns(row) for row in rows[start : start + chunk]])
 
     def delete_unsent(self, job_ids: Sequence[str], batch_id: str | None = None) -> None:
         """Undo an insert whose messages could not be sent: the jobs (still queued, never claimed) and
