@@ -64,18 +64,18 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-def _documented(description: str) -> dict[str, Any]:
+def documented(description: str) -> dict[str, Any]:
     return {"model": ErrorResponse, "description": description}
 
 
 # The answers any authenticated operation may give, for its OpenAPI document.
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _documented("The body is not JSON this service can parse (invalid UTF-8, or nested too deeply)."),
-    401: _documented("Missing, unknown or revoked API key."),
-    413: _documented("The body, the prompt or the schema is over its size limit."),
-    422: _documented("The request is invalid; the message names the field and the problem."),
-    429: _documented("Over the key's request rate or in-flight job quota; see `Retry-After`."),
-    503: _documented("The store or the broker is unavailable; see `Retry-After`."),
+    400: documented("The body is not JSON this service can parse (invalid UTF-8, or nested too deeply)."),
+    401: documented("Missing, unknown or revoked API key."),
+    413: documented("The body, the prompt or the schema is over its size limit."),
+    422: documented("The request is invalid; the message names the field and the problem."),
+    429: documented("Over the key's request rate or in-flight job quota; see `Retry-After`."),
+    503: documented("The store or the broker is unavailable; see `Retry-After`."),
 }
 
 

@@ -9,21 +9,16 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.errors import COMMON_RESPONSES, OPENAI_PREFIX, ErrorResponse
+from api.errors import COMMON_RESPONSES, OPENAI_PREFIX, documented
 from api.openai import batches, chat, files
 from api.routes.endpoints import ModelList, list_models
 
-
-def _documented(description: str) -> dict[str, Any]:
-    return {"model": ErrorResponse, "description": description}
-
-
 RESPONSES: dict[int | str, dict[str, Any]] = {
     **COMMON_RESPONSES,
-    404: _documented("No such file or batch for this API key."),
-    409: _documented("The batch has already ended; or the chat completion's job was cancelled."),
-    500: _documented("The chat completion's job failed (its code and message say why)."),
-    504: _documented("The chat completion's job has not finished in time; the message names the job."),
+    404: documented("No such file or batch for this API key."),
+    409: documented("The batch has already ended; or the chat completion's job was cancelled."),
+    500: documented("The chat completion's job failed (its code and message say why)."),
+    504: documented("The chat completion's job has not finished in time; the message names the job."),
 }
 
 router = APIRouter(prefix=OPENAI_PREFIX, responses=RESPONSES)

