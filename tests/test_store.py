@@ -69,6 +69,18 @@ def test_irq_db_upgrade_creates_the_tables_and_downgrade_removes_them(database_u
     db.dispose()
 
 
+def test_the_migrations_build_every_index_the_models_declare(db: Database) -> None:
+    """A model's index with no migration behind it would exist in the tests' metadata only."""
+    from irq.store.models import Base
+
+    found = inspect(db.engine)
+    for table in Base.metadata.sorted_tables:
+        declared = {index.name for index in table.indexes}
+        built = {index["name"] for index in found.get_indexes(table.name)}
+        assert declared <= built, (table.name, declared - built)
+    assert "ix_jobs_created_at" in {i["name"] for i in found.get_indexes("jobs")}  # /v1/stats' window
+
+
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
     """A migrated store on SQLite and on PostgreSQL."""

@@ -101,6 +101,7 @@ class Job(Base):
         Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
         Index("ix_jobs_finished_at", "finished_at"),  # the windows of /v1/stats and /dashboard
         Index("ix_jobs_status_endpoint", "status", "endpoint"),  # jobs running on each endpoint
+        Index("ix_jobs_created_at", "created_at"),  # the window of /v1/stats' counts
     )
 
     # Time-ordered UUIDs: ordering by id is ordering by creation, which cursor pagination relies on.
