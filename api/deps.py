@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -25,6 +27,7 @@ from irq.settings import Settings
 from irq.store.db import Database
 from irq.store.files import FileRecords
 from irq.store.jobs import JobStore
+from irq.store.models import Job, JobStatus
 
 log = logging.getLogger("irq.api")
 
@@ -103,6 +106,21 @@ class Services:
             files=FileRecords(db),
             storage=FileStorage(settings.files_dir),
         )
+
+    async def wait_finished(self, job_id: str, owner_id: int, wait_s: float) -> Job | None:
+        """The owner's job once it has finished, or as it is after `wait_s`; None if it is not theirs.
+        Woken by the job's finished notice, and re-reading the store every `long_poll_recheck_s` in case
+        the notice was lost."""
+        deadline = time.monotonic() + wait_s
+        async with self.finished.watch(job_id) as finished:
+            while True:
+                job = await run_in_threadpool(self.store.get, job_id, owner_id)
+                left = deadline - time.monotonic()
+                if job is None or JobStatus(job.status).terminal or left <= 0:
+                    return job
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(finished.wait(), min(left, self.settings.long_poll_recheck_s))
+                finished.clear()
 
     async def close(self) -> None:
         await self.aredis.aclose()

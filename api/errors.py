@@ -11,12 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.bodies import StrictJSONError
 from irq.jobs import BrokerUnavailable
+from irq.store.db import STORE_UNAVAILABLE
 from irq.submission import IdempotencyKeyReused
 
 OPENAI_PREFIX = "/openai/v1"
@@ -166,5 +165,5 @@ def install(app: FastAPI) -> None:
         return respond(request, 503, "store_unavailable", message, {"Retry-After": "5"})
 
     # Down, refusing, or every pooled connection busy (a frozen database holds them): the same 503.
-    for unavailable in (OperationalError, InterfaceError, PoolTimeout):
+    for unavailable in STORE_UNAVAILABLE:
         app.add_exception_handler(unavailable, _store_down)

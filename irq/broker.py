@@ -140,7 +140,8 @@ class Broker:
         self.settings = settings
         self._app = app
         self.redis = redis_client(settings.redis_url)
-        self.queues = load_registry(settings).queues
+        self.registry = load_registry(settings)  # the process's one reading of it
+        self.queues = self.registry.queues
 
     @property
     def app(self) -> Celery:
@@ -164,10 +165,6 @@ class Broker:
             lengths = [int(n) for n in pipe.execute()]
         steps = len(PRIORITY_STEPS)
         return {q: sum(lengths[i * steps : (i + 1) * steps]) for i, q in enumerate(self.queues)}
-
-    def queue_depth(self) -> int:
-        """Messages waiting in all the queues."""
-        return sum(self.queue_depths().values())
 
     def publish_endpoint_state(self, name: str, state: dict[str, object]) -> None:
         self.redis.hset(ENDPOINT_STATE, name, json.dumps(state))

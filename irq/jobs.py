@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from irq.broker import Broker
 from irq.clock import new_id, utcnow
-from irq.endpoints import EndpointState, NotServed, Registry, load_registry
+from irq.endpoints import EndpointState, NotServed, Registry
 from irq.events import Notifier
 from irq.retry import Fault, Generated, RetryDecision, RetryPolicy, WorkerLost
 from irq.settings import Settings
@@ -84,7 +84,7 @@ class JobManager:
             broker,
             Notifier(broker.redis),
             RetryPolicy.from_settings(settings),
-            load_registry(settings),
+            broker.registry,
         )
 
     def _enqueue(self, job: Job | Mapping[str, Any], priority: int, countdown: float | None = None) -> None:
@@ -210,10 +210,7 @@ class JobManager:
             ),
         )
         if released:
-            try:
-                self._enqueue(job, RETRY_PRIORITY)
-            except Exception as exc:  # the job is queued in the store: the sweeper sends it again
-                log.warning("job %s: could not enqueue it again: %s", job.id, exc)
+            self._requeue(job)
         return released
 
     def succeed(self, job: Job, outcome: Outcome) -> bool:
@@ -285,13 +282,17 @@ class JobManager:
             ),
         )
         if requeued:
-            try:
-                # At the front of the queue: the job's deadline runs over all its attempts, so the time
-                # between two of them is the backoff, not the length of the queue behind it.
-                self._enqueue(job, RETRY_PRIORITY, countdown=decision.delay_s or None)
-            except Exception as exc:  # the job is queued in the store: the sweeper sends it again
-                log.warning("job %s: could not enqueue its retry: %s", job.id, exc)
+            self._requeue(job, countdown=decision.delay_s or None)
         return decision
+
+    def _requeue(self, job: Job, countdown: float | None = None) -> None:
+        """The message of a job just put back to `queued` in the store, at the front of its queue: the job's
+        deadline runs over all its attempts, so the time between two of them is the backoff, not the length
+        of the queue behind it. One that cannot be sent is the sweeper's to send."""
+        try:
+            self._enqueue(job, RETRY_PRIORITY, countdown)
+        except Exception as exc:
+            log.warning("job %s: could not enqueue it again: %s", job.id, exc)
 
     def _finish(self, job: Job, values: dict[str, Any]) -> bool:
         now = utcnow()

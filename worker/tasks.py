@@ -12,8 +12,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from inference.client import InferenceClient, connect
 from inference.errors import EndpointDown, InferenceError, PartialOutput
@@ -21,12 +19,12 @@ from inference.protocol import GenerateRequest, GenerateResponse
 from irq.bounding import bounded_schema
 from irq.broker import TASK_RUN_JOB, Broker
 from irq.clock import utcnow
-from irq.endpoints import Endpoint, RegistryError, load_registry
+from irq.endpoints import Endpoint, Registry, RegistryError
 from irq.jobs import JobManager, Outcome
 from irq.retry import Fault, InternalFault
 from irq.schema_check.options import GuidanceOptions, engine_schema
 from irq.settings import Settings, get_settings
-from irq.store.db import Database
+from irq.store.db import STORE_UNAVAILABLE, Database
 from irq.store.models import Job
 from worker.app import celery_app
 from worker.gate import EndpointGate
@@ -48,9 +46,8 @@ class Attempt(enum.StrEnum):
     waiting = "waiting"  # the endpoint is down: the job went back to its queue, its attempt not spent
 
 
-def served_endpoint(settings: Settings) -> Endpoint:
+def served_endpoint(registry: Registry, settings: Settings) -> Endpoint:
     """The endpoint this worker process serves: `IRQ_WORKER_ENDPOINT`, or the registry's only one."""
-    registry = load_registry(settings)
     if settings.worker_endpoint:
         return registry.endpoint(settings.worker_endpoint)
     if len(registry.endpoints) > 1:
@@ -85,12 +82,12 @@ class _Process:
         with cls._lock:
             if cls.jobs is None or cls.inference is None or cls.gate is None:
                 settings = get_settings()
-                endpoint = served_endpoint(settings)
+                cls.broker = Broker(settings, celery_app)
+                endpoint = served_endpoint(cls.broker.registry, settings)
                 cls.name = f"{settings.worker_name or socket.gethostname()}#{os.getpid()}"
                 cls.guidance = GuidanceOptions.of(settings)
                 # A connection for each thread, and a few for the upkeep and the gate.
                 cls.db = Database(settings.database_url, pool_size=endpoint.max_inflight + 4)
-                cls.broker = Broker(settings, celery_app)
                 cls.jobs = JobManager.open(settings, cls.db, cls.broker)
                 cls.inference = connect(endpoint, settings)
                 cls.gate = EndpointGate(endpoint, cls.inference.healthy, cls._consume)
@@ -150,10 +147,6 @@ def _open(sender: Any = None, **_: Any) -> None:
 @worker_shutdown.connect
 def _close(**_: Any) -> None:
     _Process.close()
-
-
-# What a store that is down, frozen or out of connections raises: worth another try.
-STORE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 
 
 def _store(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:

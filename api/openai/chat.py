@@ -6,10 +6,6 @@ own retries would submit the request again as new jobs."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -25,21 +21,6 @@ from irq.store.models import Job, JobStatus
 
 router = APIRouter(tags=["openai"], route_class=StrictJSONRoute)
 NO_RETRY = {"x-should-retry": "false"}
-
-
-async def _finished(svc: Services, job: Job, owner_id: int) -> Job:
-    """The job once it has finished, or as it is after `chat_wait_s`."""
-    deadline = time.monotonic() + svc.settings.chat_wait_s
-    async with svc.finished.watch(job.id) as finished:
-        while True:
-            current = await run_in_threadpool(svc.store.get, job.id, owner_id)
-            assert current is not None
-            left = deadline - time.monotonic()
-            if JobStatus(current.status).terminal or left <= 0:
-                return current
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), min(left, svc.settings.long_poll_recheck_s))
-            finished.clear()
 
 
 def _submit(svc: Services, owner_id: int, body: dict[str, object]) -> Job:
@@ -59,7 +40,9 @@ async def create_chat_completion(
     body: ChatCompletionRequest, svc: ServicesDep, who: PrincipalDep
 ) -> JSONResponse:
     job = await run_in_threadpool(_submit, svc, who.key_id, body.model_dump(exclude_unset=True))
-    job = await _finished(svc, job, who.key_id)
+    finished = await svc.wait_finished(job.id, who.key_id, svc.settings.chat_wait_s)
+    assert finished is not None  # this key's own job, just made
+    job = finished
     headers = {"x-irq-job-id": job.id}
     if job.status == JobStatus.succeeded or (job.error_code == "output_truncated" and job.output_text):
         return JSONResponse(chat_completion(job), headers=headers)

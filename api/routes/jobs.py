@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.concurrency import run_in_threadpool
 
 from api.bodies import StrictJSONRoute
 from api.deps import PrincipalDep, Services, ServicesDep
@@ -135,18 +131,10 @@ async def get_job(
     who: PrincipalDep,
     wait: Annotated[float, Query(ge=0, description="Long-poll: seconds to wait for a terminal status.")] = 0,
 ) -> JobView:
-    deadline = time.monotonic() + min(wait, svc.settings.max_wait_s)
-    async with svc.finished.watch(job_id) as finished:
-        while True:
-            job = await run_in_threadpool(svc.store.get, job_id, who.key_id)
-            if job is None:
-                raise ApiError(404, "not_found", f"no job {job_id}")
-            left = deadline - time.monotonic()
-            if JobStatus(job.status).terminal or left <= 0:
-                return JobView.of(job)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), min(left, svc.settings.long_poll_recheck_s))
-            finished.clear()
+    job = await svc.wait_finished(job_id, who.key_id, min(wait, svc.settings.max_wait_s))
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    return JobView.of(job)
 
 
 @router.get("", response_model=JobPage)

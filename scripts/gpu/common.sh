@@ -10,8 +10,10 @@ install_carried() {
     dist=$(basename "$w" | cut -d- -f1-2)
     [ -d "$site/$dist.dist-info" ] || todo+=("$w")
   done
-  [ ${#todo[@]} -eq 0 ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-    --upgrade --target "$site" "${todo[@]}"
+  [ ${#todo[@]} -eq 0 ] && return 0
+  echo "installing ${#todo[@]} wheel(s) into $site"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+    "${todo[@]}"
 }
 
 # start_service PORT LOG [VAR=VALUE …]: `irq inference serve` on PORT with the settings given, waited for

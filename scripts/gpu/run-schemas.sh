@@ -20,19 +20,9 @@ engine=${ENGINE:-vllm}
 port=${IRQ_INFERENCE_PORT:-8101}
 mkdir -p "$out"
 
-# The wheels carried in this call (or left from an earlier one), each installed once: a wheel whose
-# NAME-VERSION.dist-info is already in the site folder is skipped.
-todo=()
-for w in .whl/*.whl .fi/*.whl; do
-  [ -f "$w" ] || continue
-  b=$(basename "$w"); dist=$(echo "$b" | cut -d- -f1-2)
-  [ -d "$site/$dist.dist-info" ] || todo+=("$w")
-done
-if [ ${#todo[@]} -gt 0 ]; then
-  echo "installing ${#todo[@]} wheel(s) into $site"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
-    "${todo[@]}" > /tmp/pip-run-schemas.log 2>&1 || { cat /tmp/pip-run-schemas.log; exit 1; }
-fi
+# The wheels carried in this call (or left from an earlier one), each installed once.
+source scripts/gpu/common.sh
+install_carried "$site"
 
 export PYTHONPATH=$site:$PWD PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=1
 export IRQ_ENGINE=$engine IRQ_VLLM_MODEL=/tmp/hf IRQ_STRUCTURED_OUTPUT_BACKEND=guidance IRQ_VLLM_MAX_MODEL_LEN=4096
