@@ -87,10 +87,14 @@ class Timings(BaseModel):
     enqueued_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
-    queue_wait_ms: float | None
+    queue_wait_ms: float | None = Field(description="Last enqueue → a worker started the job.")
+    engine_wait_ms: float | None = Field(
+        description="Accepted by the inference service → the engine's first step on the job (waiting "
+        "for a free slot in its batch); time to first token and generation time count from there."
+    )
     ttft_ms: float | None
     generation_ms: float | None
-    total_ms: float | None
+    total_ms: float | None = Field(description="Created → finished.")
     tokens_per_s: float | None
 
 
@@ -160,6 +164,7 @@ class JobView(BaseModel):
                 started_at=job.started_at,
                 finished_at=job.finished_at,
                 queue_wait_ms=job.queue_wait_ms,
+                engine_wait_ms=job.engine_wait_ms,
                 ttft_ms=job.ttft_ms,
                 generation_ms=job.generation_ms,
                 total_ms=job.total_ms,

@@ -52,6 +52,8 @@ class GenerateResponse(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     ttft_ms: float | None = None
+    # Accepted by the service → the engine's first step on it; ttft_ms and generation_time_ms start there.
+    engine_wait_ms: float | None = None
     model: str = ""
     backend: str = ""
 

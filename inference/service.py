@@ -159,6 +159,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
             ttft_ms=result.ttft_ms,
+            engine_wait_ms=result.engine_wait_ms,
             model=engine.model_name,
             backend=result.backend,
         )

@@ -55,6 +55,7 @@ class Outcome:
     generation_ms: float
     backend: str
     endpoint: str
+    engine_wait_ms: float | None = None
     validation_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -225,6 +226,7 @@ class JobManager:
             completion_tokens=outcome.completion_tokens,
             backend=outcome.backend,
             endpoint=outcome.endpoint,
+            engine_wait_ms=outcome.engine_wait_ms,
             ttft_ms=outcome.ttft_ms,
             generation_ms=outcome.generation_ms,
             tokens_per_s=(outcome.completion_tokens / generation_s) if generation_s > 0 else None,

@@ -84,11 +84,25 @@ def test_the_engine_module_imports_and_answers_health_without_vllm() -> None:
 
 def test_deltas_add_up_to_the_document_with_the_first_token_time() -> None:
     collected = collect(delta("", []), delta('{"name": ', [1, 2]), delta('"x"}', [3], finish="stop"))
-    result = to_engine_result(collected, generation_time_ms=55.0, backend="guidance")
+    result = to_engine_result(collected, elapsed_ms=55.0, backend="guidance")
     assert json.loads(result.text) == {"name": "x"}
     assert (result.prompt_tokens, result.completion_tokens) == (7, 3)
     assert result.ttft_ms == 20.0  # the second delta carried the first token
     assert (result.finish_reason, result.generation_time_ms, result.backend) == ("stop", 55.0, "guidance")
+
+
+def test_the_time_in_vllms_waiting_queue_is_the_engine_wait_and_not_generation() -> None:
+    # vLLM's stats stamp the first scheduling with the engine core's time.monotonic(): 30 ms after accepted.
+    collected = Collected(accepted=100.0)
+    scheduled = SimpleNamespace(scheduled_ts=100.030)
+    for at_ms, output in ((35.0, delta("", [])), (40.0, delta('{"name": "x"}', [1, 2], "stop"))):
+        output.metrics = scheduled
+        collected.add(output, at_ms)
+    result = to_engine_result(collected, 50.0, "guidance")
+    assert result.engine_wait_ms == pytest.approx(30.0)
+    assert result.ttft_ms == pytest.approx(10.0)  # first token 40 ms after accepted, 10 after scheduled
+    assert result.generation_time_ms == pytest.approx(20.0)
+    assert result.engine_wait_ms + result.generation_time_ms == pytest.approx(50.0)
 
 
 def test_a_document_cut_by_max_tokens_is_reported_as_length() -> None:

@@ -271,6 +271,7 @@ def _store_reply(jobs: JobManager, job: Job, reply: GenerateResponse, endpoint: 
         generation_ms=reply.generation_time_ms,
         backend=reply.backend,
         endpoint=endpoint,
+        engine_wait_ms=reply.engine_wait_ms,
     )
     return Attempt.succeeded if _store(jobs.succeed, job, outcome) else Attempt.discarded
 

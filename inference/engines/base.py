@@ -19,8 +19,9 @@ class EngineResult:
     prompt_tokens: int
     completion_tokens: int
     ttft_ms: float
-    generation_time_ms: float
+    generation_time_ms: float  # from the engine's start of work on it (engine_wait_ms left out)
     backend: str
+    engine_wait_ms: float = 0.0  # accepted by the engine → first scheduled (its lock, vLLM's waiting queue)
 
 
 class Engine(abc.ABC):

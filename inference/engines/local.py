@@ -227,12 +227,13 @@ class LocalEngine(Engine):
 
     async def generate(self, request: GenerateRequest) -> EngineResult:
         # Off the event loop too: a pathological schema can take a while to compile.
+        accepted = time.perf_counter()
         grammar = await asyncio.to_thread(compile_schema, request.schema_)
         await self.load()
         async with self._generate_lock:
             abandoned = threading.Event()
             work = asyncio.ensure_future(
-                asyncio.to_thread(self._generate_blocking, request, grammar, abandoned)
+                asyncio.to_thread(self._generate_blocking, request, grammar, abandoned, accepted)
             )
             try:
                 return await asyncio.shield(work)
@@ -272,8 +273,10 @@ class LocalEngine(Engine):
         return logits
 
     def _generate_blocking(
-        self, request: GenerateRequest, grammar: str, abandoned: threading.Event
+        self, request: GenerateRequest, grammar: str, abandoned: threading.Event, accepted: float
     ) -> EngineResult:
+        """One generation on this thread; `accepted` (perf_counter) is when the service handed it over, so
+        the wait for the engine's lock is its engine wait."""
         assert self._loaded is not None
         started = time.perf_counter()
         matcher = self._new_matcher(grammar)
@@ -288,6 +291,7 @@ class LocalEngine(Engine):
             ttft_ms=decoded.ttft_ms,
             generation_time_ms=(time.perf_counter() - started) * 1000,
             backend=self.backend,
+            engine_wait_ms=(started - accepted) * 1000,
         )
 
     def _decode(

@@ -56,6 +56,7 @@ class SimulatedEngine(Engine):
     async def generate(self, request: GenerateRequest) -> EngineResult:
         if {k: v for k, v in request.schema_.items() if k != X_GUIDANCE} != ir_json_schema():
             raise SchemaRejected("the simulated engine answers only the default IR schema")
+        accepted = time.perf_counter()
         async with self._slots:
             started = time.perf_counter()
             if self.latency_s > 0:
@@ -69,6 +70,7 @@ class SimulatedEngine(Engine):
             ttft_ms=min(elapsed_ms, 1.0),
             generation_time_ms=elapsed_ms,
             backend=self.backend,
+            engine_wait_ms=(started - accepted) * 1000.0,
         )
 
 

@@ -61,6 +61,9 @@ def engine_args(
         max_model_len=settings.vllm_max_model_len,
         gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
         max_num_seqs=settings.vllm_max_num_seqs,
+        # 0: vLLM's default (2048 tokens a step for AsyncLLM, 8192 in vLLM's OpenAI server).
+        max_num_batched_tokens=settings.vllm_max_num_batched_tokens or None,
+        enable_chunked_prefill=settings.vllm_enable_chunked_prefill,
         tensor_parallel_size=tensor_parallel_size,
         # vLLM 0.26 has no VLLM_ATTENTION_BACKEND variable: the backend is an engine argument.
         attention_backend=attention_backend,  # a name: create_engine_config converts it to the enum
@@ -98,17 +101,25 @@ def prompt_token_ids(tokenizer: Any, prompt: str, schema: dict[str, Any]) -> lis
 
 @dataclass
 class Collected:
-    """A request's delta outputs gathered into one, with the time its first token arrived."""
+    """A request's delta outputs gathered into one, with the times (ms after `accepted`, a `time.monotonic()`
+    reading) of its first scheduling by vLLM and of its first token."""
 
+    accepted: float = 0.0
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     prompt_tokens: int = 0
     finish_reason: str | None = None
     ttft_ms: float | None = None
+    scheduled_ms: float | None = None
     started: bool = False
 
     def add(self, output: RequestOutput, elapsed_ms: float) -> None:
         self.started = True
+        # vLLM's per-request stats: `scheduled_ts` is the engine core's time.monotonic() at its first
+        # scheduling (one clock for every process of the host); 0 until then, absent with stats off.
+        scheduled_ts = getattr(getattr(output, "metrics", None), "scheduled_ts", 0.0) or 0.0
+        if self.scheduled_ms is None and scheduled_ts > 0:
+            self.scheduled_ms = max(0.0, (scheduled_ts - self.accepted) * 1000)
         completion = output.outputs[0]
         if completion.token_ids and self.ttft_ms is None:
             self.ttft_ms = elapsed_ms
@@ -120,8 +131,10 @@ class Collected:
             self.finish_reason = str(completion.finish_reason)
 
 
-def to_engine_result(collected: Collected, generation_time_ms: float, backend: str) -> EngineResult:
-    """The engine's answer for a finished request; `EngineRequestFailed` when vLLM did not finish it."""
+def to_engine_result(collected: Collected, elapsed_ms: float, backend: str) -> EngineResult:
+    """The engine's answer for a finished request, `elapsed_ms` after it was accepted; its time in vLLM's
+    waiting queue is the engine wait, and its time to first token and generation time count from its first
+    scheduling. `EngineRequestFailed` when vLLM did not finish it."""
     if collected.finish_reason == "error" and not collected.token_ids:
         # An accepted request ends in "error" before its first token when the engine cannot compile its
         # grammar (vLLM's scheduler fails only that request); the same schema would fail again.
@@ -137,14 +150,17 @@ def to_engine_result(collected: Collected, generation_time_ms: float, backend: s
             f"vLLM ended the request with finish_reason={collected.finish_reason!r} "
             f"after {len(collected.token_ids)} tokens"
         )
+    wait_ms = min(collected.scheduled_ms or 0.0, elapsed_ms)
+    first_token_ms = collected.ttft_ms if collected.ttft_ms is not None else elapsed_ms
     return EngineResult(
         text=collected.text,
         finish_reason=collected.finish_reason,
         prompt_tokens=collected.prompt_tokens,
         completion_tokens=len(collected.token_ids),
-        ttft_ms=collected.ttft_ms if collected.ttft_ms is not None else generation_time_ms,
-        generation_time_ms=generation_time_ms,
+        ttft_ms=max(0.0, first_token_ms - wait_ms),
+        generation_time_ms=elapsed_ms - wait_ms,
         backend=backend,
+        engine_wait_ms=wait_ms,
     )
 
 
@@ -230,21 +246,21 @@ class VLLMEngine(Engine):
     async def generate(self, request: GenerateRequest) -> EngineResult:
         await self.load()
         assert self._llm is not None
+        accepted = time.monotonic()
         params = build_sampling_params(request)
         ids = prompt_token_ids(self._tokenizer, request.prompt, request.schema_)
-        started = time.perf_counter()
-        collected = Collected()
+        collected = Collected(accepted=accepted)
         stream = self._llm.generate({"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex)
         try:
             async for output in stream:
-                collected.add(output, (time.perf_counter() - started) * 1000)
+                collected.add(output, (time.monotonic() - accepted) * 1000)
         except ValueError as exc:
             if collected.started:
                 raise
             # vLLM validates the request (schema included) at submit and raises ValueError for this request
             # alone; the engine and the other requests carry on.
             raise SchemaRejected(str(exc)) from exc
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        elapsed_ms = (time.monotonic() - accepted) * 1000
         return to_engine_result(collected, elapsed_ms, self._backend_used(params))
 
     def _backend_used(self, params: SamplingParams) -> str:

@@ -150,6 +150,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
     first_started_at: Mapped[datetime | None]  # the job's `timeout_s` counts from here, over all attempts
     queue_wait_ms: Mapped[float | None] = mapped_column(Float)
+    # In the inference service: accepted → the engine's first step on the job (its lock, vLLM's queue).
+    engine_wait_ms: Mapped[float | None] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     generation_ms: Mapped[float | None] = mapped_column(Float)
     total_ms: Mapped[float | None] = mapped_column(Float)
