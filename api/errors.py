@@ -14,7 +14,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.bodies import StrictJSONError
+from irq import retention
 from irq.jobs import BrokerUnavailable
+from irq.settings import Settings
 from irq.store.db import STORE_UNAVAILABLE
 from irq.submission import IdempotencyKeyReused
 
@@ -61,6 +63,17 @@ class ErrorResponse(BaseModel):
     """The body of every 4xx and 5xx answer."""
 
     error: ErrorDetail
+
+
+def not_found(kind: str, resource_id: str, settings: Settings) -> ApiError:
+    """404 for a job or batch id that names nothing of this key's; 410 `expired` for one minted before the
+    retention time, whose record was pruned (`irq/retention.py`)."""
+    if retention.expired(settings, resource_id):
+        days = f"{settings.retention_days:g}"
+        return ApiError(
+            410, "expired", f"{kind} {resource_id} finished more than {days} days ago and was deleted"
+        )
+    return ApiError(404, "not_found", f"no {kind} {resource_id}")
 
 
 def documented(description: str) -> dict[str, Any]:

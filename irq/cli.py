@@ -107,6 +107,40 @@ def db_upgrade(revision: str = "head") -> None:
     typer.echo(f"database at {revision}")
 
 
+@db_app.command("prune")
+def db_prune(
+    older_than_days: Annotated[
+        float | None, typer.Option(help="Default: IRQ_RETENTION_DAYS (what the sweeper prunes to).")
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Append every deleted job to this file first, as a JSON line.")
+    ] = None,
+) -> None:
+    """Delete the jobs that finished more than the given days ago (their batches and uploaded files too);
+    the rollups keep counting them in /v1/stats, /dashboard and /metrics."""
+    from datetime import timedelta
+
+    from irq.clock import utcnow
+    from irq.files import FileStorage
+    from irq.retention import prune
+    from irq.store.db import Database
+
+    s = get_settings()
+    days = s.retention_days if older_than_days is None else older_than_days
+    db = Database(s.database_url)
+    before = utcnow() - timedelta(days=days)
+    with export.open("a", encoding="utf-8") if export else _no_file() as out:
+        report = prune(db, FileStorage(s.files_dir), before, export=out, lag_s=s.rollup_lag_s)
+    db.dispose()
+    typer.echo(f"pruned {report.jobs} job(s), {report.batches} batch(es), {report.files} file(s)")
+
+
+def _no_file() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext(None)
+
+
 @keys_app.command("create")
 def keys_create(name: str, admin: bool = False) -> None:
     """Create an API key and print it (it is shown only this once)."""

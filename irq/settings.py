@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     worker_name: str = ""  # defaults to Celery's hostname
     lease_s: float = 30.0  # a running job whose worker has not renewed its lease for this long is re-queued
     sweep_interval_s: float = 15.0  # how often one of the workers sweeps the store for lost jobs
+    # Finished jobs, their batches and uploaded files are deleted this long after (0: kept forever); the
+    # rollups keep counting them. 30 days, as OpenAI keeps batch output files (irq/retention.py).
+    retention_days: float = 30.0
+    # The rollups count the jobs that finished up to this long ago: a job committed late, or by a worker whose
+    # clock is a little behind, still lands after their mark (irq/store/rollups.py).
+    rollup_lag_s: float = 60.0
     sweep_stale_s: float = 30.0  # a queued job this old that no queue holds is enqueued again
     store_retry_s: float = 300.0  # how long a worker keeps retrying a store write while the database is down
 

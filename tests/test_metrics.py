@@ -63,7 +63,8 @@ def test_metrics_count_jobs_and_histogram_their_latencies(
     assert (group["finished"], group["succeeded"], group["success_rate"]) == (4, 3, 0.75)
     assert group["schema_valid_rate"] == 1.0  # the refused job never produced a document
     totals = sorted(job["timings"]["total_ms"] for job in jobs)
-    assert group["total_ms"]["p50"] == pytest.approx(totals[1])
+    # Percentiles come from the rollups' log buckets, 2^(1/16) apart: within 2.2% of the exact value.
+    assert group["total_ms"]["p50"] == pytest.approx(totals[1], rel=0.022)
     mean_generation_s = sum(job["timings"]["generation_ms"] for job in jobs) / 3 / 1000
     assert group["gpu_cost_per_job_usd"] == pytest.approx(mean_generation_s * 3.6 / 3600)
     (state,) = stats["endpoints"]

@@ -8,7 +8,8 @@
   to the queue (or fail when out of attempts), and jobs queued in SQL for a while that have no message in
   Redis (Redis restarted without persistence, or the API died between insert and enqueue) are enqueued
   again. A duplicate message is harmless: claiming a job is a conditional UPDATE, so only one delivery
-  runs it.
+  runs it. The same sweep keeps the records: it rolls up the jobs that finished and prunes those past
+  retention (`irq/retention.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from irq import retention
 from irq.jobs import JobManager
 from irq.settings import Settings
 from worker.gate import EndpointGate
@@ -32,17 +34,19 @@ class SweepReport:
     expired: int  # running jobs whose worker stopped renewing their lease, sent back to the queue
     reenqueued: int  # queued jobs that had no message in the broker, enqueued again
     unreachable: int  # queued jobs failed because their endpoints stayed down longer than their timeout
+    rolled_up: int  # finished jobs counted into the rollups
+    pruned: int  # finished jobs deleted past retention
 
 
 def sweep(jobs: JobManager, settings: Settings) -> SweepReport:
     """One pass over the store; safe to run at any time, from any process."""
-    report = SweepReport(
-        expired=jobs.expire_leases(),
-        # A job delivered to a live worker is claimed at once and then has a lease: one delivered longer
-        # ago than a lease and still queued was delivered to a worker that died.
-        reenqueued=jobs.resend_lost(settings.sweep_stale_s, held_s=settings.lease_s),
-        unreachable=jobs.fail_unreachable(),
-    )
+    expired = jobs.expire_leases()
+    # A job delivered to a live worker is claimed at once and then has a lease: one delivered longer ago
+    # than a lease and still queued was delivered to a worker that died.
+    reenqueued = jobs.resend_lost(settings.sweep_stale_s, held_s=settings.lease_s)
+    unreachable = jobs.fail_unreachable()
+    rolled_up, pruned = retention.keep(jobs.store.db, settings)
+    report = SweepReport(expired, reenqueued, unreachable, rolled_up, pruned)
     if report.expired or report.reenqueued or report.unreachable:
         log.warning(
             "sweep: %d job(s) with an expired lease re-queued, %d lost message(s) re-sent, %d job(s) failed "

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from api.bodies import StrictJSONRoute, loads
 from api.deps import PrincipalDep, Services, ServicesDep
-from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
+from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse, not_found
 from api.openai.chat_request import job_fields
 from api.routes.jobs import check_quota, to_new_job
 from api.schemas import JobRequest, JobView
@@ -30,7 +30,11 @@ router = APIRouter(
 )
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "No such batch for this API key."}
+    404: {"model": ErrorResponse, "description": "No such batch for this API key."},
+    410: {
+        "model": ErrorResponse,
+        "description": "Deleted: past the retention time.",
+    },
 }
 _UPLOAD = {
     "requestBody": {
@@ -181,7 +185,7 @@ def _submit(svc: Services, owner_id: int, news: list[NewJob], idempotency_key: s
 def _owned_batch(svc: Services, batch_id: str, owner_id: int) -> Batch:
     batch = svc.store.get_batch(batch_id, owner_id)
     if batch is None:
-        raise ApiError(404, "not_found", f"no batch {batch_id}")
+        raise not_found("batch", batch_id, svc.settings)
     return batch
 
 

@@ -22,13 +22,13 @@ from pydantic import BaseModel, Field
 from api.deps import PrincipalDep, ServicesDep
 from api.errors import COMMON_RESPONSES
 from irq.clock import utcnow
-from irq.store import reads
+from irq.store import reads, rollups
 from irq.store.models import TERMINAL, JobStatus
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], responses=COMMON_RESPONSES)
 
 PAGE = Path(__file__).parent.parent / "static" / "dashboard.html"
-MAX_JOBS = 100_000  # newest finished jobs a window reads at most
+MAX_JOBS = 5000  # newest finished jobs whose latency a window plots
 MAX_BUCKETS = 60
 BUCKET_SIZES_S = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 
@@ -52,14 +52,20 @@ class DashboardData(BaseModel):
     window_s: float
     generated_at: datetime
     finished: dict[str, int] = Field(description="Jobs finished in the window, by status.")
-    truncated: bool = Field(description=f"More than {MAX_JOBS} jobs finished: only the newest are shown.")
+    truncated: bool = Field(
+        description=f"More than {MAX_JOBS} jobs finished: the latency plots show the newest {MAX_JOBS}."
+    )
     latency: list[LatencyGroup]
     timeline: Timeline
 
 
 def bucket_size(window_s: float) -> int:
-    """The smallest round bucket that cuts the window into at most MAX_BUCKETS buckets."""
-    return next((b for b in BUCKET_SIZES_S if window_s / b <= MAX_BUCKETS), BUCKET_SIZES_S[-1])
+    """The smallest round bucket that cuts the window into at most MAX_BUCKETS buckets; an hour at least for
+    a window that reaches past the rollups' minutes (they keep older jobs per hour)."""
+    smallest = 3600 if window_s > rollups.MINUTE_HORIZON.total_seconds() else 0
+    return next(
+        (b for b in BUCKET_SIZES_S if window_s / b <= MAX_BUCKETS and b >= smallest), BUCKET_SIZES_S[-1]
+    )
 
 
 @router.get("", response_class=HTMLResponse, include_in_schema=False)
@@ -87,22 +93,30 @@ def data(
 ) -> DashboardData:
     now = utcnow()
     since = datetime.fromtimestamp(now.timestamp() - window, UTC)
-    rows = reads.finished_outline(svc.db, since, MAX_JOBS, owner_id=None if who.is_admin else who.key_id)
+    owner = None if who.is_admin else who.key_id
+    finished = rollups.finished_in(svc.db, since, owner)
+    rows = reads.finished_outline(svc.db, since, MAX_JOBS, owner_id=owner)
 
     size = bucket_size(window)
     first = math.floor(since.timestamp() / size) * size
     n_buckets = math.floor(now.timestamp() / size) - first // size + 1
     per_bucket: dict[str, list[int]] = {status: [0] * n_buckets for status in TERMINAL}
+    for start, _, status, jobs in finished.periods:
+        # max()/min(): a period that began before the window, or a worker's clock a little ahead of this
+        # process's, still lands in the first or last bucket
+        index = int((start.timestamp() - first) // size)
+        per_bucket[status][max(0, min(index, n_buckets - 1))] += jobs
     latency: dict[tuple[str, str, str | None], list[float]] = defaultdict(list)
-    for finished_at, status, model, backend, endpoint, total_ms in rows:
-        # min(): a worker's clock a little ahead of this process's still lands in the last bucket
-        per_bucket[status][min(int((finished_at.timestamp() - first) // size), n_buckets - 1)] += 1
+    for _, status, model, backend, endpoint, total_ms in rows:
         if status == JobStatus.succeeded and total_ms is not None:
             latency[(endpoint or "", model, backend)].append(total_ms)
+    counts: Counter[str] = Counter()
+    for key, group in finished.groups.items():
+        counts[key.status] += group.jobs
     return DashboardData(
         window_s=window,
         generated_at=now,
-        finished=dict(Counter(status for _, status, *_ in rows)),
+        finished=dict(counts),
         truncated=len(rows) == MAX_JOBS,
         latency=[
             LatencyGroup(endpoint=endpoint or None, model=model, backend=backend, total_ms=values)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from api.bodies import StrictJSONRoute
 from api.deps import PrincipalDep, Services, ServicesDep
-from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
+from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse, not_found
 from api.schemas import JobPage, JobRequest, JobView
 from irq.clock import is_id
 from irq.endpoints import NotServed, Registry
@@ -22,7 +22,11 @@ from irq.submission import NewJob
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON_RESPONSES, route_class=StrictJSONRoute)
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "No such job for this API key."}
+    404: {"model": ErrorResponse, "description": "No such job for this API key."},
+    410: {
+        "model": ErrorResponse,
+        "description": "Deleted: past the retention time.",
+    },
 }
 
 
@@ -133,7 +137,7 @@ async def get_job(
 ) -> JobView:
     job = await svc.wait_finished(job_id, who.key_id, min(wait, svc.settings.max_wait_s))
     if job is None:
-        raise ApiError(404, "not_found", f"no job {job_id}")
+        raise not_found("job", job_id, svc.settings)
     return JobView.of(job)
 
 
@@ -160,5 +164,5 @@ def list_jobs(
 def cancel_job(job_id: str, svc: ServicesDep, who: PrincipalDep) -> JobView:
     job = svc.jobs.cancel(job_id, who.key_id)
     if job is None:
-        raise ApiError(404, "not_found", f"no job {job_id}")
+        raise not_found("job", job_id, svc.settings)
     return JobView.of(job)

@@ -1,14 +1,16 @@
-"""`/metrics` in Prometheus's text format, read from the store (the truth, shared by every API and worker
-process) and from Redis (the queue depth) at each scrape.
+"""`/metrics` in Prometheus's text format, read at each scrape from the store (the truth, shared by every
+API and worker process: its totals of finished jobs, `irq/store/rollups.py`, a small table whatever the
+jobs table holds, and the jobs active now) and from Redis (the queue depth).
 
-Job counts by status, model and backend; latency histograms (queue wait, time to first token,
-generation, total) and tokens/s over finished jobs; failed jobs by error code; per inference endpoint,
+Job counts by status, model and backend; latency histograms (queue wait, engine wait, time to first
+token, generation, total) and tokens/s over finished jobs; failed jobs by error code; per inference endpoint,
 whether it is up, the jobs running on it, and the depth of its queue. No prompts, results or keys: the
 endpoint needs no API key, like `/healthz`.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Response
@@ -18,25 +20,24 @@ from prometheus_client.registry import Collector
 
 from api.deps import Services, ServicesDep
 from api.routes.endpoints import endpoint_statuses
-from irq.store import reads
-from irq.store.db import Database
+from irq.store import reads, rollups
+from irq.store.models import JobStatus
 
 router = APIRouter(tags=["health"])
 
-SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-TOKENS_PER_S_BUCKETS = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0)
-# (metric, help, column, the column's unit in the metric's unit, buckets)
+# (metric, help, column): the buckets of each are the rollups' (`rollups.METRIC_BOUNDS`).
 HISTOGRAMS = (
-    ("irq_job_queue_wait_seconds", "Last enqueue to start of finished jobs.", "queue_wait_ms", 1000.0,
-     SECONDS_BUCKETS),
-    ("irq_job_ttft_seconds", "Time to first token, as the inference service measured it.", "ttft_ms", 1000.0,
-     SECONDS_BUCKETS),
-    ("irq_job_generation_seconds", "Generation time of finished jobs.", "generation_ms", 1000.0,
-     SECONDS_BUCKETS),
-    ("irq_job_total_seconds", "Created to finished.", "total_ms", 1000.0, SECONDS_BUCKETS),
-    ("irq_job_tokens_per_second", "Output tokens/s of finished jobs.", "tokens_per_s", 1.0,
-     TOKENS_PER_S_BUCKETS),
-)  # fmt: skip
+    ("irq_job_queue_wait_seconds", "Last enqueue to start of finished jobs.", "queue_wait_ms"),
+    (
+        "irq_job_engine_wait_seconds",
+        "Accepted by the inference service to first scheduled.",
+        "engine_wait_ms",
+    ),
+    ("irq_job_ttft_seconds", "Time to first token, from the engine's first step on the job.", "ttft_ms"),
+    ("irq_job_generation_seconds", "Generation time of finished jobs.", "generation_ms"),
+    ("irq_job_total_seconds", "Created to finished.", "total_ms"),
+    ("irq_job_tokens_per_second", "Output tokens/s of finished jobs.", "tokens_per_s"),
+)
 
 
 class StoreCollector(Collector):
@@ -45,15 +46,25 @@ class StoreCollector(Collector):
         self.db = svc.db
 
     def collect(self) -> Iterator[Metric]:
+        totals = rollups.totals(self.db)
         jobs = GaugeMetricFamily("irq_jobs", "Jobs by status.", labels=["status", "model", "backend"])
-        for status, model, backend, n in reads.status_counts(self.db):
-            jobs.add_metric([status, model, backend or ""], n)
+        by_status: dict[tuple[str, str, str], int] = defaultdict(int)
+        for (model, backend, status, _), total in totals.items():
+            by_status[(status, model, backend)] += total.jobs
+        for status, model, active_backend, n in reads.active_by_model(self.db):
+            by_status[(status, model, active_backend or "")] += n
+        for group, n in sorted(by_status.items()):
+            jobs.add_metric(list(group), n)
         yield jobs
-        for name, doc, column, scale, buckets in HISTOGRAMS:
-            yield _histogram(self.db, name, doc, column, scale, buckets)
+        for name, doc, column in HISTOGRAMS:
+            yield _histogram(totals, name, doc, column)
         errors = GaugeMetricFamily("irq_job_errors", "Failed jobs by error code.", labels=["code", "model"])
-        for code, model, n in reads.error_counts(self.db):
-            errors.add_metric([code or "", model], n)
+        by_code: dict[tuple[str, str], int] = defaultdict(int)
+        for (model, _, status, code), total in totals.items():
+            if status == JobStatus.failed:
+                by_code[(code, model)] += total.jobs
+        for (code, model), n in sorted(by_code.items()):
+            errors.add_metric([code, model], n)
         yield errors
         labels = ["endpoint", "model", "backend"]
         up = GaugeMetricFamily("irq_endpoint_up", "1 while the endpoint's workers reach it.", labels=labels)
@@ -74,13 +85,20 @@ class StoreCollector(Collector):
 
 
 def _histogram(
-    db: Database, name: str, doc: str, column: str, scale: float, buckets: tuple[float, ...]
+    totals: dict[tuple[str, str, str, str], rollups.Total], name: str, doc: str, column: str
 ) -> HistogramMetricFamily:
-    """A cumulative histogram of `column / scale` over the jobs that have a value, per model and backend."""
+    """A cumulative histogram of `column` in the metric's unit over the jobs that have a value, per model and
+    backend."""
+    bounds, scale = rollups.METRIC_BOUNDS[column]
+    merged: dict[tuple[str, str], rollups.Total] = defaultdict(rollups.Total)
+    for (model, backend, _, _), total in totals.items():
+        if column in total.timings:
+            merged[(model, backend)].merge(rollups.Total(0, {column: total.timings[column]}))
     family = HistogramMetricFamily(name, doc, labels=["model", "backend"])
-    for h in reads.histograms(db, column, [bound * scale for bound in buckets]):
-        rows = [(str(bound), n) for bound, n in zip(buckets, h.cumulative, strict=True)]
-        family.add_metric([h.model, h.backend or ""], [*rows, ("+Inf", h.jobs)], h.total / scale)
+    for (model, backend), total in sorted(merged.items()):
+        t = total.timings[column]
+        rows = [(str(bound), n) for bound, n in zip(bounds, t["buckets"], strict=True)]
+        family.add_metric([model, backend], [*rows, ("+Inf", t["n"])], t["sum"] / scale)
     return family
 
 

@@ -4,7 +4,6 @@ see every key's."""
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from datetime import timedelta
 from typing import Annotated
@@ -16,7 +15,7 @@ from api.deps import PrincipalDep, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.routes.endpoints import EndpointStatus, endpoint_statuses
 from irq.clock import utcnow
-from irq.store import reads
+from irq.store import reads, rollups
 from irq.store.models import JobStatus
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"], responses=COMMON_RESPONSES)
@@ -28,6 +27,8 @@ class OwnerStats(BaseModel):
 
 
 class Percentiles(BaseModel):
+    """Read from the rollups' histograms: within ±2.2% of the exact values."""
+
     p50: float | None
     p95: float | None
     p99: float | None
@@ -44,7 +45,9 @@ class GroupStats(BaseModel):
     schema_valid_rate: float | None = Field(
         description="Of the jobs that produced a document, the share that matched its schema."
     )
-    total_ms: Percentiles
+    total_ms: Percentiles = Field(description="Created → finished, of the jobs that succeeded.")
+    queue_wait_ms: Percentiles = Field(description="Last enqueue → a worker started it.")
+    engine_wait_ms: Percentiles = Field(description="Accepted by the inference service → first scheduled.")
     ttft_ms: Percentiles
     tokens_per_s: Percentiles
     gpu_cost_per_job_usd: float | None = Field(
@@ -64,46 +67,47 @@ class Stats(BaseModel):
 
 # Failures that still produced a document (or tried to): the denominator of the schema-valid rate.
 _OUTPUT_FAILURES = {"schema_mismatch", "invalid_output", "output_truncated"}
+_PERCENTILES = ("total_ms", "queue_wait_ms", "engine_wait_ms", "ttft_ms", "tokens_per_s")
 
 
-def _percentiles(values: list[float]) -> Percentiles:
-    if not values:
-        return Percentiles(p50=None, p95=None, p99=None)
-    if len(values) == 1:
-        return Percentiles(p50=values[0], p95=values[0], p99=values[0])
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return Percentiles(p50=cuts[49], p95=cuts[94], p99=cuts[98])
+def _percentiles(timing: rollups.Timing) -> Percentiles:
+    return Percentiles(p50=timing.quantile(0.50), p95=timing.quantile(0.95), p99=timing.quantile(0.99))
 
 
-def _groups(jobs: list[reads.FinishedJob], cost_per_hour: dict[str, float]) -> list[GroupStats]:
-    by_group: dict[tuple[str, str | None], list[reads.FinishedJob]] = defaultdict(list)
-    for job in jobs:
-        if job.status != JobStatus.cancelled:
-            by_group[(job.model, job.backend)].append(job)
-    groups = []
-    for (model, backend), members in sorted(by_group.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-        succeeded = [j for j in members if j.status == JobStatus.succeeded]
-        produced = len(succeeded) + sum(j.error_code in _OUTPUT_FAILURES for j in members)
-        priced = [
-            j.generation_ms / 3_600_000 * cost_per_hour[j.endpoint or ""]
-            for j in succeeded
-            if j.generation_ms is not None and cost_per_hour.get(j.endpoint or "", 0) > 0
-        ]
-        groups.append(
+def _groups(finished: rollups.Finished, cost_per_hour: dict[str, float]) -> list[GroupStats]:
+    by_group: dict[tuple[str, str], list[tuple[rollups.GroupKey, rollups.Group]]] = defaultdict(list)
+    for key, group in finished.groups.items():
+        if key.status != JobStatus.cancelled:
+            by_group[(key.model, key.backend)].append((key, group))
+    out = []
+    for (model, backend), members in sorted(by_group.items()):
+        done = sum(g.jobs for _, g in members)
+        won = [(k, g) for k, g in members if k.status == JobStatus.succeeded]
+        succeeded = sum(g.jobs for _, g in won)
+        produced = succeeded + sum(g.jobs for k, g in members if k.error_code in _OUTPUT_FAILURES)
+        timings = {column: rollups.Timing() for column in rollups.TIMINGS}
+        cost, priced = 0.0, 0
+        for key, group in won:
+            for column, timing in timings.items():
+                timing.merge(group.timing(column))
+            price = cost_per_hour.get(key.endpoint, 0.0)
+            if price > 0:
+                generation = group.timing("generation_ms")
+                cost += generation.total / 3_600_000 * price
+                priced += generation.n
+        out.append(
             GroupStats(
                 model=model,
-                backend=backend,
-                finished=len(members),
-                succeeded=len(succeeded),
-                success_rate=len(succeeded) / len(members),
-                schema_valid_rate=len(succeeded) / produced if produced else None,
-                total_ms=_percentiles([j.total_ms for j in succeeded if j.total_ms is not None]),
-                ttft_ms=_percentiles([j.ttft_ms for j in succeeded if j.ttft_ms is not None]),
-                tokens_per_s=_percentiles([j.tokens_per_s for j in succeeded if j.tokens_per_s is not None]),
-                gpu_cost_per_job_usd=statistics.fmean(priced) if priced else None,
+                backend=backend or None,
+                finished=done,
+                succeeded=succeeded,
+                success_rate=succeeded / done,
+                schema_valid_rate=succeeded / produced if produced else None,
+                **{column: _percentiles(timings[column]) for column in _PERCENTILES},
+                gpu_cost_per_job_usd=cost / priced if priced else None,
             )
         )
-    return groups
+    return out
 
 
 @router.get(
@@ -122,17 +126,23 @@ def stats(
     since = utcnow() - timedelta(seconds=window)
     owner = None if scope == "all" else who.key_id
     prices = {e.name: e.cost_per_hour for e in svc.jobs.registry.endpoints}
-    rows = reads.counts_by_owner(svc.db, since, owner)
+    finished = rollups.finished_in(svc.db, since, owner)
+    counts: dict[tuple[int, str], int] = defaultdict(int)
+    for key, group in finished.groups.items():
+        counts[(key.owner_id, key.status)] += group.jobs
+    for owner_id, status, n in reads.active_counts(svc.db, since, owner):
+        counts[(owner_id, status)] += n
+    names = reads.key_names(svc.db, {owner_id for owner_id, _ in counts})
     totals: dict[str, int] = defaultdict(int)
-    per_owner: dict[str, dict[str, int]] = defaultdict(dict)
-    for name, status, n in rows:
+    per_owner: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for (owner_id, status), n in counts.items():
         totals[status] += n
-        per_owner[name][status] = n
+        per_owner[names.get(owner_id, str(owner_id))][status] += n
     return Stats(
         window_s=window,
         scope=scope,
         jobs=dict(totals),
-        owners=[OwnerStats(name=name, jobs=jobs) for name, jobs in sorted(per_owner.items())],
-        groups=_groups(reads.finished_since(svc.db, since, owner), prices),
+        owners=[OwnerStats(name=name, jobs=dict(jobs)) for name, jobs in sorted(per_owner.items())],
+        groups=_groups(finished, prices),
         endpoints=endpoint_statuses(svc),
     )

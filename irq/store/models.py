@@ -206,3 +206,47 @@ class OpenAIBatch(Base):
     expires_at: Mapped[datetime]
     failed_at: Mapped[datetime | None]
     expired_at: Mapped[datetime | None]
+
+
+class JobRollup(Base):
+    """Finished jobs counted per period and group (`irq/store/rollups.py`): what `/v1/stats` and `/dashboard`
+    read for the past, kept when the jobs themselves are pruned. A period is a minute, merged into its hour
+    once older than `rollups.MINUTE_HORIZON`."""
+
+    __tablename__ = "job_rollups"
+    __table_args__ = (Index("ix_job_rollups_period_start", "period_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    period_start: Mapped[datetime]
+    period_s: Mapped[int]  # 60 or 3600
+    owner_id: Mapped[int]
+    model: Mapped[str] = mapped_column(String(200))
+    backend: Mapped[str] = mapped_column(String(50))  # "" for none
+    endpoint: Mapped[str] = mapped_column(String(500))  # "" for none
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str] = mapped_column(String(64))  # "" for none
+    jobs: Mapped[int]
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON)  # column → {"n", "sum", "hist": {bucket: jobs}}
+
+
+class JobTotal(Base):
+    """Every job that ever finished, per model, backend, status and error code, with the histograms of
+    `/metrics` (cumulative over its bounds): its one read of the past, whatever the jobs table holds."""
+
+    __tablename__ = "job_totals"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    backend: Mapped[str] = mapped_column(String(50), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    error_code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jobs: Mapped[int]
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON)  # column → {"n", "sum", "buckets": [jobs ≤ bound]}
+
+
+class RollupMark(Base):
+    """How far the rollups reach: every job finished before `rolled_until` is counted in them (one row)."""
+
+    __tablename__ = "rollup_mark"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rolled_until: Mapped[datetime]

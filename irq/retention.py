@@ -1,0 +1,97 @@
+"""Retention: a finished job, its batch and the files uploaded for it are kept `IRQ_RETENTION_DAYS` after
+it finished (30 by default: OpenAI keeps a batch's output files 30 days, and clients coming from its Batch
+API fetch results on that schedule), then deleted. The rollups (`irq/store/rollups.py`) count every job
+before it goes, so `/v1/stats`, `/dashboard` and `/metrics` still answer about the pruned past.
+
+The sweeper prunes a few chunks at each sweep; `irq prune` does it at once, optionally exporting every
+deleted job as a JSON line first. Each chunk is its own short transaction on primary keys.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TextIO
+
+from irq.clock import is_id, utcnow
+from irq.files import FileStorage
+from irq.settings import Settings
+from irq.store import retention, rollups
+from irq.store.db import Database
+
+CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    jobs: int
+    batches: int
+    files: int
+
+
+def cutoff(settings: Settings, now: datetime | None = None) -> datetime | None:
+    """Jobs that finished before this are past retention; None when everything is kept."""
+    if settings.retention_days <= 0:
+        return None
+    return (now or utcnow()) - timedelta(days=settings.retention_days)
+
+
+def expired(settings: Settings, resource_id: str) -> bool:
+    """Whether a job or batch id that names nothing stored was minted before retention could have removed
+    it (ids carry their creation time): then it was pruned, rather than never there."""
+    limit = cutoff(settings)
+    if limit is None or not is_id(resource_id):
+        return False
+    created_ms = uuid.UUID(resource_id).int >> 80
+    return datetime.fromtimestamp(created_ms / 1000, UTC) < limit
+
+
+def prune(
+    db: Database,
+    files: FileStorage | None,
+    before: datetime,
+    export: TextIO | None = None,
+    max_chunks: int | None = None,
+    pause_s: float = 0.0,
+    lag_s: float = rollups.LAG_S,
+) -> PruneReport:
+    """Delete the jobs finished before `before` (only those the rollups already count), then the batches
+    left empty and the files uploaded before it; with `export`, each job is written there first."""
+    rollups.roll_up(db, lag_s)
+    with db.engine.connect() as conn:
+        mark = rollups.rolled_until(conn)
+    if mark is None:
+        return PruneReport(0, 0, 0)
+    before = min(before, mark)
+    jobs = 0
+    for n, rows in enumerate(retention.finished_before(db, before, CHUNK)):
+        if max_chunks is not None and n >= max_chunks:
+            break
+        if export is not None:
+            export.writelines(json.dumps(row, default=str, ensure_ascii=False) + "\n" for row in rows)
+            export.flush()
+        jobs += retention.delete_jobs(db, [row["id"] for row in rows])
+        if pause_s:
+            time.sleep(pause_s)  # let submits and claims through between chunks
+    batches = retention.delete_empty_batches(db, before)
+    removed = []
+    if files is not None:  # only where the files are: a worker host may not mount them
+        removed = retention.delete_files_before(db, before)
+        for file_id in removed:
+            files.delete(file_id)
+    return PruneReport(jobs, batches, len(removed))
+
+
+def keep(db: Database, settings: Settings) -> tuple[int, int]:
+    """The sweeper's part: roll up what finished, merge old minutes into hours, and prune a few chunks past
+    retention. Returns (jobs rolled up, jobs pruned)."""
+    rolled = rollups.roll_up(db, settings.rollup_lag_s)
+    rollups.compact(db)
+    limit = cutoff(settings)
+    if limit is None:
+        return rolled, 0
+    files = FileStorage(settings.files_dir) if settings.files_dir.is_dir() else None
+    return rolled, prune(db, files, limit, max_chunks=5, lag_s=settings.rollup_lag_s).jobs
