@@ -182,6 +182,15 @@ class Broker:
         visibility timeout, an hour)."""
         return {job_id for job_id in map(_job_id, self._payloads(delivered_after)) if job_id is not None}
 
+    def message_count(self, delivered_after: float) -> int:
+        """How many messages `brokered_job_ids` would read (without reading them): a count per key."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for queue in self.queues:
+                for key in queue_keys(queue):
+                    pipe.llen(key)
+            pipe.zcount(UNACKED_INDEX_KEY, delivered_after, "+inf")
+            return sum(int(n) for n in pipe.execute())
+
     def take_sweep_lock(self, holder: str, ttl_ms: int) -> bool:
         return bool(self.redis.set(SWEEP_LOCK, holder, nx=True, px=ttl_ms))
 

@@ -139,7 +139,12 @@ class JobManager:
             cancelled_at=None,
             request_hash=asked or None,
         )
-        rows = [job_row(owner_id, new, now, batch_id, index) for index, new in enumerate(news)]
+        # Not stamped yet: `_send` stamps each chunk as it sends it, so that the sweeper tells a long upload
+        # still being sent from one whose sender died.
+        rows = [
+            {**job_row(owner_id, new, now, batch_id, index), "enqueued_at": None}
+            for index, new in enumerate(news)
+        ]
         try:
             self.store.insert(rows, batch=batch)
         except IntegrityError:
@@ -150,10 +155,13 @@ class JobManager:
         self._send(rows, batch_id=batch_id)
         return Batch(**batch), True
 
-    def _send(self, rows: Sequence[dict[str, Any]], batch_id: str | None = None) -> None:
-        """The broker-down policy of the module docstring, for jobs just inserted (their rows)."""
+    def _send(self, rows: Sequence[dict[str, Any]], batch_id: str | None = None, chunk: int = 1000) -> None:
+        """The broker-down policy of the module docstring, for jobs just inserted (their rows); a batch's
+        jobs are stamped `enqueued_at` a chunk at a time, just before their messages go."""
         for sent, row in enumerate(rows):
             try:
+                if batch_id is not None and sent % chunk == 0:
+                    self.store.stamp_enqueued([r["id"] for r in rows[sent : sent + chunk]], utcnow())
                 self._enqueue(row, row["priority"])
             except Exception as exc:
                 if sent == 0:
@@ -348,12 +356,18 @@ class JobManager:
         Redis restarted without persistence, a message could not be sent, or it was delivered more than
         `held_s` ago to a worker that died before claiming it. Returns how many."""
         now = utcnow()
-        stale = self.store.queued_since_before(now - timedelta(seconds=stale_s))
-        if not stale:
-            return 0
-        # Read after the store: a job finished meanwhile is only sent again, and its claim will fail.
-        held = self.broker.brokered_job_ids(delivered_after=now.timestamp() - held_s)
-        missing = [job for job in stale if job.id not in held]
+        cutoff = now - timedelta(seconds=stale_s)
+        # A batch whose sender stopped stamping (the API died while sending it) has jobs never sent.
+        missing = self.store.unsent_since_before(cutoff)
+        stale = self.store.queued_since_before(cutoff)
+        delivered_after = now.timestamp() - held_s
+        # Only when the broker holds fewer messages than there are sent jobs queued can one be missing: the
+        # whole queue is read only then, so a long queue costs a count per sweep.
+        if stale and self.broker.message_count(delivered_after) < self.store.count_sent_queued():
+            # Read after the store: a job finished meanwhile is only sent again, and its claim will fail.
+            held = self.broker.brokered_job_ids(delivered_after)
+            missing += [job for job in stale if job.id not in held]
+        self.store.stamp_enqueued([job.id for job in missing], now)
         for job in missing:
             try:
                 self._enqueue(job, job.priority)

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, delete, func, insert, or_, select, update
+from sqlalchemy import Row, Table, bindparam, delete, func, insert, or_, select, update
 
 from irq.clock import is_id, utcnow
 from irq.store.db import Database
@@ -171,6 +171,52 @@ class JobStore:
             .limit(limit)
         )
         return self._jobs(q)
+
+    def unsent_since_before(self, cutoff: datetime, limit: int = 10_000) -> list[Job]:
+        """Queued jobs never sent (no `enqueued_at`) of the batches created before `cutoff` whose sender
+        stamped no chunk since: it died while sending them."""
+        batches = (
+            select(JOBS.c.batch_id)
+            .where(
+                JOBS.c.status == JobStatus.queued, JOBS.c.enqueued_at.is_(None), JOBS.c.created_at < cutoff
+            )
+            .distinct()
+        )
+        last_stamp = select(func.max(JOBS.c.enqueued_at)).where(JOBS.c.batch_id == bindparam("batch_id"))
+        with self.db.engine.connect() as conn:
+            candidates = [batch_id for (batch_id,) in conn.execute(batches) if batch_id is not None]
+            stalled = [
+                batch_id
+                for batch_id in candidates
+                if (conn.execute(last_stamp, {"batch_id": batch_id}).scalar() or cutoff) <= cutoff
+            ]
+        if not stalled:
+            return []
+        q = (
+            select(JOBS)
+            .where(
+                JOBS.c.batch_id.in_(stalled), JOBS.c.status == JobStatus.queued, JOBS.c.enqueued_at.is_(None)
+            )
+            .limit(limit)
+        )
+        return self._jobs(q)
+
+    def count_sent_queued(self) -> int:
+        """Queued jobs whose message was sent (the broker should hold one for each)."""
+        q = select(func.count()).where(JOBS.c.status == JobStatus.queued, JOBS.c.enqueued_at.is_not(None))
+        with self.db.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    def stamp_enqueued(self, job_ids: Sequence[str], now: datetime, chunk: int = 1000) -> None:
+        """Stamp jobs not stamped yet as sent `now`."""
+        with self.db.engine.begin() as conn:
+            for start in range(0, len(job_ids), chunk):
+                part = list(job_ids[start : start + chunk])
+                conn.execute(
+                    update(JOBS)
+                    .where(JOBS.c.id.in_(part), JOBS.c.enqueued_at.is_(None))
+                    .values(enqueued_at=now)
+                )
 
     def queued_for(self, model: str, backend: str, default: bool, limit: int = 1000) -> list[Job]:
         """Queued jobs of one model and backend (and, for the model's `default` backend, those that
