@@ -125,6 +125,24 @@ def bench_openai_batch(
     run(lines, out, workers)
 
 
+@bench_app.command("store")
+def bench_store(
+    rows: Annotated[
+        str, typer.Option(help="Finished jobs to fill the store with, step by step.")
+    ] = "100000,1000000",
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="An empty PostgreSQL database (default: SQLite).")
+    ] = None,
+    span_days: Annotated[float, typer.Option(help="The jobs' finish times spread over this many days.")] = 30,
+    out: OutOpt = Path("bench-results"),
+) -> None:
+    """The store at N finished jobs: every read path and submit timed through the API, bytes per job, and a
+    prune that keeps the counts."""
+    from bench.store import run
+
+    run([int(n) for n in rows.split(",")], out, database_url, span_days)
+
+
 @bench_app.command("compare")
 def bench_compare(
     endpoints_file: Annotated[Path, typer.Option(help="The endpoint registry (TOML).")],

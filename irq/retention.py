@@ -67,7 +67,7 @@ def prune(
         return PruneReport(0, 0, 0)
     before = min(before, mark)
     jobs = 0
-    for n, rows in enumerate(retention.finished_before(db, before, CHUNK)):
+    for n, rows in enumerate(retention.finished_before(db, before, CHUNK, whole=export is not None)):
         if max_chunks is not None and n >= max_chunks:
             break
         if export is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -60,9 +60,10 @@ class DashboardData(BaseModel):
 
 
 def bucket_size(window_s: float) -> int:
-    """The smallest round bucket that cuts the window into at most MAX_BUCKETS buckets; an hour at least for
-    a window that reaches past the rollups' minutes (they keep older jobs per hour)."""
-    smallest = 3600 if window_s > rollups.MINUTE_HORIZON.total_seconds() else 0
+    """The smallest round bucket that cuts the window into at most MAX_BUCKETS buckets, and no smaller than
+    the rollups' periods as old as the window's start (an hour past two hours, a day past two days)."""
+    age = timedelta(seconds=window_s)
+    smallest = max(grain for grain, horizon in rollups.GRAINS if age > horizon)
     return next(
         (b for b in BUCKET_SIZES_S if window_s / b <= MAX_BUCKETS and b >= smallest), BUCKET_SIZES_S[-1]
     )
@@ -94,7 +95,7 @@ def data(
     now = utcnow()
     since = datetime.fromtimestamp(now.timestamp() - window, UTC)
     owner = None if who.is_admin else who.key_id
-    finished = rollups.finished_in(svc.db, since, owner)
+    finished = rollups.finished_in(svc.db, since, owner, timings=False)
     rows = reads.finished_outline(svc.db, since, MAX_JOBS, owner_id=owner)
 
     size = bucket_size(window)

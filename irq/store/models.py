@@ -211,14 +211,14 @@ class OpenAIBatch(Base):
 class JobRollup(Base):
     """Finished jobs counted per period and group (`irq/store/rollups.py`): what `/v1/stats` and `/dashboard`
     read for the past, kept when the jobs themselves are pruned. A period is a minute, merged into its hour
-    once older than `rollups.MINUTE_HORIZON`."""
+    and then its day as it ages (`rollups.GRAINS`)."""
 
     __tablename__ = "job_rollups"
     __table_args__ = (Index("ix_job_rollups_period_start", "period_start"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     period_start: Mapped[datetime]
-    period_s: Mapped[int]  # 60 or 3600
+    period_s: Mapped[int]  # 60, 3600 or 86400
     owner_id: Mapped[int]
     model: Mapped[str] = mapped_column(String(200))
     backend: Mapped[str] = mapped_column(String(50))  # "" for none

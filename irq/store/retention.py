@@ -17,11 +17,14 @@ FILES = cast(Table, StoredFile.__table__)
 OPENAI_BATCHES = cast(Table, OpenAIBatch.__table__)
 
 
-def finished_before(db: Database, cutoff: datetime, chunk: int) -> Iterator[list[dict[str, Any]]]:
-    """Chunks of the whole rows of the jobs finished before `cutoff`, oldest first (each chunk is read after
-    the previous one was deleted: call `delete_jobs` between them)."""
+def finished_before(
+    db: Database, cutoff: datetime, chunk: int, whole: bool = True
+) -> Iterator[list[dict[str, Any]]]:
+    """Chunks of the jobs finished before `cutoff`, oldest first: their whole rows, or only their ids unless
+    `whole` (each chunk is read after the previous one was deleted: call `delete_jobs` between them)."""
+    columns = [JOBS] if whole else [JOBS.c.id]
     while True:
-        q = select(JOBS).where(JOBS.c.finished_at < cutoff).order_by(JOBS.c.finished_at).limit(chunk)
+        q = select(*columns).where(JOBS.c.finished_at < cutoff).order_by(JOBS.c.finished_at).limit(chunk)
         with db.engine.connect() as conn:
             rows = [dict(row._mapping) for row in conn.execute(q)]
         if not rows:

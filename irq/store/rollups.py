@@ -1,12 +1,14 @@
 """Rollups: finished jobs counted per period and group, and the all-time totals of `/metrics`.
 
 The sweeper rolls up the jobs that finished before a mark (`roll_up`), a minute at a time, and merges
-minutes into their hour once older than MINUTE_HORIZON (`compact`). `/v1/stats`, `/dashboard/data` and
-`/metrics` read the rollups for the past and the jobs table only after the mark (`finished_in`, `totals`),
-so their cost follows the periods of a window, not its jobs, and a pruned job still counts.
+minutes into their hour, and hours into their day, as they age (GRAINS, `compact`). `/v1/stats`,
+`/dashboard/data` and `/metrics` read the rollups for the past and the jobs table only after the mark
+(`finished_in`, `totals`), so their cost follows the periods of a window, not its jobs, and a pruned job
+still counts.
 
-Each timing column is kept as a count, a sum and a histogram: in the rollups, log buckets RATIO apart (a
-percentile read from them is within ±2.2% of the exact one); in the totals, the bounds of `/metrics`.
+Each timing column is kept as a count, a sum and a histogram: in the rollups, log buckets RATIO apart, for
+the jobs that succeeded (a percentile read from them is within ±2.2% of the exact one); in the totals, the
+bounds of `/metrics`, for every job.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, delete, func, insert, or_, select, update
 
 from irq.clock import utcnow
 from irq.store.db import Database
@@ -32,8 +34,10 @@ MARK = cast(Table, RollupMark.__table__)
 TIMINGS = ("queue_wait_ms", "engine_wait_ms", "ttft_ms", "generation_ms", "total_ms", "tokens_per_s")
 RATIO = 2 ** (1 / 16)
 NON_POSITIVE = -10_000  # the bucket of zero (and of a negative value a skewed clock may give)
-MINUTE, HOUR = 60, 3600
-MINUTE_HORIZON = timedelta(hours=6)  # minutes older than this are merged into their hour
+MINUTE, HOUR, DAY = 60, 3600, 86400
+# Each grain of period and the age from which the rollups are kept in it: minutes for two hours, then hours
+# for two days, then days.
+GRAINS = ((MINUTE, timedelta(0)), (HOUR, timedelta(hours=2)), (DAY, timedelta(days=2)))
 LAG_S = 60.0  # how far the mark stays behind now by default (`Settings.rollup_lag_s`)
 ROLL_CHUNK = 20_000  # the jobs a roll-up step reads at once
 TAIL_LIMIT = 500_000  # jobs after the mark a read takes at most (the sweeper rolls up every few seconds)
@@ -67,10 +71,11 @@ class Timing:
     total: float = 0.0
     hist: Counter[int] = field(default_factory=Counter)
 
-    def add(self, value: float) -> None:
+    def add(self, value: float, histogram: bool = True) -> None:
         self.n += 1
         self.total += value
-        self.hist[bucket(value)] += 1
+        if histogram:
+            self.hist[bucket(value)] += 1
 
     def merge(self, other: Timing) -> None:
         self.n += other.n
@@ -92,12 +97,6 @@ class Timing:
     def to_json(self) -> dict[str, Any]:
         return {"n": self.n, "sum": self.total, "hist": {str(k): v for k, v in self.hist.items()}}
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Timing:
-        return cls(
-            int(data["n"]), float(data["sum"]), Counter({int(k): int(v) for k, v in data["hist"].items()})
-        )
-
 
 @dataclass
 class Group:
@@ -107,16 +106,29 @@ class Group:
     timings: dict[str, Timing] = field(default_factory=dict)
 
     def add_job(self, row: Any) -> None:
+        """Count a job; its timings' histograms only for a job that succeeded (what percentiles are of)."""
         self.jobs += 1
+        histogram = row.status == "succeeded"
         for column in TIMINGS:
             value = getattr(row, column)
             if value is not None:
-                self.timings.setdefault(column, Timing()).add(float(value))
+                self.timings.setdefault(column, Timing()).add(float(value), histogram)
 
     def merge(self, other: Group) -> None:
         self.jobs += other.jobs
         for column, timing in other.timings.items():
             self.timings.setdefault(column, Timing()).merge(timing)
+
+    def merge_stored(self, jobs: int, timings: dict[str, Any]) -> None:
+        """Add a rollup row's values as stored (`Timing.to_json`), without building objects for them."""
+        self.jobs += jobs
+        for column, stored in timings.items():
+            timing = self.timings.setdefault(column, Timing())
+            timing.n += stored["n"]
+            timing.total += stored["sum"]
+            hist = timing.hist
+            for index, n in stored["hist"].items():
+                hist[int(index)] += n
 
     def timing(self, column: str) -> Timing:
         return self.timings.get(column) or Timing()
@@ -289,53 +301,65 @@ def _rollup_row(start: datetime, period_s: int, key: GroupKey, group: Group) -> 
     )
 
 
-def compact(db: Database, now: datetime | None = None, max_hours: int = 48) -> int:
-    """Merge the minute rollups older than MINUTE_HORIZON into one row per hour and group, an hour per
-    transaction; returns how many hours."""
-    horizon = _floor((now or utcnow()) - MINUTE_HORIZON, HOUR)
-    for done in range(max_hours):
-        with db.engine.begin() as conn:
-            first = conn.execute(
-                select(func.min(ROLLUPS.c.period_start)).where(
-                    ROLLUPS.c.period_s == MINUTE, ROLLUPS.c.period_start < horizon
+def reset(db: Database) -> None:
+    """Forget every rollup and total (the next roll-up counts every finished job again)."""
+    with db.engine.begin() as conn:
+        for table in (MARK, TOTALS, ROLLUPS):
+            conn.execute(delete(table))
+
+
+def compact(db: Database, now: datetime | None = None, max_periods: int = 48) -> int:
+    """Merge the rollups of each grain older than the next grain's horizon (GRAINS) into one row per period
+    of that grain and group, a period per transaction; returns how many periods."""
+    now = now or utcnow()
+    done = 0
+    for (fine, _), (coarse, horizon) in zip(GRAINS, GRAINS[1:], strict=False):
+        before = _floor(now - horizon, coarse)
+        while done < max_periods:
+            with db.engine.begin() as conn:
+                first = conn.execute(
+                    select(func.min(ROLLUPS.c.period_start)).where(
+                        ROLLUPS.c.period_s == fine, ROLLUPS.c.period_start < before
+                    )
+                ).scalar()
+                if first is None:
+                    break
+                start = _floor(first, coarse)
+                span = (ROLLUPS.c.period_s == fine, ROLLUPS.c.period_start >= start,
+                        ROLLUPS.c.period_start < start + timedelta(seconds=coarse))  # fmt: skip
+                merged: dict[GroupKey, Group] = {}
+                for row in conn.execute(select(ROLLUPS).where(*span)):
+                    merged.setdefault(_key(row), Group()).merge_stored(row.jobs, row.timings)
+                conn.execute(delete(ROLLUPS).where(*span))
+                conn.execute(
+                    insert(ROLLUPS), [_rollup_row(start, coarse, key, g) for key, g in merged.items()]
                 )
-            ).scalar()
-            if first is None:
-                return done
-            hour = _floor(first, HOUR)
-            span = (ROLLUPS.c.period_s == MINUTE, ROLLUPS.c.period_start >= hour,
-                    ROLLUPS.c.period_start < hour + timedelta(hours=1))  # fmt: skip
-            merged: dict[GroupKey, Group] = {}
-            for row in conn.execute(select(ROLLUPS).where(*span)):
-                merged.setdefault(_key(row), Group()).merge(_group(row))
-            conn.execute(delete(ROLLUPS).where(*span))
-            conn.execute(insert(ROLLUPS), [_rollup_row(hour, HOUR, key, g) for key, g in merged.items()])
-    return max_hours
-
-
-def _group(row: Any) -> Group:
-    return Group(row.jobs, {column: Timing.from_json(t) for column, t in row.timings.items()})
+            done += 1
+    return done
 
 
 # --- reading ------------------------------------------------------------------------------------------
 
 
-def finished_in(db: Database, since: datetime, owner_id: int | None = None) -> Finished:
+def finished_in(db: Database, since: datetime, owner_id: int | None = None, timings: bool = True) -> Finished:
     """The jobs finished since `since` (one owner's, or every owner's for None): the rollups whose period
-    starts at or after `since` rounded down to it (a minute in the last MINUTE_HORIZON, an hour before),
-    then the jobs after the mark."""
+    starts at or after `since` rounded down to their grain (GRAINS: a minute in the last two hours, an hour
+    in the last two days, a day before), then the jobs after the mark. Without `timings`, only counts (a
+    timeline needs no more)."""
     groups: dict[GroupKey, Group] = {}
     periods: list[tuple[datetime, int, str, int]] = []
+    columns = [c for c in ROLLUPS.c if timings or c.key != "timings"]
     with db.engine.connect() as conn:
         mark = rolled_until(conn)
-        q = select(ROLLUPS).where(
-            ROLLUPS.c.period_start >= _floor(since, HOUR),
-            (ROLLUPS.c.period_s == HOUR) | (ROLLUPS.c.period_start >= _floor(since, MINUTE)),
+        q = select(*columns).where(
+            or_(
+                *((ROLLUPS.c.period_s == g) & (ROLLUPS.c.period_start >= _floor(since, g)) for g, _ in GRAINS)
+            )
         )
         if owner_id is not None:
             q = q.where(ROLLUPS.c.owner_id == owner_id)
         for row in conn.execute(q) if mark is not None else ():
-            groups.setdefault(_key(row), Group()).merge(_group(row))
+            groups.setdefault(_key(row), Group()).merge_stored(row.jobs, row.timings if timings else {})
             periods.append((row.period_start, row.period_s, row.status, row.jobs))
         tail_from = max(since, mark) if mark is not None else since
         for row in _finished_rows(conn, tail_from, None, owner_id, limit=TAIL_LIMIT):
