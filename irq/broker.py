@@ -85,8 +85,12 @@ class Transport(kombu_redis.Transport):
 def make_celery(settings: Settings, include: Sequence[str] = (), stock_transport: bool = False) -> Celery:
     """The Celery app of one process: the workers' (with `include`, the task modules) or a producer's.
     `stock_transport` keeps kombu's own Redis transport (Flower recognises brokers by URL scheme)."""
-    app = Celery("irq", broker=settings.redis_url, include=list(include))
-    custom = urlparse(settings.redis_url).scheme == "redis" and not stock_transport
+    url = settings.celery_broker_url
+    app = Celery("irq", broker=url, include=list(include))
+    if settings.broker_is_amqp:
+        _amqp_conf(app, settings)
+        return app
+    custom = urlparse(url).scheme == "redis" and not stock_transport
     app.conf.update(
         # The Redis transport with the channel above, for redis:// URLs; others (rediss://, whose TLS
         # defaults kombu sets by scheme, and redis+socket://) keep kombu's own.
@@ -116,6 +120,28 @@ def make_celery(settings: Settings, include: Sequence[str] = (), stock_transport
     return app
 
 
+def _amqp_conf(app: Celery, settings: Settings) -> None:
+    """RabbitMQ: durable queues with priorities (9 most urgent, as a job's), persistent messages, and a
+    consumer's unacknowledged messages given back at once when its connection drops (no visibility
+    timeout); connections that fail within seconds."""
+    app.conf.update(
+        task_queues=[
+            Queue(name, queue_arguments={"x-max-priority": max(PRIORITY_STEPS)})  # type: ignore[no-untyped-call]
+            for name in load_registry(settings).queues
+        ],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=REDIS_TIMEOUT_S,
+        broker_heartbeat=10,
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        worker_hijack_root_logger=False,
+    )
+
+
 def worker_argv(settings: Settings, endpoint: Endpoint, pool: str = "threads") -> list[str]:
     """The arguments of Celery's `worker` command for the process serving `endpoint` (`pool` other than
     threads only for the benchmarks' comparison): its queue, as many threads as it takes requests at once,
@@ -142,6 +168,7 @@ class Broker:
         self.redis = redis_client(settings.redis_url)
         self.registry = load_registry(settings)  # the process's one reading of it
         self.queues = self.registry.queues
+        self.amqp = settings.broker_is_amqp
 
     @property
     def app(self) -> Celery:
@@ -150,14 +177,17 @@ class Broker:
         return self._app
 
     def enqueue(self, job_id: str, queue: str, priority: int, countdown: float | None = None) -> None:
-        """Send one job's message to `queue`. Job priority runs 0..9 with 9 most urgent; kombu serves step
-        0 first."""
-        self.app.send_task(
-            TASK_RUN_JOB, args=[job_id], queue=queue, priority=9 - priority, countdown=countdown
-        )
+        """Send one job's message to `queue`. Job priority runs 0..9 with 9 most urgent, as RabbitMQ's;
+        kombu's Redis transport serves step 0 first."""
+        step = priority if self.amqp else 9 - priority
+        self.app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue, priority=step, countdown=countdown)
 
     def queue_depths(self) -> dict[str, int]:
         """Per queue, the messages waiting in it (not those a worker holds)."""
+        if self.amqp:
+            with self.app.connection_for_read() as conn:
+                channel = conn.default_channel
+                return {q: int(channel.queue_declare(q, passive=True).message_count) for q in self.queues}
         with self.redis.pipeline(transaction=False) as pipe:
             for queue in self.queues:
                 for key in queue_keys(queue):

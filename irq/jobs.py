@@ -362,8 +362,13 @@ class JobManager:
         stale = self.store.queued_since_before(cutoff)
         delivered_after = now.timestamp() - held_s
         # Only when the broker holds fewer messages than there are sent jobs queued can one be missing: the
-        # whole queue is read only then, so a long queue costs a count per sweep.
-        if stale and self.broker.message_count(delivered_after) < self.store.count_sent_queued():
+        # whole queue is read only then, so a long queue costs a count per sweep. RabbitMQ keeps its messages
+        # (durable queues, persistent messages) and gives a dead consumer's back at once: nothing to look for.
+        if (
+            stale
+            and not self.broker.amqp
+            and self.broker.message_count(delivered_after) < self.store.count_sent_queued()
+        ):
             # Read after the store: a job finished meanwhile is only sent again, and its claim will fail.
             held = self.broker.brokered_job_ids(delivered_after)
             missing += [job for job in stale if job.id not in held]

@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     # Store and broker
     database_url: str = "sqlite:///./irq.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Celery's broker: empty for Redis at redis_url, or amqp://user:pass@host:5672/vhost for RabbitMQ (Redis
+    # stays for the rate limits, finished notices, endpoint states and the sweeper's lock).
+    broker_url: str = ""
 
     # The endpoint registry (`irq/endpoints.py`): a TOML file of the inference endpoints, read by every
     # process. None: one endpoint, `default`, made of the single-endpoint settings marked below.
@@ -136,6 +139,15 @@ class Settings(BaseSettings):
     @classmethod
     def _none_when_empty(cls, value: object) -> object:
         return None if value == "" else value
+
+    @property
+    def celery_broker_url(self) -> str:
+        """Where Celery's messages go: `broker_url`, or Redis at `redis_url` without one."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def broker_is_amqp(self) -> bool:
+        return self.celery_broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
 
 
 def derive_health_url(generate_url: str) -> str:
