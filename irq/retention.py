@@ -21,6 +21,7 @@ from irq.files import FileStorage
 from irq.settings import Settings
 from irq.store import retention, rollups
 from irq.store.db import Database
+from irq.store.jobs import JobStore
 
 CHUNK = 1000
 
@@ -66,17 +67,23 @@ def prune(
     if mark is None:
         return PruneReport(0, 0, 0)
     before = min(before, mark)
+    store = JobStore(db)
     jobs = 0
     for n, rows in enumerate(retention.finished_before(db, before, CHUNK, whole=export is not None)):
         if max_chunks is not None and n >= max_chunks:
             break
         if export is not None:
+            schemas = store.schemas.get(row["schema_hash"] for row in rows if row["schema"] is None)
+            for row in rows:
+                row["schema"] = row["schema"] or schemas.get(row["schema_hash"])
             export.writelines(json.dumps(row, default=str, ensure_ascii=False) + "\n" for row in rows)
             export.flush()
         jobs += retention.delete_jobs(db, [row["id"] for row in rows])
         if pause_s:
             time.sleep(pause_s)  # let submits and claims through between chunks
     batches = retention.delete_empty_batches(db, before)
+    if jobs:
+        retention.delete_unused_schemas(db, before)
     removed = []
     if files is not None:  # only where the files are: a worker host may not mount them
         removed = retention.delete_files_before(db, before)

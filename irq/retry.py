@@ -97,5 +97,7 @@ class RetryPolicy:
 def _bounds_help(job: Job) -> bool:
     """Whether a truncated job may run again bounded: it allows it, has not yet, and the bounds differ."""
     return (
-        job.retry_truncated and not job.bounded and bounded_schema(job.schema_, job.max_tokens) != job.schema_
+        job.retry_truncated
+        and not job.bounded
+        and bounded_schema(job.document_schema, job.max_tokens) != job.document_schema
     )

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from inference.errors import RetryableInferenceError
 from irq.broker import Broker, queue_keys
@@ -17,6 +17,7 @@ from irq.migrate import downgrade, upgrade
 from irq.procs import ROOT
 from irq.settings import Settings
 from irq.store.db import Database
+from irq.store.jobs import JobStore
 from irq.store.models import ApiKey, JobStatus
 from irq.submission import NewJob
 
@@ -141,3 +142,44 @@ def test_retryable_faults_requeue_until_attempts_run_out(jobs: JobManager, owner
     assert jobs.retry_or_fail(second, busy).retry is False
     final = jobs.store.get(job.id)
     assert final is not None and final.status == JobStatus.failed and final.error_code == "inference_http_503"
+
+
+def test_each_schema_is_stored_once_and_every_job_reads_its_own(jobs: JobManager, owner: int) -> None:
+    custom = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    default_ids = [jobs.submit(owner, new_job(prompt=f"job {i}"))[0].id for i in range(40)]
+    batch, _ = jobs.submit_batch(owner, [new_job(prompt=f"line {i}", schema=custom) for i in range(10)], None)
+    db = jobs.store.db
+    with db.engine.connect() as conn:
+        stored = conn.execute(text("SELECT COUNT(*) FROM schemas")).scalar()
+        copies = conn.execute(text("SELECT COUNT(*) FROM jobs WHERE schema IS NOT NULL")).scalar()
+    assert (stored, copies) == (2, 0)
+    fresh = JobStore(db)  # another process: nothing remembered
+    assert all(j is not None and j.schema_ == {"type": "object"} for j in map(fresh.get, default_ids))
+    claimed = fresh.claim(default_ids[0], "w1", "default", 30)
+    assert claimed is not None and claimed.document_schema == {"type": "object"}
+    assert [j.document_schema for j in fresh.batch_jobs(batch.id)] == [custom] * 10
+
+
+def test_jobs_stored_with_their_own_schema_copy_still_read_it_after_the_upgrade(sqlite_url: str) -> None:
+    upgrade(sqlite_url, "0011")
+    db = Database(sqlite_url)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO api_keys (name, prefix, key_hash, is_admin, created_at) "
+                "VALUES ('k', 'irq_x', 'h', 0, '2026-11-30 00:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, owner_id, prompt, schema, schema_hash, model, backend, max_tokens, "
+                "temperature, top_p, priority, timeout_s, status, attempts, max_attempts, created_at, "
+                "retry_truncated, bounded) VALUES ('01000000-0000-7000-8000-000000000001', 1, 'p', "
+                """'{"type": "array"}', 'h', 'm', 'guidance', 64, 0.3, 0.95, 5, 60, 'queued', 0, 3, """
+                "'2026-11-30 00:00:00', 1, 0)"
+            )
+        )
+    upgrade(sqlite_url)
+    job = JobStore(db).get("01000000-0000-7000-8000-000000000001")
+    db.dispose()
+    assert job is not None and job.document_schema == {"type": "array"}

@@ -14,6 +14,7 @@ from sqlalchemy import Row, Table, bindparam, delete, func, insert, or_, select,
 from irq.clock import is_id, utcnow
 from irq.store.db import Database
 from irq.store.models import ACTIVE, Batch, Job, JobStatus
+from irq.store.schemas import SchemaStore
 
 JOBS = cast(Table, Job.__table__)
 BATCHES = cast(Table, Batch.__table__)
@@ -42,6 +43,7 @@ class JobStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.schemas = SchemaStore(db)
 
     # --- creating ---------------------------------------------------------------------------
 
@@ -50,11 +52,14 @@ class JobStore:
     ) -> None:
         """Insert jobs (`Job` attribute values), and their batch first, in one transaction (a chunk of rows
         at a time, so that a large batch is not copied whole into one statement's parameters)."""
+        schemas = {row["schema_hash"]: row["schema_"] for row in rows if row.get("schema_") is not None}
         with self.db.engine.begin() as conn:
+            self.schemas.put(conn, schemas)
             if batch is not None:
                 conn.execute(insert(BATCHES), [batch])
             for start in range(0, len(rows), chunk):
-                conn.execute(insert(JOBS), [_columns(row) for row in rows[start : start + chunk]])
+                part = rows[start : start + chunk]
+                conn.execute(insert(JOBS), [_columns({**row, "schema_": None}) for row in part])
 
     def delete_unsent(self, job_ids: Sequence[str], batch_id: str | None = None) -> None:
         """Undo an insert whose messages could not be sent: the jobs (still queued, never claimed) and
@@ -146,7 +151,7 @@ class JobStore:
                 .limit(chunk)
             )
             with self.db.engine.connect() as conn:
-                jobs = [as_job(row) for row in conn.execute(q)]
+                jobs = self._with_schemas([as_job(row) for row in conn.execute(q)])
             yield from jobs
             if len(jobs) < chunk:
                 return
@@ -254,7 +259,7 @@ class JobStore:
         )
         with self.db.engine.begin() as conn:
             row = conn.execute(q).one_or_none()
-        return None if row is None else as_job(row)
+        return None if row is None else self._with_schemas([as_job(row)])[0]
 
     def update_running(self, job: Job, values: dict[str, Any]) -> bool:
         """Update the job as this attempt of it runs; False if it is no longer this running attempt."""
@@ -321,9 +326,17 @@ class JobStore:
 
     def _jobs(self, q: Any) -> list[Job]:
         with self.db.engine.connect() as conn:
-            return [as_job(row) for row in conn.execute(q)]
+            return self._with_schemas([as_job(row) for row in conn.execute(q)])
 
     def _one_job(self, q: Any) -> Job | None:
         with self.db.engine.connect() as conn:
             row = conn.execute(q).one_or_none()
-        return None if row is None else as_job(row)
+        return None if row is None else self._with_schemas([as_job(row)])[0]
+
+    def _with_schemas(self, jobs: list[Job]) -> list[Job]:
+        """The jobs, each with its schema from the schemas table (a row written before it has its own)."""
+        found = self.schemas.get(job.schema_hash for job in jobs if job.schema_ is None)
+        for job in jobs:
+            if job.schema_ is None:
+                job.schema_ = found.get(job.schema_hash)
+        return jobs

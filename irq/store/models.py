@@ -102,6 +102,7 @@ class Job(Base):
         Index("ix_jobs_finished_at", "finished_at"),  # the windows of /v1/stats and /dashboard
         Index("ix_jobs_status_endpoint", "status", "endpoint"),  # jobs running on each endpoint
         Index("ix_jobs_created_at", "created_at"),  # the window of /v1/stats' counts
+        Index("ix_jobs_schema_hash", "schema_hash"),  # whether a job still names a stored schema
     )
 
     # Time-ordered UUIDs: ordering by id is ordering by creation, which cursor pagination relies on.
@@ -116,7 +117,9 @@ class Job(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))  # what the idempotency key was used for
 
     prompt: Mapped[str] = mapped_column(Text)
-    schema_: Mapped[dict[str, Any]] = mapped_column("schema", JSON)
+    # A job's schema is stored once by its hash (`irq/store/schemas.py`); rows written before that keep a
+    # copy here. The store fills it in on every read.
+    schema_: Mapped[dict[str, Any] | None] = mapped_column("schema", JSON(none_as_null=True))
     schema_hash: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(200))
     backend: Mapped[str | None] = mapped_column(String(50))
@@ -160,6 +163,13 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     # A running job belongs to its worker until then; the worker renews it while it runs the job.
     lease_expires_at: Mapped[datetime | None]
+
+    @property
+    def document_schema(self) -> dict[str, Any]:
+        """The JSON Schema the job's document must match."""
+        if self.schema_ is None:
+            raise LookupError(f"job {self.id}: schema {self.schema_hash} was not read with it")
+        return self.schema_
 
     @property
     def deadline_at(self) -> datetime | None:
@@ -206,6 +216,17 @@ class OpenAIBatch(Base):
     expires_at: Mapped[datetime]
     failed_at: Mapped[datetime | None]
     expired_at: Mapped[datetime | None]
+
+
+class StoredSchema(Base):
+    """One copy of a JSON Schema, named by the hash jobs carry (`irq/store/schemas.py`)."""
+
+    __tablename__ = "schemas"
+    __table_args__ = (Index("ix_schemas_used_at", "used_at"),)
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    schema: Mapped[dict[str, Any]] = mapped_column(JSON)
+    used_at: Mapped[datetime]  # when a process last stored it (retention deletes it some time after)
 
 
 class JobRollup(Base):

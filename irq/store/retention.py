@@ -12,6 +12,7 @@ from sqlalchemy import Table, delete, exists, select
 from irq.store.db import Database
 from irq.store.jobs import BATCHES, JOBS
 from irq.store.models import OpenAIBatch, StoredFile
+from irq.store.schemas import SCHEMAS, used_before
 
 FILES = cast(Table, StoredFile.__table__)
 OPENAI_BATCHES = cast(Table, OpenAIBatch.__table__)
@@ -57,6 +58,18 @@ def delete_empty_batches(db: Database, cutoff: datetime) -> int:
             )
         )
     return len(ids)
+
+
+def delete_unused_schemas(db: Database, cutoff: datetime) -> int:
+    """The schemas no job names any more, last stored before `cutoff` (`irq/store/schemas.py` says why a
+    schema being stored again is never one of them)."""
+    deleted = 0
+    with db.engine.begin() as conn:
+        for digest in used_before(conn, cutoff):
+            named = conn.execute(select(JOBS.c.id).where(JOBS.c.schema_hash == digest).limit(1)).first()
+            if named is None:
+                deleted += conn.execute(delete(SCHEMAS).where(SCHEMAS.c.hash == digest)).rowcount
+    return deleted
 
 
 def delete_files_before(db: Database, cutoff: datetime) -> list[str]:
