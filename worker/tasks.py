@@ -207,7 +207,8 @@ def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, j
         prompt=job.prompt,
         # Validated below against the user's own schema, whatever the engine was given.
         schema=engine_schema(
-            bounded_schema(job.schema_, job.max_tokens) if job.bounded else job.schema_, _Process.guidance
+            bounded_schema(job.document_schema, job.max_tokens) if job.bounded else job.document_schema,
+            _Process.guidance,
         ),  # fmt: skip
         max_tokens=job.max_tokens,
         temperature=job.temperature,
@@ -241,7 +242,7 @@ def _after_fault(jobs: JobManager, job: Job, fault: Fault, endpoint: str | None 
 
 def _store_reply(jobs: JobManager, job: Job, reply: GenerateResponse, endpoint: str) -> Attempt:
     try:
-        document, error = checked_document(reply.text, job.schema_)
+        document, error = checked_document(reply.text, job.document_schema)
     except Uncheckable as exc:
         return _after_fault(jobs, job, exc, endpoint)
     if error is not None:
