@@ -96,9 +96,11 @@ def _histogram(
             merged[(model, backend)].merge(rollups.Total(0, {column: total.timings[column]}))
     family = HistogramMetricFamily(name, doc, labels=["model", "backend"])
     for (model, backend), total in sorted(merged.items()):
-        t = total.timings[column]
-        rows = [(str(bound), n) for bound, n in zip(bounds, t["buckets"], strict=True)]
-        family.add_metric([model, backend], [*rows, ("+Inf", t["n"])], t["sum"] / scale)
+        *under, everything = total.cumulative(column)
+        rows = [(str(bound), n) for bound, n in zip(bounds, under, strict=True)]
+        family.add_metric(
+            [model, backend], [*rows, ("+Inf", everything)], total.timings[column]["sum"] / scale
+        )
     return family
 
 

@@ -13,6 +13,8 @@ bounds of `/metrics`, for every job.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -52,6 +54,10 @@ METRIC_BOUNDS: dict[str, tuple[tuple[float, ...], float]] = {
     "total_ms": (SECONDS, 1000.0),
     "tokens_per_s": ((1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0), 1.0),
 }
+
+
+# The bounds in each column's own unit.
+_SCALED_BOUNDS = {column: [b * scale for b in bounds] for column, (bounds, scale) in METRIC_BOUNDS.items()}
 
 
 def bucket(value: float) -> int:
@@ -156,28 +162,34 @@ class Total:
     """Every job of one (model, backend, status, error code) that ever finished, for `/metrics`."""
 
     jobs: int = 0
-    timings: dict[str, dict[str, Any]] = field(default_factory=dict)  # column → {"n", "sum", "buckets"}
+    # column → {"n", "sum", "counts"}: counts[i] jobs above bound i - 1, at most bound i; the last above all
+
+    timings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add_job(self, row: Any) -> None:
         self.jobs += 1
-        for column, (bounds, scale) in METRIC_BOUNDS.items():
+        for column, bounds in _SCALED_BOUNDS.items():
             value = getattr(row, column)
             if value is None:
                 continue
-            t = self.timings.setdefault(column, {"n": 0, "sum": 0.0, "buckets": [0] * len(bounds)})
+            t = self.timings.get(column)
+            if t is None:
+                t = self.timings[column] = {"n": 0, "sum": 0.0, "counts": [0] * (len(bounds) + 1)}
             t["n"] += 1
-            t["sum"] += float(value)
-            for i, bound in enumerate(bounds):
-                if value <= bound * scale:
-                    t["buckets"][i] += 1
+            t["sum"] += value
+            t["counts"][bisect.bisect_left(bounds, value)] += 1
 
     def merge(self, other: Total) -> None:
         self.jobs += other.jobs
         for column, o in other.timings.items():
-            t = self.timings.setdefault(column, {"n": 0, "sum": 0.0, "buckets": [0] * len(o["buckets"])})
+            t = self.timings.setdefault(column, {"n": 0, "sum": 0.0, "counts": [0] * len(o["counts"])})
             t["n"] += o["n"]
             t["sum"] += o["sum"]
-            t["buckets"] = [a + b for a, b in zip(t["buckets"], o["buckets"], strict=True)]
+            t["counts"] = [a + b for a, b in zip(t["counts"], o["counts"], strict=True)]
+
+    def cumulative(self, column: str) -> list[int]:
+        """Jobs at most each of the column's bounds (`/metrics`' buckets), then all of them."""
+        return list(itertools.accumulate(self.timings[column]["counts"]))
 
 
 _ROW_COLUMNS = ("owner_id", "model", "backend", "endpoint", "status", "error_code", "finished_at", *TIMINGS)
