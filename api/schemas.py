@@ -129,11 +129,12 @@ class JobView(BaseModel):
     error: JobError | None
     usage: Usage
     timings: Timings
-    worker: str | None
-    endpoint: str | None
+    worker: str | None = Field(description="The worker process that ran it (host and pid): admin keys only.")
+    endpoint: str | None = Field(description="The registry name of the inference endpoint that ran it.")
 
     @classmethod
-    def of(cls, job: Job) -> JobView:
+    def of(cls, job: Job, admin: bool = False) -> JobView:
+        """The job as its owner sees it; an admin key also sees which worker process ran it."""
         return cls(
             id=job.id,
             status=job.status,
@@ -170,7 +171,7 @@ class JobView(BaseModel):
                 total_ms=job.total_ms,
                 tokens_per_s=job.tokens_per_s,
             ),
-            worker=job.worker,
+            worker=job.worker if admin else None,
             endpoint=job.endpoint,
         )
 

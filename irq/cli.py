@@ -75,11 +75,22 @@ def flower() -> None:
             err=True,
         )
         raise typer.Exit(2)
+    _flower_auth_everywhere()
     # Flower shows queue lengths by the broker URL's scheme, which the workers' transport class would
     # replace; reading events and queues needs none of its speed.
     make_celery(s, stock_transport=True).start(
         ["flower", f"--port={s.flower_port}", f"--address={s.flower_address}", f"--basic-auth={auth}"]
     )
+
+
+def _flower_auth_everywhere() -> None:
+    """Flower 2 serves `/metrics` (its task and worker metrics) and `/healthcheck` to anyone, even with
+    basic auth on: make them ask for it too."""
+    import tornado.web
+    from flower.views.monitor import Healthcheck, Metrics
+
+    for handler in (Metrics, Healthcheck):
+        handler.get = tornado.web.authenticated(handler.get)
 
 
 @inference_app.command("serve")

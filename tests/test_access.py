@@ -179,3 +179,26 @@ def test_a_revoked_key_is_refused_at_once_by_every_api_process(
             assert http.get("/v1/jobs").status_code == 200
     finally:
         stop_stack(stack)
+
+
+def test_only_an_admin_key_sees_which_worker_ran_its_job(
+    sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    inference = start_fault_service(tmp_path)
+    stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path)
+    try:
+        admin_key = create_key(stack.db, "operator", admin=True)
+        seen = {}
+        for name, key in (("tenant", stack.key), ("admin", admin_key)):
+            with stack.client(key) as http:
+                job_id = http.post("/v1/jobs", json={"prompt": f"{name}: a function summing a list"}).json()[
+                    "id"
+                ]
+                seen[name] = stack.wait_for(http, job_id, 60)
+                listed = http.get("/v1/jobs").json()["jobs"]
+                assert [j["worker"] for j in listed] == [seen[name]["worker"]]
+    finally:
+        stop_stack(stack)
+        inference.service.stop()
+    assert seen["tenant"]["worker"] is None and seen["tenant"]["endpoint"] == "default"
+    assert seen["admin"]["worker"].startswith("test-worker#")  # its host's worker name and pid

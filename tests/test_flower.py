@@ -38,7 +38,9 @@ def test_flower_shows_each_job_task_by_its_id_and_nothing_else(
         assert found["state"] == "SUCCESS"  # type: ignore[index]
         everything = httpx.get(base + "/api/tasks", auth=AUTH, timeout=10).text
         assert prompt not in everything and stack.key not in everything
-        assert httpx.get(base + "/api/tasks", timeout=10).status_code == 401
+        for path in ("/api/tasks", "/metrics", "/healthcheck", "/"):
+            assert httpx.get(base + path, timeout=10).status_code == 401, path
+        assert httpx.get(base + "/metrics", auth=AUTH, timeout=10).status_code == 200
         queues = httpx.get(base + "/api/queues/length", auth=AUTH, timeout=10)
         assert queues.status_code == 200, queues.text
         # The queue of the one endpoint's model and backend, by its name.

@@ -210,7 +210,7 @@ def batch_results(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> Streami
 
     def lines() -> Iterator[bytes]:
         for job in svc.store.batch_jobs(batch.id):
-            view = JobView.of(job).model_dump(mode="json")
+            view = JobView.of(job, who.is_admin).model_dump(mode="json")
             line = {"custom_id": job.custom_id, **{k: view[k] for k in RESULT_FIELDS}}
             yield (json.dumps(line, ensure_ascii=False) + "\n").encode()
 

@@ -125,7 +125,7 @@ def submit_job(
     else:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobView.of(job)
+    return JobView.of(job, who.is_admin)
 
 
 @router.get("/{job_id}", response_model=JobView, responses=_NOT_FOUND)
@@ -138,7 +138,7 @@ async def get_job(
     job = await svc.wait_finished(job_id, who.key_id, min(wait, svc.settings.max_wait_s))
     if job is None:
         raise not_found("job", job_id, svc.settings)
-    return JobView.of(job)
+    return JobView.of(job, who.is_admin)
 
 
 @router.get("", response_model=JobPage)
@@ -157,7 +157,10 @@ def list_jobs(
             )
     jobs = svc.store.page(who.key_id, status=status, batch_id=batch_id, before=cursor, limit=limit + 1)
     page = jobs[:limit]
-    return JobPage(jobs=[JobView.of(j) for j in page], next_cursor=page[-1].id if len(jobs) > limit else None)
+    return JobPage(
+        jobs=[JobView.of(j, who.is_admin) for j in page],
+        next_cursor=page[-1].id if len(jobs) > limit else None,
+    )
 
 
 @router.post("/{job_id}/cancel", response_model=JobView, responses=_NOT_FOUND)
@@ -165,4 +168,4 @@ def cancel_job(job_id: str, svc: ServicesDep, who: PrincipalDep) -> JobView:
     job = svc.jobs.cancel(job_id, who.key_id)
     if job is None:
         raise not_found("job", job_id, svc.settings)
-    return JobView.of(job)
+    return JobView.of(job, who.is_admin)
