@@ -126,7 +126,12 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Deliberately no engine.load() here: cold starts are explicit (/warmup or the first /generate).
         logger.info("inference service up with %s (%s), model not loaded", engine.model_name, engine.backend)
-        yield
+        try:
+            yield
+        finally:
+            # On SIGTERM too (uvicorn ends the lifespan): vLLM's engine core would outlive this process and
+            # keep the GPU's memory.
+            engine.shutdown()
 
     app = FastAPI(title="irq inference", lifespan=lifespan)
     _install_error_handlers(app)

@@ -121,9 +121,10 @@ class Settings(BaseSettings):
     vllm_max_model_len: int = 8192
     vllm_gpu_memory_utilization: float = 0.90
     vllm_max_num_seqs: int = 256
-    # The engine's batching: tokens scheduled per step (0: vLLM's own default) and chunked prefill. 2048 (the
-    # AsyncLLM default) served 37.1 req/s on the H200 where vLLM's server, at 8192, served 33.6 (docs/gpu.md).
-    vllm_max_num_batched_tokens: int = 2048
+    # The engine's batching: tokens scheduled per step (0: vLLM's own default, 2048 for its AsyncLLM) and
+    # chunked prefill. 8192 is what every path of scripts/gpu/run-paths.sh ran with on the H200 (docs/gpu.md);
+    # other values were not measured there.
+    vllm_max_num_batched_tokens: int = 8192
     vllm_enable_chunked_prefill: bool = True
     vllm_attention_backend: str = "FLASHINFER"  # "": vLLM chooses; FLASHINFER measured faster (docs/gpu.md)
 

@@ -13,7 +13,7 @@ PACKAGES = ("irq", "api", "worker", "inference", "bench")
 MAX_LINES = 400
 # Benchmarks that time SQL statements themselves (the ORM against Core) or stand in for a bare
 # framework's submit path may spell their own; nothing of irq may.
-OWN_SQL = {"bench/store_calls.py", "bench/minimal_submit.py"}
+OWN_SQL = {"bench/store_calls.py", "bench/minimal_submit.py", "bench/store.py"}
 
 
 def modules() -> Iterator[tuple[str, Path]]:

@@ -39,6 +39,9 @@ class Engine(abc.ABC):
     async def load(self) -> None:
         """Load the model (idempotent); may take minutes on a cold start."""
 
+    def shutdown(self) -> None:  # noqa: B027 (most engines hold nothing a process exit does not free)
+        """Free what the engine holds outside this process (vLLM's engine core and its GPU memory)."""
+
     @abc.abstractmethod
     async def generate(self, request: GenerateRequest) -> EngineResult:
         """Generate a document matching the request's schema; `SchemaRejected` for one the backend refuses."""

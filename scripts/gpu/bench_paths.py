@@ -29,15 +29,26 @@ from scripts.gpu.bench_requests import (
 
 
 def offline(args: argparse.Namespace, requests: list[Request]) -> dict[str, Any]:
+    llm, load_s = start_offline(args)
+    outcomes, wall_s = offline_batch(llm, args, requests)
+    return {"load_s": round(load_s, 1), "summary": summarize(outcomes, wall_s)}
+
+
+def start_offline(args: argparse.Namespace) -> tuple[Any, float]:
+    """The `vllm.LLM` the run's arguments describe, and the seconds it took to start.
+
+    `args.max_num_batched_tokens` and `args.enable_chunked_prefill`, where given (scripts/gpu/paths_bench.py),
+    set the engine's batching as irq's settings of the same names do; absent, vLLM's defaults for `LLM`.
+    """
     from vllm import LLM
 
-    from inference.engines.vllm import (
-        build_sampling_params,
-        chosen_backend,
-        prompt_token_ids,
-        structured_outputs_config,
-    )
+    from inference.engines.vllm import structured_outputs_config
 
+    batching: dict[str, Any] = {}
+    if getattr(args, "max_num_batched_tokens", 0):
+        batching["max_num_batched_tokens"] = args.max_num_batched_tokens
+    if getattr(args, "enable_chunked_prefill", None) is not None:
+        batching["enable_chunked_prefill"] = args.enable_chunked_prefill
     started = time.perf_counter()
     llm = LLM(
         model=args.model,
@@ -48,20 +59,35 @@ def offline(args: argparse.Namespace, requests: list[Request]) -> dict[str, Any]
         max_num_seqs=args.max_num_seqs,
         seed=0,
         disable_log_stats=False,  # keeps RequestOutput.metrics, for the time to first token
+        **batching,
     )
-    load_s = time.perf_counter() - started
+    return llm, time.perf_counter() - started
+
+
+def offline_batch(
+    llm: Any, args: argparse.Namespace, requests: list[Request], warmup: int = 0
+) -> tuple[list[Outcome], float]:
+    """Every accepted request of `requests` in one `LLM.generate` call (after `warmup` of them in one
+    call of their own, untimed); each request's outcome, and the seconds of the timed call."""
+    from inference.engines.vllm import build_sampling_params, chosen_backend, prompt_token_ids
+
     tokenizer = llm.get_tokenizer()
     params = [build_sampling_params(generate_request(r, args)) for r in requests]
     accepted = screen(llm, params, tokenizer)
     batch = [i for i, why in enumerate(accepted) if why is None]
     prompts = [{"prompt_token_ids": prompt_token_ids(tokenizer, r.prompt, r.schema)} for r in requests]
-    started = time.perf_counter()
+    if warmup:
+        first = batch[:warmup]
+        llm.generate([prompts[i] for i in first], [params[i] for i in first], use_tqdm=False)
+        params = [build_sampling_params(generate_request(r, args)) for r in requests]  # fresh, unused ones
+    started, since = time.perf_counter(), time.monotonic()  # vLLM's request timestamps are monotonic
     outputs = llm.generate([prompts[i] for i in batch], [params[i] for i in batch], use_tqdm=False)
     wall_s = time.perf_counter() - started
     outcomes = [Outcome("rejected", detail=str(why)[:120]) if why else Outcome("ok") for why in accepted]
     for i, output in zip(batch, outputs, strict=True):
-        outcomes[i] = offline_outcome(output, requests[i].schema, chosen_backend(params[i], args.backend))
-    return {"load_s": round(load_s, 1), "summary": summarize(outcomes, wall_s)}
+        backend = chosen_backend(params[i], args.backend)
+        outcomes[i] = offline_outcome(output, requests[i].schema, backend, since)
+    return outcomes, wall_s
 
 
 def screen(llm: Any, params: list[Any], tokenizer: Any) -> list[str | None]:
@@ -82,18 +108,23 @@ def screen(llm: Any, params: list[Any], tokenizer: Any) -> list[str | None]:
     return reasons
 
 
-def offline_outcome(output: Any, schema: dict[str, Any], backend: str) -> Outcome:
+def offline_outcome(output: Any, schema: dict[str, Any], backend: str, since: float | None = None) -> Outcome:
+    """One offline request's outcome; with `since` (time.monotonic() as the batch was handed to vLLM), its
+    latency is from then to its last token (vLLM's `last_token_ts`, the engine core's monotonic clock)."""
     completion = output.outputs[0]
     metrics = getattr(output, "metrics", None)
     ttft = getattr(metrics, "first_token_latency", 0.0) if metrics is not None else 0.0
+    last = getattr(metrics, "last_token_ts", 0.0) if metrics is not None else 0.0
     outcome = outcome_from_text(
         completion.text,
         str(completion.finish_reason),
         schema,
         ttft_ms=round(ttft * 1000, 2) if ttft else None,
         backend=backend,
+        latency_s=last - since if since is not None and last else None,
     )
     outcome.completion_tokens = len(completion.token_ids)
+    outcome.prompt_tokens = len(output.prompt_token_ids or [])
     return outcome
 
 
@@ -164,16 +195,25 @@ async def post(http: httpx.AsyncClient, request: Request, args: argparse.Namespa
         answer.get("ttft_ms"),
         answer.get("backend", ""),
         valid=check(answer["text"], request.schema),
+        prompt_tokens=answer.get("prompt_tokens") or 0,
+        engine_wait_ms=answer.get("engine_wait_ms"),
     )
 
 
 def http_failure(status_code: int, answer: dict[str, Any], latency: float) -> Outcome:
     code = str(answer.get("code", f"http_{status_code}"))
+    output = answer.get("output") or {}  # what the engine generated, for output_truncated and invalid_output
+    tokens = dict(
+        completion_tokens=output.get("completion_tokens") or 0, prompt_tokens=output.get("prompt_tokens") or 0
+    )
     if code == "schema_unsupported":
         return Outcome("rejected", detail=code)
     if code == "output_truncated":
-        return Outcome("truncated", "length", latency_s=latency, detail=code)
-    return Outcome("error", latency_s=latency, detail=f"{code}: {str(answer.get('message', ''))[:80]}")
+        return Outcome("truncated", "length", latency_s=latency, detail=code, **tokens)
+    message = f"{code}: {str(answer.get('message', ''))[:80]}"
+    return Outcome(
+        "error", str(output.get("finish_reason") or ""), latency_s=latency, detail=message, **tokens
+    )
 
 
 async def wait_for_health(base: str, deadline_s: float, alive: Callable[[], bool]) -> None:

@@ -41,6 +41,8 @@ class Outcome:
     backend: str = ""
     valid: bool | None = None  # None: not checked (no document, or the schema could not be checked)
     detail: str = ""
+    prompt_tokens: int = 0
+    engine_wait_ms: float | None = None  # the inference service's `engine_wait_ms`, where it reports one
 
 
 # The request set

@@ -28,33 +28,60 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+# Answers the client waited out and sent again, by reason (`busy_503`: a 503 with Retry-After, e.g. the
+# API's schema checks all busy; `transport`: a connection the server closed), in this process.
+RETRIES: Counter[str] = Counter()
+BUSY_ATTEMPTS = 30
+
+
 async def _retrying(call: Any, attempts: int = 3) -> httpx.Response:
     """A request again after a transport error (a keep-alive connection the server closed as it was
-    reused); submits carry an Idempotency-Key, so a repeat never makes a second job."""
-    for attempt in range(attempts):
+    reused), or after the Retry-After of a 503 (up to BUSY_ATTEMPTS times); submits carry an
+    Idempotency-Key, so a repeat never makes a second job."""
+    failures = busy = 0
+    while True:
         try:
             response: httpx.Response = await call()
-            return response.raise_for_status()
         except httpx.TransportError:
-            if attempt == attempts - 1:
+            failures += 1
+            if failures == attempts:
                 raise
-    raise AssertionError("unreachable")
+            RETRIES["transport"] += 1
+            continue
+        retry_after = response.headers.get("retry-after")
+        if response.status_code == 503 and retry_after and busy < BUSY_ATTEMPTS:
+            busy += 1
+            RETRIES["busy_503"] += 1
+            await asyncio.sleep(float(retry_after))
+            continue
+        return response.raise_for_status()
 
 
-async def run(api: str, key: str, prompts: list[str], n: int, concurrency: int) -> dict[str, Any]:
+async def submit_and_wait(
+    api: str, key: str, bodies: list[dict[str, Any]], concurrency: int
+) -> tuple[list[dict[str, Any]], float]:
+    """Every body of `bodies` submitted as a job (from `concurrency` clients), then each job long-polled to
+    its end: the finished jobs, in the order of `bodies`, and the seconds the submits took."""
     headers = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=api, headers=headers, timeout=120, limits=limits) as http:
         gate = asyncio.Semaphore(concurrency)
 
-        async def submit(i: int) -> str:
+        async def submit(body: dict[str, Any]) -> str | dict[str, Any]:
+            """The job's id; a submit the API refuses (4xx), as a job record of status `refused`."""
             async with gate:
-                body = {"prompt": prompts[i % len(prompts)], "max_tokens": 1024}
                 headers = {"Idempotency-Key": uuid.uuid4().hex}
-                r = await _retrying(lambda: http.post("/v1/jobs", json=body, headers=headers))
+                try:
+                    r = await _retrying(lambda: http.post("/v1/jobs", json=body, headers=headers))
+                except httpx.HTTPStatusError as exc:
+                    if not 400 <= exc.response.status_code < 500:
+                        raise
+                    return refused(exc.response)
                 return str(r.json()["id"])
 
-        async def finish(job_id: str) -> dict[str, Any]:
+        async def finish(job_id: str | dict[str, Any]) -> dict[str, Any]:
+            if isinstance(job_id, dict):
+                return job_id
             async with gate:
                 while True:
                     poll = await _retrying(lambda: http.get(f"/v1/jobs/{job_id}", params={"wait": 30}))
@@ -63,13 +90,47 @@ async def run(api: str, key: str, prompts: list[str], n: int, concurrency: int) 
                         return job
 
         started = time.perf_counter()
-        ids = await asyncio.gather(*(submit(i) for i in range(n)))
+        ids = await asyncio.gather(*(submit(b) for b in bodies))
         submitted = time.perf_counter() - started
         jobs = await asyncio.gather(*(finish(j) for j in ids))
+    return list(jobs), submitted
+
+
+def refused(response: httpx.Response) -> dict[str, Any]:
+    """A job record for a submit the API refused: no timings, the API's error as its error."""
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        error = {}
+    timings = dict.fromkeys(("created_at", "finished_at", "queue_wait_ms", "generation_ms", "total_ms"))
+    return {
+        "status": "refused",
+        "error": {"code": error.get("code", f"http_{response.status_code}"), "message": error.get("message")},
+        "timings": timings,
+        "usage": {"prompt_tokens": None, "completion_tokens": None},
+        "validation_error": None,
+        "endpoint": None,
+    }
+
+
+def makespan_s(jobs: list[dict[str, Any]]) -> float:
+    """From the first job's creation to the last one's finish, by the store's timestamps."""
     finished = [j for j in jobs if j["timings"]["finished_at"]]
-    first = min(j["timings"]["created_at"] for j in jobs)
+    first = min(j["timings"]["created_at"] for j in jobs if j["timings"]["created_at"])
     last = max(j["timings"]["finished_at"] for j in finished)
-    makespan = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
+    return (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
+
+
+async def run(api: str, key: str, prompts: list[str], n: int, concurrency: int) -> dict[str, Any]:
+    bodies = [{"prompt": prompts[i % len(prompts)], "max_tokens": 1024} for i in range(n)]
+    jobs, submitted = await submit_and_wait(api, key, bodies, concurrency)
+    return summarize(jobs, submitted)
+
+
+def summarize(jobs: list[dict[str, Any]], submitted: float) -> dict[str, Any]:
+    n = len(jobs)
+    finished = [j for j in jobs if j["timings"]["finished_at"]]
+    makespan = makespan_s(jobs)
     totals = [j["timings"]["total_ms"] / 1000 for j in finished]
     waits = [
         j["timings"]["queue_wait_ms"] / 1000 for j in finished if j["timings"]["queue_wait_ms"] is not None

@@ -1,0 +1,456 @@
+"""Four paths on the same requests: vLLM offline, irq's inference service, vLLM's OpenAI server, the pipeline.
+
+The request sets (`ir`: the 30 IR prompts with the default IR schema; `mixed`: those and the first 50
+jsonschemabench schemas in name order with a generic prompt; each cycled to `-n` requests), the same
+sampling for every path, and per path one run of the set after `--warmup` requests of it sent the same way
+(untimed). Each run writes PATH-SET.json; `report` gathers them into one markdown table and the ratios.
+scripts/gpu/run-paths.sh starts the engines and the stack and calls this, one subcommand per path:
+
+    python3 -m scripts.gpu.paths_bench offline  --sets ir mixed --out-dir DIR   (starts a vllm.LLM itself)
+    python3 -m scripts.gpu.paths_bench service  --url http://127.0.0.1:8101 --sets ir mixed --out-dir DIR
+    python3 -m scripts.gpu.paths_bench server   --url http://127.0.0.1:8201 --sets ir mixed --out-dir DIR
+    python3 -m scripts.gpu.paths_bench pipeline --url http://127.0.0.1:8000 --key KEY --sets … --out-dir DIR
+    python3 -m scripts.gpu.paths_bench report   --out-dir DIR
+
+What every engine gets is the worker's: the schema as `irq.schema_check.options.engine_schema` writes it
+(the deployment's llguidance options in `x-guidance`), the chat-templated prompt of `inference.prompting`,
+`max_tokens`, `temperature`, `top_p`. The pipeline is sent the user's schema (the worker adds the same
+options) and `retry_truncated: false`, so that no job is generated twice. The clients run in `--procs`
+processes (each with its share of `--concurrency` in flight), and each reports the CPU it used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+if not __package__:  # run as a plain script: find `scripts.gpu` in ROOT
+    sys.path.append(str(ROOT))
+
+from scripts.gpu import bench_paths, pipeline_bench  # noqa: E402
+from scripts.gpu.bench_requests import (  # noqa: E402
+    Outcome,
+    Request,
+    build_requests,
+    outcome_from_text,
+    percentile,
+    summarize,
+)
+
+PATHS = ("offline", "service", "server", "pipeline")
+PATH_TITLES = {
+    "offline": "vLLM offline `LLM.generate`",
+    "service": "irq inference service alone (HTTP)",
+    "server": "vLLM OpenAI server (HTTP)",
+    "pipeline": "irq pipeline (REST → Redis → worker → service → SQLite)",
+}
+SETS = ("ir", "mixed")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+# The request sets
+
+
+def request_set(args: argparse.Namespace, name: str) -> list[Request]:
+    """The set `name` cycled to `args.n` requests, each with the user's schema (as the pipeline is sent)."""
+    base = build_requests(args.prompts, args.schemas, 0 if name == "ir" else args.n_schemas)
+    return [base[i % len(base)] for i in range(args.n)]
+
+
+def for_engine(requests: list[Request]) -> list[Request]:
+    """The requests as the worker hands them to an engine: the schema with the deployment's llguidance
+    options (jsonschema ignores the `x-guidance` key, so the documents are checked against the same
+    schema)."""
+    from irq.schema_check.options import GuidanceOptions, engine_schema
+    from irq.settings import get_settings
+
+    options = GuidanceOptions.of(get_settings())
+    return [Request(r.prompt, engine_schema(r.schema, options), r.source) for r in requests]
+
+
+def job_body(request: Request, args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "prompt": request.prompt,
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "retry_truncated": False,
+    }
+    if request.source != "ir":  # the IR prompts: the API's default schema, the IR schema
+        body["schema"] = request.schema
+    return body
+
+
+# The HTTP paths: one request each
+
+
+async def post_service(http: httpx.AsyncClient, request: Request, args: argparse.Namespace) -> Outcome:
+    return await bench_paths.post(http, request, args)
+
+
+async def post_server(http: httpx.AsyncClient, request: Request, args: argparse.Namespace) -> Outcome:
+    """A chat completion from vLLM's OpenAI server: irq's chat messages, the schema as `response_format`."""
+    from inference import prompting
+
+    body = {
+        "model": args.served_model,
+        "messages": prompting.messages(request.prompt, request.schema),
+        "max_completion_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "document", "schema": request.schema},
+        },
+    }
+    started = time.perf_counter()
+    try:
+        response = await http.post("/v1/chat/completions", json=body)
+    except httpx.HTTPError as exc:
+        return Outcome("error", detail=type(exc).__name__)
+    latency = time.perf_counter() - started
+    if response.status_code != 200:
+        return Outcome(
+            "error", latency_s=latency, detail=f"http_{response.status_code}: {response.text[:80]}"
+        )
+    answer = response.json()
+    choice, usage = answer["choices"][0], answer.get("usage") or {}
+    outcome = outcome_from_text(
+        choice["message"].get("content") or "",
+        str(choice.get("finish_reason")),
+        request.schema,
+        latency_s=latency,
+    )
+    outcome.completion_tokens = usage.get("completion_tokens") or 0
+    outcome.prompt_tokens = usage.get("prompt_tokens") or 0
+    return outcome
+
+
+async def http_share(
+    post: Callable[[httpx.AsyncClient, Request, argparse.Namespace], Awaitable[Outcome]],
+    base: str,
+    requests: list[Request],
+    concurrency: int,
+    args: argparse.Namespace,
+) -> list[Outcome]:
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=args.request_timeout_s, limits=limits) as http:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(request: Request) -> Outcome:
+            async with gate:
+                return await post(http, request, args)
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))
+
+
+# Several client processes, started together, each timing itself and its CPU
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def client(job: tuple[str, list[Any], int, float, argparse.Namespace]) -> dict[str, Any]:
+    """One client process's share: `items` (requests, or job bodies) from `start_at` (time.time()) on."""
+    path, items, concurrency, start_at, args = job
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu0, t0 = cpu_s(), time.time()
+    try:
+        if path == "pipeline":
+            jobs, submit_s = asyncio.run(
+                pipeline_bench.submit_and_wait(args.url, args.key, items, concurrency)
+            )
+            results: list[Any] = jobs
+        else:
+            post = post_service if path == "service" else post_server
+            results, submit_s = asyncio.run(http_share(post, args.url, items, concurrency, args)), 0.0
+    except Exception as exc:  # as text: some httpx errors cannot be pickled back to the parent
+        raise RuntimeError(f"{path} client: {type(exc).__name__}: {exc}") from None
+    end = time.time()
+    cpu = cpu_s() - cpu0
+    return {"results": results, "start": t0, "end": end, "cpu_s": cpu, "cpu_share": cpu / max(end - t0, 1e-9),
+            "submit_s": submit_s, "retries": dict(pipeline_bench.RETRIES)}  # fmt: skip
+
+
+def run_clients(path: str, items: list[Any], args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    """`items` over `args.procs` processes (item i to process i % procs, each with its share of the
+    concurrency); the results in the order of `items`, and the clients' timing and CPU."""
+    procs = max(1, min(args.procs, len(items)))
+    shares = [items[p::procs] for p in range(procs)]
+    per = max(1, args.concurrency // procs)
+    start_at = time.time() + 1.0  # every process has started and imported by then
+    context = multiprocessing.get_context("fork")
+    with context.Pool(procs) as pool:
+        parts = pool.map(client, [(path, share, per, start_at, args) for share in shares])
+    results: list[Any] = [None] * len(items)
+    for p, part in enumerate(parts):
+        results[p::procs] = part["results"]
+    wall = max(part["end"] for part in parts) - start_at
+    load = {
+        "procs": procs,
+        "in_flight_per_proc": per,
+        "wall_s": round(wall, 2),
+        "cpu_s": [round(part["cpu_s"], 2) for part in parts],
+        "cpu_share_max": round(max(part["cpu_share"] for part in parts), 3),  # of one core, per process
+        "submit_s_max": round(max(part["submit_s"] for part in parts), 2),
+        "retries": count_sum(part["retries"] for part in parts),
+    }
+    return results, load
+
+
+# Summaries: one row per path and set
+
+
+def succeeded(outcome: Outcome) -> bool:
+    """A document that parsed and did not fail `jsonschema` (the pipeline: a job that succeeded)."""
+    return outcome.status == "ok" and outcome.valid is not False
+
+
+def row(outcomes: list[Outcome], wall_s: float) -> dict[str, Any]:
+    latencies = [o.latency_s for o in outcomes if o.latency_s is not None]
+    tokens = sum(o.completion_tokens for o in outcomes)
+    prompt = [o.prompt_tokens for o in outcomes if o.prompt_tokens]
+    waits = [o.engine_wait_ms for o in outcomes if o.engine_wait_ms is not None]
+    return {
+        "requests": len(outcomes),
+        "succeeded": sum(succeeded(o) for o in outcomes),
+        "wall_s": round(wall_s, 2),
+        "requests_per_s": round(len(outcomes) / wall_s, 2),
+        "output_tokens_per_s": round(tokens / wall_s, 1),
+        "latency_p50_s": percentile(latencies, 0.5),
+        "latency_p95_s": percentile(latencies, 0.95),
+        "completion_tokens": tokens,
+        "prompt_tokens_mean": round(statistics.mean(prompt), 1) if prompt else None,
+        "engine_wait_mean_ms": round(statistics.mean(waits), 1) if waits else None,
+        "finish_reasons": count(o.finish_reason or o.status for o in outcomes),
+        "detail": summarize(outcomes, wall_s),
+    }
+
+
+def count_sum(counts: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def count(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[str(v)] = counts.get(str(v), 0) + 1
+    return counts
+
+
+def job_outcome(job: dict[str, Any]) -> Outcome:
+    t, usage = job["timings"], job["usage"]
+    ok = job["status"] == "succeeded"
+    failed = "truncated" if job.get("finish_reason") == "length" else "error"
+    return Outcome(
+        "ok" if ok else ("rejected" if job["status"] == "refused" else failed),
+        str(job.get("finish_reason") or ""),
+        usage.get("completion_tokens") or 0,
+        t["total_ms"] / 1000 if t.get("total_ms") is not None else None,
+        t.get("ttft_ms"),
+        str(job.get("backend") or ""),
+        valid=True if ok else None,
+        detail="" if ok else str((job.get("error") or {}).get("code", "")),
+        prompt_tokens=usage.get("prompt_tokens") or 0,
+        engine_wait_ms=t.get("engine_wait_ms"),
+    )
+
+
+def breakdown(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean per-job timings of the jobs that succeeded, against their mean total.
+
+    In the job record `ttft_ms` and `generation_ms` both count from the engine's first step on the job
+    (inference/engines/vllm.py): the time to first token is part of the generation time, so the parts
+    that add up are queue wait + engine wait + generation; the sum with ttft added is given as asked.
+    """
+    done = [j["timings"] for j in jobs if j["status"] == "succeeded"]
+    fields = ("queue_wait_ms", "engine_wait_ms", "ttft_ms", "generation_ms", "total_ms")
+    means: dict[str, Any] = {}
+    for name in fields:
+        values = [t[name] for t in done if t.get(name) is not None]
+        means[name] = round(statistics.mean(values), 1) if values else None
+    result: dict[str, Any] = {"jobs": len(done), "mean_ms": means}
+    if all(means[f] is not None for f in fields) and means["total_ms"]:
+        parts = means["queue_wait_ms"] + means["engine_wait_ms"] + means["generation_ms"]
+        result["queue+engine_wait+generation_ms"] = round(parts, 1)
+        result["of_total"] = round(parts / means["total_ms"], 3)
+        result["queue+engine_wait+ttft+generation_ms"] = round(parts + means["ttft_ms"], 1)
+        result["with_ttft_of_total"] = round((parts + means["ttft_ms"]) / means["total_ms"], 3)
+        result["unaccounted_ms"] = round(means["total_ms"] - parts, 1)
+    return result
+
+
+# The paths
+
+
+def run_offline(args: argparse.Namespace) -> None:
+    llm, load_s = bench_paths.start_offline(args)
+    print(f"offline engine started in {load_s:.1f} s", flush=True)
+    for name in args.sets:
+        requests = for_engine(request_set(args, name))
+        outcomes, wall_s = bench_paths.offline_batch(llm, args, requests, warmup=args.warmup)
+        write(args, "offline", name, {**row(outcomes, wall_s), "engine_load_s": round(load_s, 1)})
+
+
+def run_http(args: argparse.Namespace, path: str) -> None:
+    for name in args.sets:
+        requests = for_engine(request_set(args, name))
+        run_clients(path, requests[: args.warmup], args)
+        outcomes, load = run_clients(path, requests, args)
+        write(args, path, name, {**row(outcomes, load["wall_s"]), "load_generator": load})
+
+
+def run_pipeline(args: argparse.Namespace) -> None:
+    for name in args.sets:
+        bodies = [job_body(r, args) for r in request_set(args, name)]
+        run_clients("pipeline", bodies[: args.warmup], args)
+        jobs, load = run_clients("pipeline", bodies, args)
+        makespan = pipeline_bench.makespan_s(jobs)
+        result = {
+            **row([job_outcome(j) for j in jobs], makespan),
+            "makespan_from": "the first job's created_at to the last one's finished_at (the store's clock)",
+            "load_generator": load,
+            "failed": count((j.get("error") or {}).get("code") for j in jobs if j["status"] != "succeeded"),
+            "attempts": count(j.get("attempts") for j in jobs),
+            "breakdown": breakdown(jobs),
+            "pipeline_bench": pipeline_bench.summarize(jobs, load["submit_s_max"]),
+        }
+        write(args, "pipeline", name, result)
+
+
+def write(args: argparse.Namespace, path: str, name: str, result: dict[str, Any]) -> None:
+    result = {"path": path, "set": name, "settings": settings(args), **result}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{path}-{name}.json").write_text(json.dumps(result, indent=2))
+    load = result.get("load_generator") or {}
+    r = result
+    print(
+        f"{path} {name}: {r['succeeded']}/{r['requests']} succeeded, {r['requests_per_s']} req/s, "
+        f"{r['output_tokens_per_s']} tok/s, p50 {r['latency_p50_s']} s, p95 {r['latency_p95_s']} s"
+        + (f", client CPU max {load['cpu_share_max']:.0%} of a core x{load['procs']}" if load else ""),
+        flush=True,
+    )
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("n", "n_schemas", "max_tokens", "temperature", "top_p", "concurrency", "warmup", "procs",
+             "max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill", "max_model_len",
+             "gpu_memory_utilization", "attention_backend", "backend")  # fmt: skip
+    return {n: getattr(args, n) for n in names if hasattr(args, n)}
+
+
+# The report: one table, the ratios
+
+
+def report(args: argparse.Namespace) -> None:
+    results = {}
+    for f in sorted(args.out_dir.glob("*-*.json")):
+        data = json.loads(f.read_text())
+        if isinstance(data, dict) and data.get("path") in PATHS:
+            results[(data["path"], data["set"])] = data
+    head = ["path", "set", "requests", "succeeded", "req/s", "output tok/s", "p50 s", "p95 s", "client CPU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name in SETS:
+        for path in PATHS:
+            r = results.get((path, name))
+            if r is None:
+                continue
+            load = r.get("load_generator")
+            cpu = f"{load['cpu_share_max']:.0%} ×{load['procs']}" if load else "—"
+            cells = [PATH_TITLES[path], name, r["requests"], r["succeeded"], r["requests_per_s"],
+                     r["output_tokens_per_s"], r["latency_p50_s"], r["latency_p95_s"], cpu]  # fmt: skip
+            lines.append("| " + " | ".join("—" if c is None else str(c) for c in cells) + " |")
+    ratios: dict[str, Any] = {}
+    for name in SETS:
+        pipe = results.get(("pipeline", name))
+        for other in ("server", "service", "offline"):
+            base = results.get((other, name))
+            if pipe and base:
+                ratios[f"{name}: pipeline / {other}"] = {
+                    "req/s": round(pipe["requests_per_s"] / base["requests_per_s"], 3),
+                    "output tok/s": round(pipe["output_tokens_per_s"] / base["output_tokens_per_s"], 3),
+                }
+        service, server = results.get(("service", name)), results.get(("server", name))
+        if service and server:
+            ratios[f"{name}: service / server"] = {
+                "req/s": round(service["requests_per_s"] / server["requests_per_s"], 3),
+                "output tok/s": round(service["output_tokens_per_s"] / server["output_tokens_per_s"], 3),
+            }
+    lines += ["", "| ratio | req/s | output tok/s |", "| --- | --- | --- |"]
+    lines += [f"| {k} | {v['req/s']} | {v['output tok/s']} |" for k, v in ratios.items()]
+    for name in SETS:
+        pipe = results.get(("pipeline", name))
+        if pipe and pipe.get("breakdown"):
+            lines += ["", f"pipeline {name}, mean per succeeded job: {json.dumps(pipe['breakdown'])}"]
+    text = "\n".join(lines)
+    print(text)
+    (args.out_dir / "paths.md").write_text(text + "\n")
+    summary = {"results": {f"{p}-{s}": r for (p, s), r in results.items()}, "ratios": ratios}
+    (args.out_dir / "paths.json").write_text(json.dumps(summary, indent=2))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("path", choices=[*PATHS, "report"])
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--url", default="", help="the service, server or API (service, server, pipeline)")
+    parser.add_argument("--key", default="", help="an API key (pipeline)")
+    parser.add_argument("--served-model", default="SmolLM2-135M-Instruct", help="the model name (server)")
+    parser.add_argument("--prompts", type=Path, default=ROOT / ".data" / "prompts.jsonl")
+    parser.add_argument("--schemas", type=Path, default=ROOT / ".data" / "jsonschemabench")
+    parser.add_argument("-n", type=int, default=600, help="requests per set (the set cycled)")
+    parser.add_argument("--n-schemas", type=int, default=50, help="jsonschemabench schemas in the mixed set")
+    parser.add_argument("--max-tokens", type=int, default=512)
+    parser.add_argument("--temperature", type=float, default=0.3)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--concurrency", type=int, default=256, help="requests in flight, over all clients")
+    parser.add_argument("--procs", type=int, default=2, help="client processes")
+    parser.add_argument("--warmup", type=int, default=8, help="requests of the set sent first, untimed")
+    parser.add_argument("--request-timeout-s", type=float, default=300)
+    # The offline engine (the others take the same from run-paths.sh)
+    parser.add_argument("--model", default="/tmp/hf")
+    parser.add_argument("--backend", default="guidance")
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--max-num-seqs", type=int, default=256)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=8192, help="0: vLLM's default")
+    parser.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.5)
+    parser.add_argument("--attention-backend", default="FLASHINFER", help='"" lets vLLM choose')
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.path == "offline":
+        run_offline(args)
+    elif args.path in ("service", "server"):
+        run_http(args, args.path)
+    elif args.path == "pipeline":
+        run_pipeline(args)
+    else:
+        report(args)
+
+
+if __name__ == "__main__":
+    main()

