@@ -87,7 +87,7 @@ class Services:
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, wait_s=settings.store_wait_s)
         broker = Broker(settings)
         jobs = JobManager.open(settings, db, broker)
         aredis = AsyncRedis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)

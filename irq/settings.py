@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # clock is a little behind, still lands after their mark (irq/store/rollups.py).
     rollup_lag_s: float = 60.0
     sweep_stale_s: float = 30.0  # a queued job this old that no queue holds is enqueued again
+    # How long an API request waits for a store connection, from the pool or newly opened, before its 503: a
+    # database that is frozen (connections open, nothing answers) or saturated is answered within seconds.
+    store_wait_s: float = 5.0
     store_retry_s: float = 300.0  # how long a worker keeps retrying a store write while the database is down
 
     # Inference client (the implicit endpoint's URL and headers)

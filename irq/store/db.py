@@ -15,18 +15,27 @@ from sqlalchemy.orm import Session, sessionmaker
 STORE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
-    """The engine; its pool holds `pool_size` connections (and 20 more at a peak)."""
+def make_engine(url: str, pool_size: int = 10, wait_s: float = 30.0) -> Engine:
+    """The engine; its pool holds `pool_size` connections (and 20 more at a peak), and a checkout waits at
+    most `wait_s` for one (PostgreSQL: opening a new one too)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
             max_overflow=20,
+            pool_timeout=wait_s,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=20)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=20,
+        pool_timeout=wait_s,
+        connect_args={"connect_timeout": max(1, round(wait_s))},
+    )
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -44,9 +53,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
 class Database:
     """One engine and session factory for a process; `session()` is a unit of work that commits on success."""
 
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, wait_s: float = 30.0) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size)
+        self.engine = make_engine(url, pool_size, wait_s)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
