@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -157,21 +157,31 @@ def serve(args: argparse.Namespace) -> None:
         engine.shutdown()
 
 
-async def over_http(
-    base: str, requests: list[Request], concurrency: int, args: argparse.Namespace
-) -> dict[str, Any]:
+async def post_all(
+    send: Callable[[httpx.AsyncClient, Request, argparse.Namespace], Awaitable[Outcome]],
+    base: str,
+    requests: list[Request],
+    concurrency: int,
+    args: argparse.Namespace,
+) -> list[Outcome]:
+    """Every request through `send`, `concurrency` at a time, over one client of that many connections."""
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, timeout=args.request_timeout_s, limits=limits) as http:
         gate = asyncio.Semaphore(concurrency)
 
         async def one(request: Request) -> Outcome:
             async with gate:
-                return await post(http, request, args)
+                return await send(http, request, args)
 
-        started = time.perf_counter()
-        outcomes = await asyncio.gather(*(one(r) for r in requests))
-        wall_s = time.perf_counter() - started
-    return summarize(list(outcomes), wall_s)
+        return list(await asyncio.gather(*(one(r) for r in requests)))
+
+
+async def over_http(
+    base: str, requests: list[Request], concurrency: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    outcomes = await post_all(post, base, requests, concurrency, args)
+    return summarize(outcomes, time.perf_counter() - started)
 
 
 async def post(http: httpx.AsyncClient, request: Request, args: argparse.Namespace) -> Outcome:

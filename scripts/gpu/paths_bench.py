@@ -29,7 +29,6 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,24 +137,6 @@ async def post_server(http: httpx.AsyncClient, request: Request, args: argparse.
     return outcome
 
 
-async def http_share(
-    post: Callable[[httpx.AsyncClient, Request, argparse.Namespace], Awaitable[Outcome]],
-    base: str,
-    requests: list[Request],
-    concurrency: int,
-    args: argparse.Namespace,
-) -> list[Outcome]:
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=args.request_timeout_s, limits=limits) as http:
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(request: Request) -> Outcome:
-            async with gate:
-                return await post(http, request, args)
-
-        return list(await asyncio.gather(*(one(r) for r in requests)))
-
-
 # Several client processes, started together, each timing itself and its CPU
 
 
@@ -177,7 +158,10 @@ def client(job: tuple[str, list[Any], int, float, argparse.Namespace]) -> dict[s
             results: list[Any] = jobs
         else:
             post = post_service if path == "service" else post_server
-            results, submit_s = asyncio.run(http_share(post, args.url, items, concurrency, args)), 0.0
+            results, submit_s = (
+                asyncio.run(bench_paths.post_all(post, args.url, items, concurrency, args)),
+                0.0,
+            )
     except Exception as exc:  # as text: some httpx errors cannot be pickled back to the parent
         raise RuntimeError(f"{path} client: {type(exc).__name__}: {exc}") from None
     end = time.time()
