@@ -60,6 +60,8 @@ class ActiveCounts:
                 self._counts[owner_id] = (hit[0] + n, hit[1])
 
 
+READ_STATEMENT_TIMEOUT_S = 30.0
+
 _COUNT_REQUEST = """
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
@@ -73,6 +75,9 @@ class Services:
 
     settings: Settings
     db: Database
+    # The aggregates' own pool (/v1/stats, /metrics, /dashboard/data), its statements cut after
+    # READ_STATEMENT_TIMEOUT_S on PostgreSQL: a slow read never takes a connection a submit needs.
+    reads_db: Database
     broker: Broker
     jobs: JobManager  # every move of a job (submit, cancel)
     store: JobStore  # reads of jobs and batches
@@ -88,6 +93,12 @@ class Services:
     @classmethod
     def open(cls, settings: Settings) -> Services:
         db = Database(settings.database_url, wait_s=settings.store_wait_s)
+        reads_db = Database(
+            settings.database_url,
+            pool_size=4,
+            wait_s=settings.store_wait_s,
+            statement_timeout_s=READ_STATEMENT_TIMEOUT_S,
+        )
         broker = Broker(settings)
         jobs = JobManager.open(settings, db, broker)
         aredis = AsyncRedis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -95,6 +106,7 @@ class Services:
         return cls(
             settings=settings,
             db=db,
+            reads_db=reads_db,
             broker=broker,
             jobs=jobs,
             store=jobs.store,
@@ -126,6 +138,7 @@ class Services:
         await self.aredis.aclose()
         self.broker.close()
         self.db.dispose()
+        self.reads_db.dispose()
 
 
 async def services(request: Request) -> Services:  # async: no thread hop for a lookup

@@ -71,7 +71,7 @@ def list_models(svc: ServicesDep, who: PrincipalDep) -> ModelList:
 
 def endpoint_statuses(svc: Services) -> list[EndpointStatus]:
     """Every endpoint of the registry with its state, queue depth and jobs running on it."""
-    running = reads.running_by_endpoint(svc.db)
+    running = reads.running_by_endpoint(svc.reads_db)
     try:
         depths: dict[str, int] | None = svc.broker.queue_depths()
         states = svc.broker.endpoint_states()

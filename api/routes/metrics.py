@@ -43,7 +43,7 @@ HISTOGRAMS = (
 class StoreCollector(Collector):
     def __init__(self, svc: Services) -> None:
         self.svc = svc
-        self.db = svc.db
+        self.db = svc.reads_db
 
     def collect(self) -> Iterator[Metric]:
         totals = rollups.totals(self.db)

@@ -126,13 +126,13 @@ def stats(
     since = utcnow() - timedelta(seconds=window)
     owner = None if scope == "all" else who.key_id
     prices = {e.name: e.cost_per_hour for e in svc.jobs.registry.endpoints}
-    finished = rollups.finished_in(svc.db, since, owner)
+    finished = rollups.finished_in(svc.reads_db, since, owner)
     counts: dict[tuple[int, str], int] = defaultdict(int)
     for key, group in finished.groups.items():
         counts[(key.owner_id, key.status)] += group.jobs
-    for owner_id, status, n in reads.active_counts(svc.db, since, owner):
+    for owner_id, status, n in reads.active_counts(svc.reads_db, since, owner):
         counts[(owner_id, status)] += n
-    names = reads.key_names(svc.db, {owner_id for owner_id, _ in counts})
+    names = reads.key_names(svc.reads_db, {owner_id for owner_id, _ in counts})
     totals: dict[str, int] = defaultdict(int)
     per_owner: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for (owner_id, status), n in counts.items():

@@ -15,9 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 STORE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 
 
-def make_engine(url: str, pool_size: int = 10, wait_s: float = 30.0) -> Engine:
+def make_engine(
+    url: str, pool_size: int = 10, wait_s: float = 30.0, statement_timeout_s: float | None = None
+) -> Engine:
     """The engine; its pool holds `pool_size` connections (and 20 more at a peak), and a checkout waits at
-    most `wait_s` for one (PostgreSQL: opening a new one too)."""
+    most `wait_s` for one (PostgreSQL: opening a new one too); on PostgreSQL a statement runs at most
+    `statement_timeout_s` (None: no limit)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -28,13 +31,18 @@ def make_engine(url: str, pool_size: int = 10, wait_s: float = 30.0) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    limit = (
+        {"options": f"-c statement_timeout={round(statement_timeout_s * 1000)}"}
+        if statement_timeout_s
+        else {}
+    )
     return create_engine(
         url,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=20,
         pool_timeout=wait_s,
-        connect_args={"connect_timeout": max(1, round(wait_s))},
+        connect_args={"connect_timeout": max(1, round(wait_s)), **limit},
     )
 
 
@@ -53,9 +61,11 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
 class Database:
     """One engine and session factory for a process; `session()` is a unit of work that commits on success."""
 
-    def __init__(self, url: str, pool_size: int = 10, wait_s: float = 30.0) -> None:
+    def __init__(
+        self, url: str, pool_size: int = 10, wait_s: float = 30.0, statement_timeout_s: float | None = None
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size, wait_s)
+        self.engine = make_engine(url, pool_size, wait_s, statement_timeout_s)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
