@@ -40,7 +40,14 @@ UNACKED_INDEX_KEY = "unacked_index"  # kombu's: delivery tag → when it was del
 FINISHED_CHANNEL = "irq:finished"  # pub/sub: the id of each job that reached a terminal status
 KEYS_REVOKED_CHANNEL = "irq:keys-revoked"  # pub/sub: the id of each API key just revoked
 SWEEP_LOCK = "irq:sweeper"  # held by the one worker sweeping the store for lost jobs
+RECORDS_LOCK = "irq:records"  # held by the one worker rolling up and pruning finished jobs
 ENDPOINT_STATE = "irq:endpoint-state"  # hash: endpoint name → what its workers last saw of it (JSON)
+
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def rate_key(key_id: int, second: int) -> str:
@@ -169,6 +176,7 @@ class Broker:
         self.registry = load_registry(settings)  # the process's one reading of it
         self.queues = self.registry.queues
         self.amqp = settings.broker_is_amqp
+        self._release = self.redis.register_script(_RELEASE)
 
     @property
     def app(self) -> Celery:
@@ -221,8 +229,12 @@ class Broker:
             pipe.zcount(UNACKED_INDEX_KEY, delivered_after, "+inf")
             return sum(int(n) for n in pipe.execute())
 
-    def take_sweep_lock(self, holder: str, ttl_ms: int) -> bool:
-        return bool(self.redis.set(SWEEP_LOCK, holder, nx=True, px=ttl_ms))
+    def take_lock(self, key: str, holder: str, ttl_ms: int) -> bool:
+        return bool(self.redis.set(key, holder, nx=True, px=ttl_ms))
+
+    def release_lock(self, key: str, holder: str) -> None:
+        """Give the lock up if `holder` still holds it (one round trip; a lapsed lock is left as it is)."""
+        self._release(keys=[key], args=[holder])
 
     def close(self) -> None:
         self.redis.close()

@@ -8,8 +8,10 @@
   to the queue (or fail when out of attempts), and jobs queued in SQL for a while that have no message in
   Redis (Redis restarted without persistence, or the API died between insert and enqueue) are enqueued
   again. A duplicate message is harmless: claiming a job is a conditional UPDATE, so only one delivery
-  runs it. The same sweep keeps the records: it rolls up the jobs that finished and prunes those past
-  retention (`irq/retention.py`).
+  runs it.
+- One worker at a time (another lock) keeps the records, on a thread of its own so that a long catch-up
+  never delays a lease renewal: it rolls up the jobs that finished and prunes those past retention
+  (`irq/retention.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from irq import retention
+from irq.broker import RECORDS_LOCK, SWEEP_LOCK
 from irq.jobs import JobManager
 from irq.settings import Settings
 from worker.gate import EndpointGate
@@ -34,8 +37,6 @@ class SweepReport:
     expired: int  # running jobs whose worker stopped renewing their lease, sent back to the queue
     reenqueued: int  # queued jobs that had no message in the broker, enqueued again
     unreachable: int  # queued jobs failed because their endpoints stayed down longer than their timeout
-    rolled_up: int  # finished jobs counted into the rollups
-    pruned: int  # finished jobs deleted past retention
 
 
 def sweep(jobs: JobManager, settings: Settings) -> SweepReport:
@@ -45,8 +46,7 @@ def sweep(jobs: JobManager, settings: Settings) -> SweepReport:
     # than a lease and still queued was delivered to a worker that died.
     reenqueued = jobs.resend_lost(settings.sweep_stale_s, held_s=settings.lease_s)
     unreachable = jobs.fail_unreachable()
-    rolled_up, pruned = retention.keep(jobs.store.db, settings)
-    report = SweepReport(expired, reenqueued, unreachable, rolled_up, pruned)
+    report = SweepReport(expired, reenqueued, unreachable)
     if report.expired or report.reenqueued or report.unreachable:
         log.warning(
             "sweep: %d job(s) with an expired lease re-queued, %d lost message(s) re-sent, %d job(s) failed "
@@ -59,7 +59,8 @@ def sweep(jobs: JobManager, settings: Settings) -> SweepReport:
 
 
 class Upkeep:
-    """A daemon thread renewing this worker's leases and, when it holds the sweep lock, sweeping."""
+    """A daemon thread renewing this worker's leases and, when it holds the sweep lock, sweeping; another
+    keeping the records when it holds theirs."""
 
     def __init__(
         self,
@@ -75,14 +76,19 @@ class Upkeep:
         self.gate = gate
         self.running = running  # the ids of the jobs this process's threads are on now
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="irq-upkeep", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name="irq-upkeep", daemon=True),
+            threading.Thread(target=self._keep_records, name="irq-records", daemon=True),
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def _run(self) -> None:
         renew_every = self.settings.lease_s / 3
@@ -111,8 +117,27 @@ class Upkeep:
 
     def _sweep_if_leader(self) -> None:
         interval_ms = int(self.settings.sweep_interval_s * 1000)
-        if self.jobs.broker.take_sweep_lock(self.worker, max(interval_ms - 100, 100)):
+        if self.jobs.broker.take_lock(SWEEP_LOCK, self.worker, max(interval_ms - 100, 100)):
             sweep(self.jobs, self.settings)
+
+    def _keep_records(self) -> None:
+        broker, interval = self.jobs.broker, self.settings.sweep_interval_s
+        while not self._stop.wait(interval):
+            # Held while it works (a crashed holder's lock lapses in a minute); a second keeper at once
+            # would only find its steps taken (the rollups' mark and merges are conditional).
+            if self._guarded_value(broker.take_lock, RECORDS_LOCK, self.worker, 60_000):
+                try:
+                    self._guarded(retention.keep, self.jobs.store.db, self.settings)
+                finally:
+                    self._guarded(broker.release_lock, RECORDS_LOCK, self.worker)
+
+    @staticmethod
+    def _guarded_value(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            log.warning("upkeep: %s failed: %s: %s", fn.__name__, type(exc).__name__, exc)
+            return None
 
     @staticmethod
     def _guarded(fn: Callable[..., Any], *args: Any) -> None:

@@ -340,9 +340,12 @@ def compact(db: Database, now: datetime | None = None, max_periods: int = 48) ->
                 span = (ROLLUPS.c.period_s == fine, ROLLUPS.c.period_start >= start,
                         ROLLUPS.c.period_start < start + timedelta(seconds=coarse))  # fmt: skip
                 merged: dict[GroupKey, Group] = {}
-                for row in conn.execute(select(ROLLUPS).where(*span)):
+                rows = conn.execute(select(ROLLUPS).where(*span)).all()
+                for row in rows:
                     merged.setdefault(_key(row), Group()).merge_stored(row.jobs, row.timings)
-                conn.execute(delete(ROLLUPS).where(*span))
+                if conn.execute(delete(ROLLUPS).where(*span)).rowcount != len(rows):
+                    conn.rollback()  # another keeper merged (some of) them meanwhile
+                    return done
                 conn.execute(
                     insert(ROLLUPS), [_rollup_row(start, coarse, key, g) for key, g in merged.items()]
                 )
