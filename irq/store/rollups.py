@@ -17,7 +17,7 @@ import bisect
 import itertools
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
@@ -75,13 +75,13 @@ class Timing:
 
     n: int = 0
     total: float = 0.0
-    hist: Counter[int] = field(default_factory=Counter)
+    hist: Counter[str] = field(default_factory=Counter)  # bucket index (as stored, a string) → jobs
 
     def add(self, value: float, histogram: bool = True) -> None:
         self.n += 1
         self.total += value
         if histogram:
-            self.hist[bucket(value)] += 1
+            self.hist[str(bucket(value))] += 1
 
     def merge(self, other: Timing) -> None:
         self.n += other.n
@@ -94,14 +94,14 @@ class Timing:
             return None
         rank = max(1, math.ceil(q * self.n))
         seen = 0
-        for index in sorted(self.hist):
+        for index in sorted(self.hist, key=int):
             seen += self.hist[index]
             if seen >= rank:
-                return bucket_value(index)
-        return bucket_value(max(self.hist))
+                return bucket_value(int(index))
+        return bucket_value(max(map(int, self.hist)))
 
     def to_json(self) -> dict[str, Any]:
-        return {"n": self.n, "sum": self.total, "hist": {str(k): v for k, v in self.hist.items()}}
+        return {"n": self.n, "sum": self.total, "hist": dict(self.hist)}
 
 
 @dataclass
@@ -125,16 +125,18 @@ class Group:
         for column, timing in other.timings.items():
             self.timings.setdefault(column, Timing()).merge(timing)
 
-    def merge_stored(self, jobs: int, timings: dict[str, Any]) -> None:
-        """Add a rollup row's values as stored (`Timing.to_json`), without building objects for them."""
+    def merge_stored(
+        self, jobs: int, timings: dict[str, Any], histograms: Collection[str] | None = None
+    ) -> None:
+        """Add a rollup row's values as stored (`Timing.to_json`), the histograms of the `histograms`
+        columns only (all for None)."""
         self.jobs += jobs
         for column, stored in timings.items():
             timing = self.timings.setdefault(column, Timing())
             timing.n += stored["n"]
             timing.total += stored["sum"]
-            hist = timing.hist
-            for index, n in stored["hist"].items():
-                hist[int(index)] += n
+            if stored["hist"] and (histograms is None or column in histograms):
+                timing.hist.update(stored["hist"])
 
     def timing(self, column: str) -> Timing:
         return self.timings.get(column) or Timing()
@@ -356,11 +358,18 @@ def compact(db: Database, now: datetime | None = None, max_periods: int = 48) ->
 # --- reading ------------------------------------------------------------------------------------------
 
 
-def finished_in(db: Database, since: datetime, owner_id: int | None = None, timings: bool = True) -> Finished:
+def finished_in(
+    db: Database,
+    since: datetime,
+    owner_id: int | None = None,
+    timings: bool = True,
+    histograms: Collection[str] | None = None,
+) -> Finished:
     """The jobs finished since `since` (one owner's, or every owner's for None): the rollups whose period
     starts at or after `since` rounded down to their grain (GRAINS: a minute in the last two hours, an hour
     in the last two days, a day before), then the jobs after the mark. Without `timings`, only counts (a
-    timeline needs no more)."""
+    timeline needs no more); with `histograms`, only those columns' histograms (the others' counts and
+    sums)."""
     groups: dict[GroupKey, Group] = {}
     periods: list[tuple[datetime, int, str, int]] = []
     columns = [c for c in ROLLUPS.c if timings or c.key != "timings"]
@@ -374,7 +383,8 @@ def finished_in(db: Database, since: datetime, owner_id: int | None = None, timi
         if owner_id is not None:
             q = q.where(ROLLUPS.c.owner_id == owner_id)
         for row in conn.execute(q) if mark is not None else ():
-            groups.setdefault(_key(row), Group()).merge_stored(row.jobs, row.timings if timings else {})
+            stored = row.timings if timings else {}
+            groups.setdefault(_key(row), Group()).merge_stored(row.jobs, stored, histograms)
             periods.append((row.period_start, row.period_s, row.status, row.jobs))
         tail_from = max(since, mark) if mark is not None else since
         for row in _finished_rows(conn, tail_from, None, owner_id, limit=TAIL_LIMIT):
