@@ -205,13 +205,40 @@ READS = (
 )
 
 
-def _submits(http: httpx.Client, n: int) -> list[float]:
+def _submits(http: httpx.Client, n: int, interval_s: float = 0.0) -> list[float]:
+    """`n` submits one after the other (`interval_s` apart), each one's latency in ms."""
     times = []
     for i in range(n):
         started = time.perf_counter()
         http.post("/v1/jobs", json={"prompt": f"store bench submit {i}"}).raise_for_status()
         times.append((time.perf_counter() - started) * 1000)
+        time.sleep(interval_s)
     return times
+
+
+# A busy operator's load: a Prometheus scrape, a stats call and a dashboard refresh every second.
+PACED_READS = ("/metrics", "/v1/stats?scope=all&window=86400", "/dashboard/data?window=3600")
+
+
+def _submits_while(
+    bench: Stack, headers: dict[str, str], http: httpx.Client, paths: tuple[str, ...]
+) -> list[float]:
+    """200 submits, 50 ms apart, while each of `paths` is read once a second."""
+    stop = threading.Event()
+
+    def paced() -> None:
+        with httpx.Client(base_url=bench.api, headers=headers, timeout=300) as reader:
+            while not stop.wait(1.0):
+                for path in paths:
+                    reader.get(path)
+
+    loop = threading.Thread(target=paced, daemon=True)
+    loop.start()
+    try:
+        return _submits(http, 200, 0.05)
+    finally:
+        stop.set()
+        loop.join(120)
 
 
 def _peak_rss_mb(bench: Stack) -> float:
@@ -240,6 +267,8 @@ def measure(bench: Stack, admin_key: str, rows: int) -> dict[str, Any]:
         during = _submits(http, 200)
         stop.set()
         loop.join(120)
+        alone_paced = _submits(http, 200, 0.05)
+        paced = _submits_while(bench, headers, http, PACED_READS)
     return {
         "rows": rows,
         "reads_ms": reads,
@@ -248,6 +277,10 @@ def measure(bench: Stack, admin_key: str, rows: int) -> dict[str, Any]:
             "alone_p99": round(percentile(alone, 99), 1),
             "during_reads_p50": round(percentile(during, 50), 1),
             "during_reads_p99": round(percentile(during, 99), 1),
+            "alone_paced_p50": round(percentile(alone_paced, 50), 1),
+            "alone_paced_p99": round(percentile(alone_paced, 99), 1),
+            "during_paced_reads_p50": round(percentile(paced, 50), 1),
+            "during_paced_reads_p99": round(percentile(paced, 99), 1),
         },
         "api_peak_rss_mb": round(_peak_rss_mb(bench), 1),
         "bytes_per_job": round(_bytes_per_job(bench.db, rows)),
@@ -321,7 +354,9 @@ def _report(result: dict[str, Any], out_dir: Path) -> None:
         table.add_column(f"{step['rows']:,} rows", justify="right")
     for path in READS:
         table.add_row(path, *(f"{s['reads_ms'][path]:.0f}" for s in result["steps"]))
-    for key in ("alone_p50", "alone_p99", "during_reads_p50", "during_reads_p99"):
+    keys = ("alone_p50", "alone_p99", "during_reads_p50", "during_reads_p99", "alone_paced_p50",
+            "alone_paced_p99", "during_paced_reads_p50", "during_paced_reads_p99")  # fmt: skip
+    for key in keys:
         table.add_row(f"submit {key}", *(f"{s['submit_ms'][key]:.1f}" for s in result["steps"]))
     table.add_row("API peak RSS MB", *(f"{s['api_peak_rss_mb']:.0f}" for s in result["steps"]))
     table.add_row("bytes per job", *(f"{s['bytes_per_job']}" for s in result["steps"]))

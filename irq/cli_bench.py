@@ -134,13 +134,14 @@ def bench_store(
         str | None, typer.Option("--database-url", help="An empty PostgreSQL database (default: SQLite).")
     ] = None,
     span_days: Annotated[float, typer.Option(help="The jobs' finish times spread over this many days.")] = 30,
+    keep_days: Annotated[float, typer.Option(help="The prune at the end keeps this many last days.")] = 3,
     out: OutOpt = Path("bench-results"),
 ) -> None:
     """The store at N finished jobs: every read path and submit timed through the API, bytes per job, and a
     prune that keeps the counts."""
     from bench.store import run
 
-    run([int(n) for n in rows.split(",")], out, database_url, span_days)
+    run([int(n) for n in rows.split(",")], out, database_url, span_days, keep_days)
 
 
 @bench_app.command("compare")

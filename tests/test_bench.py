@@ -150,3 +150,21 @@ def test_real_world_schemas_through_the_pipeline(tmp_path: Path, inference_url: 
     assert ended == 3  # every job is in exactly one column
     assert everything.get("invalid_successes", 0) == 0 and everything.get("not_terminal", 0) == 0
     assert "| all | 3 |" in (tmp_path / "schemas.md").read_text()
+
+
+def test_the_store_benchmark_times_every_read_and_a_prune_keeps_the_counts(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "irq", "bench", "store", "--rows", "3000", "--span-days", "3",
+         "--keep-days", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=280,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert (tmp_path / "store-sqlite.png").read_bytes().startswith(b"\x89PNG")
+    result = json.loads((tmp_path / "store-sqlite.json").read_text())
+    (step,) = result["steps"]
+    assert step["rows"] == 3000 and all(ms > 0 for ms in step["reads_ms"].values())
+    assert step["submit_ms"]["alone_p50"] <= step["submit_ms"]["alone_p99"]
+    prune = result["prune"]
+    # The jobs of all but the last of the 3 days pruned, and the stats of the whole span the same.
+    assert 1500 < prune["pruned"] < 2500
+    assert prune["same_counts"] and sum(prune["counts_after"].values()) >= 3000
