@@ -24,12 +24,20 @@ def finished_before(
     """Chunks of the jobs finished before `cutoff`, oldest first: their whole rows, or only their ids unless
     `whole` (each chunk is read after the previous one was deleted: call `delete_jobs` between them)."""
     columns = [JOBS] if whole else [JOBS.c.id]
+    after = (
+        None  # where the last chunk ended: the index entries of deleted rows before it are not walked again
+    )
     while True:
-        q = select(*columns).where(JOBS.c.finished_at < cutoff).order_by(JOBS.c.finished_at).limit(chunk)
+        q = select(*columns, JOBS.c.finished_at.label("_finished_at")).where(JOBS.c.finished_at < cutoff)
+        if after is not None:
+            q = q.where(JOBS.c.finished_at >= after)
         with db.engine.connect() as conn:
-            rows = [dict(row._mapping) for row in conn.execute(q)]
+            rows = [dict(row._mapping) for row in conn.execute(q.order_by(JOBS.c.finished_at).limit(chunk))]
         if not rows:
             return
+        after = rows[-1].pop("_finished_at")
+        for row in rows:
+            row.pop("_finished_at", None)
         yield rows
 
 
