@@ -1,6 +1,7 @@
 """`/v1/stats`: over a time window, job counts by status and, per model and backend, success and
 schema-valid rates, latency percentiles, tokens/s and an estimated GPU cost per job; an admin key may
-see every key's."""
+see every key's. Finished jobs come from the rollups (`irq/store/rollups.py`: they outlive retention), the
+jobs still queued or running from the jobs table."""
 
 from __future__ import annotations
 
@@ -59,7 +60,10 @@ class GroupStats(BaseModel):
 class Stats(BaseModel):
     window_s: float
     scope: str
-    jobs: dict[str, int]  # by status, over every owner in scope
+    jobs: dict[str, int] = Field(
+        description="By status, over every owner in scope: the jobs that finished in the window, and those "
+        "created in it that are queued or running now."
+    )
     owners: list[OwnerStats]
     groups: list[GroupStats]
     endpoints: list[EndpointStatus] = Field(description="Each inference endpoint now.")
