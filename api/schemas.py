@@ -12,11 +12,24 @@ from inference.protocol import TEMPERATURE_MAX, TEMPERATURE_MIN, TOP_P_MAX, TOP_
 from irq.store.models import Job
 
 
-def _no_nul(text: str) -> str:
+def storable_text(text: str) -> str:
+    """`text` if a store can keep it (no NUL, valid Unicode); else a ValueError naming the problem."""
     if "\x00" in text:
         raise ValueError("must not contain a NUL character")
     _unicode(text)
     return text
+
+
+def custom_id_problem(custom_id: object) -> str | None:
+    """Why `custom_id` cannot name a job of a batch (None when it can): it is a string of 1 to 255
+    characters a store can keep."""
+    if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 255:
+        return "custom_id must be a string of 1 to 255 characters"
+    try:
+        storable_text(custom_id)
+    except ValueError as exc:
+        return f"custom_id {exc}"
+    return None
 
 
 def _unicode(text: str) -> None:
@@ -33,7 +46,7 @@ def _storable(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     return schema
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
+Text = Annotated[str, AfterValidator(storable_text)]
 
 
 class JobRequest(BaseModel):

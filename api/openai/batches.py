@@ -26,7 +26,7 @@ from api.errors import ApiError
 from api.openai.chat_request import job_fields
 from api.openai.objects import BatchList, BatchObject, batch_object
 from api.routes.jobs import check_quota, to_new_job
-from api.schemas import JobRequest
+from api.schemas import JobRequest, custom_id_problem
 from irq.clock import new_id, utcnow
 from irq.store.models import ACTIVE, OpenAIBatch
 from irq.submission import NewJob, schema_hash
@@ -54,9 +54,9 @@ def _line_job(svc: Services, owner_id: int, raw: bytes, seen: set[str]) -> NewJo
     if not isinstance(item, dict):
         raise ApiError(400, "invalid_request", "a line must be a JSON object")
     custom_id = item.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 255 or "\x00" in custom_id:
-        message = "`custom_id` must be a string of 1 to 255 characters, with no NUL"
-        raise ApiError(400, "invalid_request", message, param="custom_id")
+    if problem := custom_id_problem(custom_id):
+        raise ApiError(400, "invalid_request", problem, param="custom_id")
+    assert isinstance(custom_id, str)  # what custom_id_problem checked
     if custom_id in seen:
         raise ApiError(
             400, "duplicate_custom_id", f"custom_id {custom_id!r} is used twice", param="custom_id"

@@ -19,7 +19,7 @@ from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse, not_found
 from api.openai.chat_request import job_fields
 from api.routes.jobs import check_quota, to_new_job
-from api.schemas import JobRequest, JobView
+from api.schemas import JobRequest, JobView, custom_id_problem
 from irq.endpoints import Registry
 from irq.settings import Settings
 from irq.store.models import TERMINAL, Batch, JobStatus
@@ -118,10 +118,8 @@ def parse_batch(
             if not isinstance(item, dict):
                 raise ValueError("a job must be a JSON object")
             custom_id = item.get("custom_id")
-            if custom_id is not None and (
-                not isinstance(custom_id, str) or len(custom_id) > 255 or "\x00" in custom_id
-            ):
-                raise ValueError("custom_id must be a string of at most 255 characters, with no NUL")
+            if custom_id is not None and (problem := custom_id_problem(custom_id)):
+                raise ValueError(problem)
             if "body" in item and ("method" in item or "url" in item or "custom_id" in item):
                 fields = job_fields(item.get("body"))
             else:
