@@ -9,10 +9,9 @@ import subprocess
 import sys
 from typing import Any
 
-from sqlalchemy import select
-
 from irq.procs import ROOT
 from irq.settings import Settings
+from irq.store.jobs import JobStore
 from irq.store.models import Job
 from irq.submission import schema_hash
 from tests.conftest import Stack
@@ -22,8 +21,8 @@ SCHEMA: dict[str, Any] = json.loads((EXAMPLES / "schema.json").read_text())
 
 
 def stored(stack: Stack, batch_id: str) -> dict[str | None, Job]:
-    with stack.db.session() as s:
-        return {job.custom_id: job for job in s.scalars(select(Job).where(Job.batch_id == batch_id))}
+    """The batch's jobs as the store reads them back (each with its schema, stored once by hash)."""
+    return {job.custom_id: job for job in JobStore(stack.db).batch_jobs(batch_id)}
 
 
 def irq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
