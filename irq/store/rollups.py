@@ -47,11 +47,7 @@ TAIL_LIMIT = 500_000  # jobs after the mark a read takes at most (the sweeper ro
 SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 # `/metrics`' bounds per column, in the metric's unit (seconds, or tokens/s), and that unit in the column's.
 METRIC_BOUNDS: dict[str, tuple[tuple[float, ...], float]] = {
-    "queue_wait_ms": (SECONDS, 1000.0),
-    "engine_wait_ms": (SECONDS, 1000.0),
-    "ttft_ms": (SECONDS, 1000.0),
-    "generation_ms": (SECONDS, 1000.0),
-    "total_ms": (SECONDS, 1000.0),
+    **{column: (SECONDS, 1000.0) for column in TIMINGS if column.endswith("_ms")},
     "tokens_per_s": ((1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0), 1.0),
 }
 
@@ -226,8 +222,7 @@ def _finished_rows(
 
 def rolled_until(conn: Connection) -> datetime | None:
     """The mark: every job finished before it is in the rollups (None before the first roll-up)."""
-    value: datetime | None = conn.execute(select(MARK.c.rolled_until).where(MARK.c.id == 1)).scalar()
-    return value
+    return cast(datetime | None, conn.execute(select(MARK.c.rolled_until).where(MARK.c.id == 1)).scalar())
 
 
 # --- writing (the sweeper) -------------------------------------------------------------------------
@@ -294,11 +289,8 @@ def _write(conn: Connection, rows: Iterable[Any]) -> None:
         )
         found = conn.execute(select(TOTALS.c.jobs, TOTALS.c.timings).where(*where)).first()
         if found is None:
-            conn.execute(
-                insert(TOTALS),
-                [dict(model=model, backend=backend, status=status, error_code=error_code,
-                      jobs=total.jobs, timings=total.timings)],
-            )  # fmt: skip
+            names = dict(model=model, backend=backend, status=status, error_code=error_code)
+            conn.execute(insert(TOTALS), [dict(names, jobs=total.jobs, timings=total.timings)])
         else:
             merged = Total(found.jobs, found.timings)
             merged.merge(total)
