@@ -63,7 +63,7 @@ def bucket_size(window_s: float) -> int:
     """The smallest round bucket that cuts the window into at most MAX_BUCKETS buckets, and no smaller than
     the rollups' periods as old as the window's start (an hour past two hours, a day past two days)."""
     age = timedelta(seconds=window_s)
-    smallest = max(grain for grain, horizon in rollups.GRAINS if age > horizon)
+    smallest = max((grain for grain, horizon in rollups.GRAINS if age > horizon), default=rollups.MINUTE)
     return next(
         (b for b in BUCKET_SIZES_S if window_s / b <= MAX_BUCKETS and b >= smallest), BUCKET_SIZES_S[-1]
     )
