@@ -155,9 +155,10 @@ class JobManager:
         self._send(rows, batch_id=batch_id)
         return Batch(**batch), True
 
-    def _send(self, rows: Sequence[dict[str, Any]], batch_id: str | None = None, chunk: int = 1000) -> None:
+    def _send(self, rows: Sequence[dict[str, Any]], batch_id: str | None = None, chunk: int = 100) -> None:
         """The broker-down policy of the module docstring, for jobs just inserted (their rows); a batch's
-        jobs are stamped `enqueued_at` a chunk at a time, just before their messages go."""
+        jobs are stamped `enqueued_at` a chunk at a time, just before their messages go (a chunk small
+        enough to be sent long within `IRQ_SWEEP_STALE_S`)."""
         for sent, row in enumerate(rows):
             try:
                 if batch_id is not None and sent % chunk == 0:
