@@ -157,8 +157,7 @@ class JobManager:
 
     def _send(self, rows: Sequence[dict[str, Any]], batch_id: str | None = None, chunk: int = 100) -> None:
         """The broker-down policy of the module docstring, for jobs just inserted (their rows); a batch's
-        jobs are stamped `enqueued_at` a chunk at a time, just before their messages go (a chunk small
-        enough to be sent long within `IRQ_SWEEP_STALE_S`)."""
+        jobs are stamped `enqueued_at` a (small) chunk at a time, just before their messages go."""
         for sent, row in enumerate(rows):
             try:
                 if batch_id is not None and sent % chunk == 0:
