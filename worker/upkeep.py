@@ -125,23 +125,17 @@ class Upkeep:
         while not self._stop.wait(interval):
             # Held while it works (a crashed holder's lock lapses in a minute); a second keeper at once
             # would only find its steps taken (the rollups' mark and merges are conditional).
-            if self._guarded_value(broker.take_lock, RECORDS_LOCK, self.worker, 60_000):
+            if self._guarded(broker.take_lock, RECORDS_LOCK, self.worker, 60_000):
                 try:
                     self._guarded(retention.keep, self.jobs.store.db, self.settings)
                 finally:
                     self._guarded(broker.release_lock, RECORDS_LOCK, self.worker)
 
     @staticmethod
-    def _guarded_value(fn: Callable[..., Any], *args: Any) -> Any:
+    def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)`, or None (logged) when it fails: the store or Redis is down, try again next tick."""
         try:
             return fn(*args)
         except Exception as exc:
             log.warning("upkeep: %s failed: %s: %s", fn.__name__, type(exc).__name__, exc)
             return None
-
-    @staticmethod
-    def _guarded(fn: Callable[..., Any], *args: Any) -> None:
-        try:
-            fn(*args)
-        except Exception as exc:  # the store or Redis is down: try again next tick
-            log.warning("upkeep: %s failed: %s: %s", fn.__name__, type(exc).__name__, exc)
