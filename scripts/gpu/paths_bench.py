@@ -3,7 +3,9 @@
 The request sets (`ir`: the 30 IR prompts with the default IR schema; `mixed`: those and the first 50
 jsonschemabench schemas in name order with a generic prompt; each cycled to `-n` requests), the same
 sampling for every path, and per path one run of the set after `--warmup` requests of it sent the same way
-(untimed). Each run writes PATH-SET.json; `report` gathers them into one markdown table and the ratios.
+(untimed). Each run writes PATH-SET-LAYOUT.json (`--layout`: how the host's cores were shared, a label
+run-paths.sh gives); `report` gathers them into one markdown table, the ratios within each layout, and the
+cores each process used during each run (the timelines of scripts/gpu/cpu_sample.py in DIR/cpu/).
 scripts/gpu/run-paths.sh starts the engines and the stack and calls this, one subcommand per path:
 
     python3 -m scripts.gpu.paths_bench offline  --sets ir mixed --out-dir DIR   (starts a vllm.LLM itself)
@@ -38,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if not __package__:  # run as a plain script: find `scripts.gpu` in ROOT
     sys.path.append(str(ROOT))
 
-from scripts.gpu import bench_paths, pipeline_bench  # noqa: E402
+from scripts.gpu import bench_paths, cpu_sample, pipeline_bench  # noqa: E402
 from scripts.gpu.bench_requests import (  # noqa: E402
     Outcome,
     Request,
@@ -185,6 +187,7 @@ def run_clients(path: str, items: list[Any], args: argparse.Namespace) -> tuple[
         results[p::procs] = part["results"]
     wall = max(part["end"] for part in parts) - start_at
     load = {
+        "window": [round(start_at, 2), round(start_at + wall, 2)],  # time.time(), for the CPU timelines
         "procs": procs,
         "in_flight_per_proc": per,
         "wall_s": round(wall, 2),
@@ -291,7 +294,14 @@ def run_offline(args: argparse.Namespace) -> None:
     for name in args.sets:
         requests = for_engine(request_set(args, name))
         outcomes, wall_s = bench_paths.offline_batch(llm, args, requests, warmup=args.warmup)
-        write(args, "offline", name, {**row(outcomes, wall_s), "engine_load_s": round(load_s, 1)})
+        end = time.time()
+        window = [round(end - wall_s, 2), round(end, 2)]
+        write(
+            args,
+            "offline",
+            name,
+            {**row(outcomes, wall_s), "engine_load_s": round(load_s, 1), "window": window},
+        )
 
 
 def run_http(args: argparse.Namespace, path: str) -> None:
@@ -299,7 +309,12 @@ def run_http(args: argparse.Namespace, path: str) -> None:
         requests = for_engine(request_set(args, name))
         run_clients(path, requests[: args.warmup], args)
         outcomes, load = run_clients(path, requests, args)
-        write(args, path, name, {**row(outcomes, load["wall_s"]), "load_generator": load})
+        write(
+            args,
+            path,
+            name,
+            {**row(outcomes, load["wall_s"]), "load_generator": load, "window": load["window"]},
+        )
 
 
 def run_pipeline(args: argparse.Namespace) -> None:
@@ -312,6 +327,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
             **row([job_outcome(j) for j in jobs], makespan),
             "makespan_from": "the first job's created_at to the last one's finished_at (the store's clock)",
             "load_generator": load,
+            "window": load["window"],
             "failed": count((j.get("error") or {}).get("code") for j in jobs if j["status"] != "succeeded"),
             "attempts": count(j.get("attempts") for j in jobs),
             "breakdown": breakdown(jobs),
@@ -321,13 +337,14 @@ def run_pipeline(args: argparse.Namespace) -> None:
 
 
 def write(args: argparse.Namespace, path: str, name: str, result: dict[str, Any]) -> None:
-    result = {"path": path, "set": name, "settings": settings(args), **result}
+    result = {"path": path, "set": name, "layout": args.layout, "settings": settings(args), **result}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{path}-{name}.json").write_text(json.dumps(result, indent=2))
+    (args.out_dir / f"{path}-{name}-{args.layout}.json").write_text(json.dumps(result, indent=2))
     load = result.get("load_generator") or {}
     r = result
     print(
-        f"{path} {name}: {r['succeeded']}/{r['requests']} succeeded, {r['requests_per_s']} req/s, "
+        f"{path} {name} ({args.layout}): {r['succeeded']}/{r['requests']} succeeded, "
+        f"{r['requests_per_s']} req/s, "
         f"{r['output_tokens_per_s']} tok/s, p50 {r['latency_p50_s']} s, p95 {r['latency_p95_s']} s"
         + (f", client CPU max {load['cpu_share_max']:.0%} of a core x{load['procs']}" if load else ""),
         flush=True,
@@ -345,50 +362,94 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(args: argparse.Namespace) -> None:
-    results = {}
+    results: dict[tuple[str, str, str], dict[str, Any]] = {}
     for f in sorted(args.out_dir.glob("*-*.json")):
         data = json.loads(f.read_text())
         if isinstance(data, dict) and data.get("path") in PATHS:
-            results[(data["path"], data["set"])] = data
-    head = ["path", "set", "requests", "succeeded", "req/s", "output tok/s", "p50 s", "p95 s", "client CPU"]
+            results[(data.get("layout", "shared"), data["path"], data["set"])] = data
+    layouts = sorted({k[0] for k in results}, key=lambda name: (name != "shared", name))
+    head = ["path", "layout", "set", "requests", "succeeded", "req/s", "output tok/s", "p50 s", "p95 s",
+            "client CPU"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for name in SETS:
-        for path in PATHS:
-            r = results.get((path, name))
-            if r is None:
-                continue
-            load = r.get("load_generator")
-            cpu = f"{load['cpu_share_max']:.0%} ×{load['procs']}" if load else "—"
-            cells = [PATH_TITLES[path], name, r["requests"], r["succeeded"], r["requests_per_s"],
-                     r["output_tokens_per_s"], r["latency_p50_s"], r["latency_p95_s"], cpu]  # fmt: skip
-            lines.append("| " + " | ".join("—" if c is None else str(c) for c in cells) + " |")
+    for layout in layouts:
+        for name in SETS:
+            for path in PATHS:
+                r = results.get((layout, path, name))
+                if r is None:
+                    continue
+                load = r.get("load_generator")
+                cpu = f"{load['cpu_share_max']:.0%} ×{load['procs']}" if load else "—"
+                cells = [PATH_TITLES[path], layout, name, r["requests"], r["succeeded"], r["requests_per_s"],
+                         r["output_tokens_per_s"], r["latency_p50_s"], r["latency_p95_s"], cpu]  # fmt: skip
+                lines.append("| " + " | ".join("—" if c is None else str(c) for c in cells) + " |")
     ratios: dict[str, Any] = {}
-    for name in SETS:
-        pipe = results.get(("pipeline", name))
-        for other in ("server", "service", "offline"):
-            base = results.get((other, name))
-            if pipe and base:
-                ratios[f"{name}: pipeline / {other}"] = {
-                    "req/s": round(pipe["requests_per_s"] / base["requests_per_s"], 3),
-                    "output tok/s": round(pipe["output_tokens_per_s"] / base["output_tokens_per_s"], 3),
-                }
-        service, server = results.get(("service", name)), results.get(("server", name))
-        if service and server:
-            ratios[f"{name}: service / server"] = {
-                "req/s": round(service["requests_per_s"] / server["requests_per_s"], 3),
-                "output tok/s": round(service["output_tokens_per_s"] / server["output_tokens_per_s"], 3),
-            }
+    for layout in layouts:
+        for name in SETS:
+            pipe = results.get((layout, "pipeline", name))
+            pairs = [(pipe, (layout, other, name)) for other in ("server", "service", "offline")]
+            pairs.append((results.get((layout, "service", name)), (layout, "server", name)))
+            if layout != "shared":  # against the same paths on shared cores, from the same session
+                pairs += [(pipe, ("shared", other, name)) for other in ("server", "service")]
+            for top, key in pairs:
+                base = results.get(key)
+                if top and base:
+                    label = f"{name}: {top['path']} ({layout}) / {base['path']} ({key[0]})"
+                    ratios[label] = {
+                        "req/s": round(top["requests_per_s"] / base["requests_per_s"], 3),
+                        "output tok/s": round(top["output_tokens_per_s"] / base["output_tokens_per_s"], 3),
+                    }
     lines += ["", "| ratio | req/s | output tok/s |", "| --- | --- | --- |"]
     lines += [f"| {k} | {v['req/s']} | {v['output tok/s']} |" for k, v in ratios.items()]
-    for name in SETS:
-        pipe = results.get(("pipeline", name))
-        if pipe and pipe.get("breakdown"):
-            lines += ["", f"pipeline {name}, mean per succeeded job: {json.dumps(pipe['breakdown'])}"]
+    lines += cpu_table(args.out_dir, results)
+    for (layout, path, name), r in results.items():
+        if path == "pipeline" and r.get("breakdown"):
+            lines += ["", f"pipeline {name} ({layout}), mean per succeeded job: {json.dumps(r['breakdown'])}"]
     text = "\n".join(lines)
     print(text)
     (args.out_dir / "paths.md").write_text(text + "\n")
-    summary = {"results": {f"{p}-{s}": r for (p, s), r in results.items()}, "ratios": ratios}
+    summary = {"results": {"-".join(k): r for k, r in results.items()}, "ratios": ratios}
     (args.out_dir / "paths.json").write_text(json.dumps(summary, indent=2))
+
+
+CPU_ROLES = (
+    "engine core",
+    "irq service",
+    "vLLM server",
+    "irq api",
+    "irq worker",
+    "redis",
+    "clients",
+    "other",
+)
+
+
+def cpu_table(out_dir: Path, results: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
+    """Cores used during each run (mean over its 1-s samples; max in brackets), by role; the run's
+    result gets the same figures under `cpu_cores`."""
+    timeline = [
+        s for f in sorted((out_dir / "cpu").glob("*.json")) for s in json.loads(f.read_text())["timeline"]
+    ]
+    if not timeline:
+        return []
+    head = ["path", "layout", "set", *CPU_ROLES, "machine busy"]
+    lines = ["", "Cores used during each run: mean (max) of 1-s samples (scripts/gpu/cpu_sample.py)", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]  # fmt: skip
+    order = {p: i for i, p in enumerate(PATHS)}
+    for (layout, path, name), r in sorted(
+        results.items(), key=lambda kv: (kv[0][0] != "shared", kv[0][0], kv[0][2], order[kv[0][1]])
+    ):
+        if not r.get("window"):
+            continue
+        used = cpu_sample.window(timeline, *r["window"])
+        if not used:
+            continue
+        r["cpu_cores"] = used
+        cells = [
+            f"{used[k]['mean']} ({used[k]['max']})" if k in used else "—"
+            for k in (*CPU_ROLES, "machine_busy")
+        ]
+        lines.append("| " + " | ".join([path, layout, name, *cells]) + " |")
+    return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -397,6 +458,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("path", choices=[*PATHS, "report"])
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    parser.add_argument("--layout", default="shared", help="how the host's cores were shared (a label)")
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--url", default="", help="the service, server or API (service, server, pipeline)")
     parser.add_argument("--key", default="", help="an API key (pipeline)")

