@@ -25,6 +25,7 @@ ROLES = (  # (role, a piece of the command line); the first match names the proc
     ("vLLM server", "vllm.entrypoints.openai.api_server"),
     ("irq api", "irq api"),
     ("irq worker", "irq worker"),
+    ("irq worker", "celeryd"),  # the title Celery gives its worker process once it runs
     ("redis", "redis-server"),
     ("clients", "paths_bench"),
     ("sampler", "cpu_sample"),
