@@ -28,6 +28,7 @@ from irq.store.db import Database
 from irq.store.files import FileRecords
 from irq.store.jobs import JobStore
 from irq.store.models import Job, JobStatus
+from irq.store.read_process import ReadProcess
 
 log = logging.getLogger("irq.api")
 
@@ -75,9 +76,12 @@ class Services:
 
     settings: Settings
     db: Database
-    # The aggregates' own pool (/v1/stats, /metrics, /dashboard/data), its statements cut after
+    # The reads' own pool (/v1/stats, /metrics, /dashboard/data), its statements cut after
     # READ_STATEMENT_TIMEOUT_S on PostgreSQL: a slow read never takes a connection a submit needs.
     reads_db: Database
+    # The reads that merge the rollups (the same three), in processes of their own: their CPU never holds
+    # this process's interpreter lock while submits wait for it.
+    aggregates: ReadProcess
     broker: Broker
     jobs: JobManager  # every move of a job (submit, cancel)
     store: JobStore  # reads of jobs and batches
@@ -99,6 +103,12 @@ class Services:
             wait_s=settings.store_wait_s,
             statement_timeout_s=READ_STATEMENT_TIMEOUT_S,
         )
+        aggregates = ReadProcess(
+            settings.database_url,
+            wait_s=settings.store_wait_s,
+            statement_timeout_s=READ_STATEMENT_TIMEOUT_S,
+            timeout_s=READ_STATEMENT_TIMEOUT_S + 2 * settings.store_wait_s + 10,  # + a child's start
+        )
         broker = Broker(settings)
         jobs = JobManager.open(settings, db, broker)
         aredis = AsyncRedis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -107,6 +117,7 @@ class Services:
             settings=settings,
             db=db,
             reads_db=reads_db,
+            aggregates=aggregates,
             broker=broker,
             jobs=jobs,
             store=jobs.store,
@@ -139,6 +150,7 @@ class Services:
         self.broker.close()
         self.db.dispose()
         self.reads_db.dispose()
+        self.aggregates.close()
 
 
 async def services(request: Request) -> Services:  # async: no thread hop for a lookup

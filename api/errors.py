@@ -18,6 +18,7 @@ from irq import retention
 from irq.jobs import BrokerUnavailable
 from irq.settings import Settings
 from irq.store.db import STORE_UNAVAILABLE
+from irq.store.read_process import StoreReadFailed
 from irq.submission import IdempotencyKeyReused
 
 OPENAI_PREFIX = "/openai/v1"
@@ -178,5 +179,5 @@ def install(app: FastAPI) -> None:
         return respond(request, 503, "store_unavailable", message, {"Retry-After": "5"})
 
     # Down, refusing, or every pooled connection busy (a frozen database holds them): the same 503.
-    for unavailable in STORE_UNAVAILABLE:
+    for unavailable in (*STORE_UNAVAILABLE, StoreReadFailed):
         app.add_exception_handler(unavailable, _store_down)

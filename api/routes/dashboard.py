@@ -95,8 +95,8 @@ def data(
     now = utcnow()
     since = datetime.fromtimestamp(now.timestamp() - window, UTC)
     owner = None if who.is_admin else who.key_id
-    finished = rollups.finished_in(svc.reads_db, since, owner, timings=False)
-    rows = reads.finished_outline(svc.reads_db, since, MAX_JOBS, owner_id=owner)
+    finished = svc.aggregates.call(rollups.finished_in, since, owner, timings=False)
+    rows = svc.aggregates.call(reads.finished_outline, since, MAX_JOBS, owner_id=owner)
 
     size = bucket_size(window)
     first = math.floor(since.timestamp() / size) * size

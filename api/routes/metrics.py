@@ -46,7 +46,7 @@ class StoreCollector(Collector):
         self.db = svc.reads_db
 
     def collect(self) -> Iterator[Metric]:
-        totals = rollups.totals(self.db)
+        totals = self.svc.aggregates.call(rollups.totals)
         jobs = GaugeMetricFamily("irq_jobs", "Jobs by status.", labels=["status", "model", "backend"])
         by_status: dict[tuple[str, str, str], int] = defaultdict(int)
         for (model, backend, status, _), total in totals.items():

@@ -130,7 +130,7 @@ def stats(
     since = utcnow() - timedelta(seconds=window)
     owner = None if scope == "all" else who.key_id
     prices = {e.name: e.cost_per_hour for e in svc.jobs.registry.endpoints}
-    finished = rollups.finished_in(svc.reads_db, since, owner, histograms=_PERCENTILES)
+    finished = svc.aggregates.call(rollups.finished_in, since, owner, histograms=_PERCENTILES)
     counts: dict[tuple[int, str], int] = defaultdict(int)
     for key, group in finished.groups.items():
         counts[(key.owner_id, key.status)] += group.jobs
