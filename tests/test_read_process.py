@@ -50,7 +50,7 @@ def test_reads_answer_from_their_own_process_and_from_a_new_one_after_it_is_kill
 
         for pid in readers:
             os.kill(pid, signal.SIGKILL)
-        answers = [_queued(http)]  # a read its process died under answers 503 `store_unavailable`
+        answers: list[object] = [_queued(http)]  # a read whose process died answers 503 `store_unavailable`
         assert http.post("/v1/jobs", json={"prompt": "Sum a list"}).status_code == 202
         answers.append(wait_until(lambda: _queued(http), 30, "the stats to answer again"))
         assert answers[-1] == 4 and answers[0] in (None, 4), answers

@@ -23,6 +23,7 @@ from api.deps import PrincipalDep, ServicesDep
 from api.errors import COMMON_RESPONSES
 from irq.clock import utcnow
 from irq.store import reads, rollups
+from irq.store.db import Database
 from irq.store.models import TERMINAL, JobStatus
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], responses=COMMON_RESPONSES)
@@ -92,11 +93,15 @@ def data(
     who: PrincipalDep,
     window: Annotated[float, Query(gt=0, le=366 * 86400, description="Seconds back from now.")] = 3600,
 ) -> DashboardData:
-    now = utcnow()
-    since = datetime.fromtimestamp(now.timestamp() - window, UTC)
     owner = None if who.is_admin else who.key_id
-    finished = svc.aggregates.call(rollups.finished_in, since, owner, timings=False)
-    rows = svc.aggregates.call(reads.finished_outline, since, MAX_JOBS, owner_id=owner)
+    return svc.aggregates.call(_data, utcnow(), window, owner)
+
+
+def _data(db: Database, now: datetime, window: float, owner: int | None) -> DashboardData:
+    """The dashboard's data for the window up to `now`: run in the read process."""
+    since = datetime.fromtimestamp(now.timestamp() - window, UTC)
+    finished = rollups.finished_in(db, since, owner, timings=False)
+    rows = reads.finished_outline(db, since, MAX_JOBS, owner_id=owner)
 
     size = bucket_size(window)
     first = math.floor(since.timestamp() / size) * size

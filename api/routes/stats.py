@@ -6,8 +6,8 @@ jobs still queued or running from the jobs table."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import timedelta
-from typing import Annotated
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -17,6 +17,7 @@ from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.routes.endpoints import EndpointStatus, endpoint_statuses
 from irq.clock import utcnow
 from irq.store import reads, rollups
+from irq.store.db import Database
 from irq.store.models import JobStatus
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"], responses=COMMON_RESPONSES)
@@ -130,23 +131,29 @@ def stats(
     since = utcnow() - timedelta(seconds=window)
     owner = None if scope == "all" else who.key_id
     prices = {e.name: e.cost_per_hour for e in svc.jobs.registry.endpoints}
-    finished = svc.aggregates.call(rollups.finished_in, since, owner, histograms=_PERCENTILES)
+    stats = svc.aggregates.call(_stats, since, owner, prices, window_s=window, scope=scope)
+    stats.endpoints = endpoint_statuses(svc)
+    return stats
+
+
+def _stats(db: Database, since: datetime, owner: int | None, prices: dict[str, float], **head: Any) -> Stats:
+    """The window's stats but for the endpoints (what Redis says of them now): run in the read process."""
+    finished = rollups.finished_in(db, since, owner, histograms=_PERCENTILES)
     counts: dict[tuple[int, str], int] = defaultdict(int)
     for key, group in finished.groups.items():
         counts[(key.owner_id, key.status)] += group.jobs
-    for owner_id, status, n in reads.active_counts(svc.reads_db, since, owner):
+    for owner_id, status, n in reads.active_counts(db, since, owner):
         counts[(owner_id, status)] += n
-    names = reads.key_names(svc.reads_db, {owner_id for owner_id, _ in counts})
+    names = reads.key_names(db, {owner_id for owner_id, _ in counts})
     totals: dict[str, int] = defaultdict(int)
     per_owner: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for (owner_id, status), n in counts.items():
         totals[status] += n
         per_owner[names.get(owner_id, str(owner_id))][status] += n
     return Stats(
-        window_s=window,
-        scope=scope,
+        **head,
         jobs=dict(totals),
         owners=[OwnerStats(name=name, jobs=dict(jobs)) for name, jobs in sorted(per_owner.items())],
         groups=_groups(finished, prices),
-        endpoints=endpoint_statuses(svc),
+        endpoints=[],
     )
