@@ -1,6 +1,6 @@
 """The store's heavy reads run in processes of the API's own (irq/store/read_process.py): `/v1/stats`,
-`/dashboard/data` and `/metrics` answer from them, and when one is killed the reads answer again from a new
-one, while submits go on."""
+`/dashboard/data` and `/metrics` answer from them, when one is killed the reads answer again from a new
+one while submits go on, and when the API is killed they end too."""
 
 from __future__ import annotations
 
@@ -28,6 +28,14 @@ def _read_processes(parent: int) -> set[int]:
         if ppid == parent and b"spawn_main" in command and b"resource_tracker" not in command:
             found.add(int(entry.name))
     return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie that its new parent has not reaped yet has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _queued(http: httpx.Client) -> int | None:
@@ -59,3 +67,8 @@ def test_reads_answer_from_their_own_process_and_from_a_new_one_after_it_is_kill
         assert http.get("/dashboard/data", params={"window": 3600}).status_code == 200
         scraped = httpx.get(api_only.api + "/metrics", timeout=10)
         assert scraped.status_code == 200 and "irq_jobs" in scraped.text
+
+    # An API killed outright cannot stop its read processes: they end on their own.
+    left = _read_processes(api_pid)
+    os.kill(api_pid, signal.SIGKILL)
+    wait_until(lambda: not any(_alive(pid) for pid in left), 15, "the read processes to end")

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -27,6 +28,7 @@ from irq.store.db import STORE_UNAVAILABLE, Database
 PROCESSES = 2  # so that one slow read does not hold back the next
 # Below the API's priority: on a busy machine the scheduler gives the submits' threads the CPU first.
 NICENESS = 10
+PARENT_CHECK_S = 1.0
 T = TypeVar("T")
 
 
@@ -38,11 +40,20 @@ class StoreReadFailed(Exception):
 _db: Database | None = None  # the child's
 
 
-def _start(url: str, wait_s: float, statement_timeout_s: float | None) -> None:
+def _start(parent: int, url: str, wait_s: float, statement_timeout_s: float | None) -> None:
     global _db
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the API stops the children through the pool
     os.nice(NICENESS)
+    threading.Thread(target=_exit_with, args=(parent,), name="irq-read-parent", daemon=True).start()
     _db = Database(url, pool_size=1, wait_s=wait_s, statement_timeout_s=statement_timeout_s)
+
+
+def _exit_with(parent: int) -> None:
+    """End this child once the API that started it is gone (killed, it cannot stop its pool): the pool's
+    queue never closes under a child, which holds both of its ends."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
 
 
 def _run(read: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
@@ -60,7 +71,7 @@ class ReadProcess:
     result; at most `timeout_s` are waited for it."""
 
     def __init__(self, url: str, wait_s: float, statement_timeout_s: float | None, timeout_s: float) -> None:
-        self._start_args = (url, wait_s, statement_timeout_s)
+        self._start_args = (os.getpid(), url, wait_s, statement_timeout_s)
         self.timeout_s = timeout_s
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
