@@ -36,6 +36,23 @@ def wait_until(check: Callable[[], object], timeout_s: float, what: str, interva
         time.sleep(interval_s)
 
 
+def children(parent: int) -> dict[int, str]:
+    """The processes whose parent is `parent` (Linux: read from /proc), each with its command line, and
+    its state as the first word ("Z" for one that has ended and waits to be reaped)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == parent:
+            found[int(entry.name)] = f"{state} {command}"
+    return found
+
+
 def answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200

@@ -10,24 +10,18 @@ from pathlib import Path
 
 import httpx
 
+from irq.procs import children
 from tests.conftest import Stack
 from tests.procs import wait_until
 
 
 def _read_processes(parent: int) -> set[int]:
     """The children of `parent` that multiprocessing spawned as workers (not its resource tracker)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and b"spawn_main" in command and b"resource_tracker" not in command:
-            found.add(int(entry.name))
-    return found
+    return {
+        pid
+        for pid, command in children(parent).items()
+        if "spawn_main" in command and "resource_tracker" not in command
+    }
 
 
 def _alive(pid: int) -> bool:
