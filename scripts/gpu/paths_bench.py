@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import re
 import resource
 import statistics
 import sys
@@ -400,6 +401,7 @@ def report(args: argparse.Namespace) -> None:
                     }
     lines += ["", "| ratio | req/s | output tok/s |", "| --- | --- | --- |"]
     lines += [f"| {k} | {v['req/s']} | {v['output tok/s']} |" for k, v in ratios.items()]
+    lines += repeated(results)
     lines += cpu_table(args.out_dir, results)
     for (layout, path, name), r in results.items():
         if path == "pipeline" and r.get("breakdown"):
@@ -409,6 +411,38 @@ def report(args: argparse.Namespace) -> None:
     (args.out_dir / "paths.md").write_text(text + "\n")
     summary = {"results": {"-".join(k): r for k, r in results.items()}, "ratios": ratios}
     (args.out_dir / "paths.json").write_text(json.dumps(summary, indent=2))
+
+
+def repeated(results: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
+    """Over the repetitions of each path (labels LAYOUT-r1 … from REPEAT=N): the runs, req/s mean, min and
+    max; then the pipeline's ratios of the means, with the lowest and highest ratio of any two runs."""
+    runs: dict[tuple[str, str, str], list[float]] = {}
+    for (layout, path, name), r in results.items():
+        base = re.sub(r"-r[0-9]+$", "", layout)
+        if base != layout:
+            runs.setdefault((base, path, name), []).append(r["requests_per_s"])
+    if not runs:
+        return []
+    lines = ["", "Repeated runs (req/s)", "", "| path | layout | set | runs | mean | min | max |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for (base, path, name), values in sorted(runs.items()):
+        mean = statistics.mean(values)
+        lines.append(
+            f"| {path} | {base} | {name} | {len(values)} | {mean:.2f} | {min(values)} | {max(values)} |"
+        )
+    lines += ["", "| ratio of the means | mean | lowest | highest |", "| --- | --- | --- | --- |"]
+    for (base, path, name), pipe in sorted(runs.items()):
+        if path != "pipeline":
+            continue
+        for other in ("server", "service"):
+            base_runs = runs.get((base, other, name))
+            if base_runs:
+                ratio = statistics.mean(pipe) / statistics.mean(base_runs)
+                low, high = min(pipe) / max(base_runs), max(pipe) / min(base_runs)
+                lines.append(
+                    f"| {name}: pipeline / {other} ({base}) | {ratio:.3f} | {low:.3f} | {high:.3f} |"
+                )
+    return lines
 
 
 CPU_ROLES = (

@@ -20,7 +20,10 @@
 #   run, sampled once a second by scripts/gpu/cpu_sample.py), paths.json, results.tgz (PATH-SET-LAYOUT.json,
 #   cpu/), logs.tgz.
 # Environment: SETS ("ir mixed"), N (600), CONCURRENCY (256), PROCS (2 client processes), DEADLINE_S (570:
-#   this call's runs are stopped then, so that the report is still written inside the 10 minutes).
+#   this call's runs are stopped then, so that the report is still written inside the 10 minutes), REPEAT
+#   (1: the runs asked for, in their order, that many times, labelled LAYOUT-r1 …; the report then gives
+#   each path's mean and range over its repetitions and the ratios of the means, since two runs of one path
+#   on the lent H200 differed by up to 31%: docs/gpu.md).
 #   A dry run on a CPU machine: ENGINE=simulated SITE=/tmp/empty bash scripts/gpu/run-paths.sh service pipeline
 set -euo pipefail
 
@@ -42,14 +45,22 @@ engine=${ENGINE:-vllm}
 keep=/tmp/irq-paths
 logs=$keep/logs
 mkdir -p "$out" "$keep" "$logs"
-read -r -a runs <<< "${*:-offline service server pipeline}"
-paths=()
-for r in "${runs[@]}"; do
+read -r -a asked <<< "${*:-offline service server pipeline}"
+paths=() runs=()
+for r in "${asked[@]}"; do
   p=${r%%:*} l=${r#*:}
   [ "$l" != "$r" ] || l=shared
   case $p in offline|service|server|pipeline) ;; *) echo "unknown path: $p" >&2; exit 2;; esac
-  [[ $l =~ ^(shared|pinned)(-[0-9]+w)?$ ]] || { echo "unknown layout: $l" >&2; exit 2; }
+  [[ $l =~ ^(shared|pinned)(-[0-9]+w)?(-r[0-9]+)?$ ]] || { echo "unknown layout: $l" >&2; exit 2; }
   paths+=("$p")
+done
+# REPEAT=N: the runs asked for, in their order, N times over, each time labelled -r1 … -rN.
+for k in $(seq "${REPEAT:-1}"); do
+  for r in "${asked[@]}"; do
+    p=${r%%:*} l=${r#*:}
+    [ "$l" != "$r" ] || l=shared
+    runs+=("$p:$l$([ "${REPEAT:-1}" = 1 ] || echo "-r$k")")
+  done
 done
 
 source scripts/gpu/common.sh
@@ -71,7 +82,7 @@ engine_cpus=${ENGINE_CPUS:-0-9} rest_cpus=${REST_CPUS:-10-15} all_cpus=0-$(( $(n
 # prefixes `on_engine` and `on_rest` (the engine's cores and the others; none when shared: every core).
 use_layout() {
   label=$1 layout=${1%%-*} workers=1
-  [[ $label =~ -([0-9]+)w$ ]] && workers=${BASH_REMATCH[1]}
+  [[ $label =~ -([0-9]+)w(-|$) ]] && workers=${BASH_REMATCH[1]}
   on_engine=() on_rest=()
   [ "$layout" = shared ] || { on_engine=(taskset -c "$engine_cpus"); on_rest=(taskset -c "$rest_cpus"); }
 }
@@ -170,7 +181,7 @@ gpu_free() {
 
 for r in "${runs[@]}"; do
   path=${r%%:*}
-  use_layout "$([ "$r" = "$path" ] && echo shared || echo "${r#*:}")"
+  use_layout "${r#*:}"
   echo "=== $path, $label ($(left) s left)"
   case $path in
     offline)
