@@ -76,11 +76,12 @@ class Services:
 
     settings: Settings
     db: Database
-    # The reads' own pool (/v1/stats, /metrics, /dashboard/data), its statements cut after
-    # READ_STATEMENT_TIMEOUT_S on PostgreSQL: a slow read never takes a connection a submit needs.
+    # The reads' own pool (the jobs active now for /v1/stats and /metrics, the endpoints' running jobs),
+    # its statements cut after READ_STATEMENT_TIMEOUT_S on PostgreSQL: a slow read never takes a
+    # connection a submit needs.
     reads_db: Database
-    # The reads that merge the rollups (the same three), in processes of their own: their CPU never holds
-    # this process's interpreter lock while submits wait for it.
+    # The reads that merge the rollups (/v1/stats, /dashboard/data, /metrics' totals), in processes of their
+    # own, with pools of their own: their CPU never holds this process's interpreter lock while submits wait.
     aggregates: ReadProcess
     broker: Broker
     jobs: JobManager  # every move of a job (submit, cancel)

@@ -37,8 +37,8 @@ def wait_until(check: Callable[[], object], timeout_s: float, what: str, interva
 
 
 def children(parent: int) -> dict[int, str]:
-    """The processes whose parent is `parent` (Linux: read from /proc), each with its command line, and
-    its state as the first word ("Z" for one that has ended and waits to be reaped)."""
+    """The processes whose parent is `parent` (Linux: read from /proc), each as "STATE COMMAND LINE" (the
+    state "Z" for one that has ended and waits to be reaped)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -131,12 +131,14 @@ def stats(
     since = utcnow() - timedelta(seconds=window)
     owner = None if scope == "all" else who.key_id
     prices = {e.name: e.cost_per_hour for e in svc.jobs.registry.endpoints}
-    stats = svc.aggregates.call(_stats, since, owner, prices, window_s=window, scope=scope)
+    stats = svc.aggregates.call(_stats, since, owner, prices, window, scope)
     stats.endpoints = endpoint_statuses(svc)
     return stats
 
 
-def _stats(db: Database, since: datetime, owner: int | None, prices: dict[str, float], **head: Any) -> Stats:
+def _stats(
+    db: Database, since: datetime, owner: int | None, prices: dict[str, float], window_s: float, scope: str
+) -> Stats:
     """The window's stats but for the endpoints (what Redis says of them now): run in the read process."""
     finished = rollups.finished_in(db, since, owner, histograms=_PERCENTILES)
     counts: dict[tuple[int, str], int] = defaultdict(int)
@@ -151,7 +153,8 @@ def _stats(db: Database, since: datetime, owner: int | None, prices: dict[str, f
         totals[status] += n
         per_owner[names.get(owner_id, str(owner_id))][status] += n
     return Stats(
-        **head,
+        window_s=window_s,
+        scope=scope,
         jobs=dict(totals),
         owners=[OwnerStats(name=name, jobs=dict(jobs)) for name, jobs in sorted(per_owner.items())],
         groups=_groups(finished, prices),
