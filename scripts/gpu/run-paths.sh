@@ -214,7 +214,7 @@ for r in "${runs[@]}"; do
       until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = 1 ]; do
         sleep 1
         for pid in "${stack[@]}"; do
-          kill -0 "$pid" 2>/dev/null || { tail -20 "$logs"/worker-*.log "$logs/api.log"; exit 1; }
+          kill -0 "$pid" 2>/dev/null || { tail -n 20 "$logs"/worker-*.log "$logs/api.log"; exit 1; }
         done
         [ "$(left)" -gt 30 ] || { echo "the stack was not ready before the deadline"; exit 1; }
       done

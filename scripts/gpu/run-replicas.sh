@@ -47,7 +47,7 @@ for replicas in 1 2; do
   # Ready when every replica's worker has said its endpoint is up.
   until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = "$replicas" ]; do
     sleep 1
-    kill -0 $worker $api || { tail -20 "$out/worker-$replicas.log" "$out/api-$replicas.log"; exit 1; }
+    kill -0 $worker $api || { tail -n 20 "$out/worker-$replicas.log" "$out/api-$replicas.log"; exit 1; }
   done
   python3 scripts/gpu/pipeline_bench.py --key "$key" --prompts .data/prompts.jsonl -n "$n" \
     --concurrency "${CONCURRENCY:-512}" --out "$out/replicas-$replicas.json" | tail -16
