@@ -4,10 +4,11 @@ interpreter lock.
 `/v1/stats`, `/dashboard/data` and `/metrics` read the rollups and merge their histograms in Python: run in
 the API's own process, a long-window read held its interpreter lock for hundreds of milliseconds at a time,
 and the submits in flight waited for it (p99 8 → 93 ms at 10M jobs, docs/benchmarks.md). `ReadProcess.call`
-runs a read of `irq/store` in a child process with its own small pool to the same store and hands back its
-result; the API thread waiting for it holds no lock meanwhile. The children run at a lower priority than
-the API, are started when first needed (spawned: a fork of a threaded server is unsafe), and one that dies
-is replaced at the next read.
+runs such a read (a function whose first argument is the store's `Database`: a read of `irq/store`, or a
+route's whole computation over such reads) in a child process with its own small pool to the same store,
+and hands back its result; the API thread waiting for it holds no lock meanwhile. The children run at a
+lower priority than the API, are started when first needed (spawned: a fork of a threaded server is
+unsafe), and one that dies is replaced at the next read.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def _run(read: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) 
 
 
 class ReadProcess:
-    """`call(read, …)` runs `read(db, …)`, a function of `irq/store`, in a child process and returns its
-    result; at most `timeout_s` are waited for it."""
+    """`call(read, …)` runs `read(db, …)`, a module-level function (the child imports it by name), in a child
+    process and returns its result, which must pickle; at most `timeout_s` are waited for it."""
 
     def __init__(self, url: str, wait_s: float, statement_timeout_s: float | None, timeout_s: float) -> None:
         self._start_args = (os.getpid(), url, wait_s, statement_timeout_s)
