@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import cast
 from urllib.parse import urlparse
@@ -30,6 +31,7 @@ VISIBILITY_MARGIN_S = 300
 # A Redis that does not answer (paused, partitioned) fails a command after this long, so that a submit is
 # answered 503 within seconds instead of hanging. Above kombu's 1-s BRPOP, which a worker's read waits on.
 REDIS_TIMEOUT_S = 2.0
+RECHECK_S = 1.0  # before a job whose message was not seen is called lost
 
 # Every Redis key irq reads or writes. kombu's own: one list per queue and priority step (the queue's name,
 # then the name + separator + step), and the hash of messages delivered to a worker and not yet
@@ -212,16 +214,25 @@ class Broker:
         raw = cast(dict[bytes, bytes], self.redis.hgetall(ENDPOINT_STATE))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
-    def brokered_job_ids(self, delivered_after: float) -> set[str]:
-        """Ids of the jobs that have a message in Redis: waiting in the queue, or delivered to a worker
-        after `delivered_after` (Unix seconds) and not yet acknowledged. A message delivered before that
-        counts as held by nobody: a worker claims what it is given at once, so a job still queued long after
-        its delivery was delivered to a worker that died (Redis would redeliver it only after the
-        visibility timeout, an hour)."""
+    def without_message(self, job_ids: set[str], delivered_after: float) -> set[str]:
+        """Those of `job_ids` that have no message in Redis: none waiting in the queue, and none delivered
+        to a worker after `delivered_after` (Unix seconds) and not yet acknowledged. A message delivered
+        before that counts as held by nobody: a worker claims what it is given at once, so a job still
+        queued long after its delivery was delivered to a worker that died (Redis would redeliver it only
+        after the visibility timeout, an hour). A message on its way between the queue and the delivered set
+        (a delivery pops it, then records it; the queue is read first) is briefly seen in neither, so a job
+        found without one is looked for again `RECHECK_S` later."""
+        unseen = job_ids - self._brokered_job_ids(delivered_after)
+        if unseen:
+            time.sleep(RECHECK_S)
+            unseen -= self._brokered_job_ids(delivered_after)
+        return unseen
+
+    def _brokered_job_ids(self, delivered_after: float) -> set[str]:
         return {job_id for job_id in map(_job_id, self._payloads(delivered_after)) if job_id is not None}
 
     def message_count(self, delivered_after: float) -> int:
-        """How many messages `brokered_job_ids` would read (without reading them): a count per key."""
+        """How many messages `without_message` would read (without reading them): a count per key."""
         with self.redis.pipeline(transaction=False) as pipe:
             for queue in self.queues:
                 for key in queue_keys(queue):

@@ -370,8 +370,8 @@ class JobManager:
             and self.broker.message_count(delivered_after) < self.store.count_sent_queued()
         ):
             # Read after the store: a job finished meanwhile is only sent again, and its claim will fail.
-            held = self.broker.brokered_job_ids(delivered_after)
-            missing += [job for job in stale if job.id not in held]
+            lost = self.broker.without_message({job.id for job in stale}, delivered_after)
+            missing += [job for job in stale if job.id in lost]
         self.store.stamp_enqueued([job.id for job in missing], now)
         for job in missing:
             try:
