@@ -92,12 +92,15 @@ def prune(
     return PruneReport(jobs, batches, len(removed))
 
 
-def keep(db: Database, settings: Settings) -> tuple[int, int]:
+def keep(db: Database, settings: Settings, now: datetime | None = None) -> tuple[int, int]:
     """The sweeper's part: roll up what finished, merge old minutes into hours, and prune a few chunks past
     retention. Returns (jobs rolled up, jobs pruned)."""
-    rolled = rollups.roll_up(db, settings.rollup_lag_s)
-    rollups.compact(db)
-    limit = cutoff(settings)
+    rolled = rollups.roll_up(db, settings.rollup_lag_s, now)
+    if rollups.compact(
+        db, now
+    ):  # an hour of minutes merged (or a day of hours): the rows left dead reclaimed
+        db.vacuum(rollups.KEPT)
+    limit = cutoff(settings, now)
     if limit is None:
         return rolled, 0
     files = FileStorage(settings.files_dir) if settings.files_dir.is_dir() else None

@@ -16,9 +16,12 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
+from irq import retention
 from irq.clock import new_id, utcnow
 from irq.keys import create_key
+from irq.settings import Settings
 from irq.store import rollups
 from irq.store.db import Database
 from irq.store.jobs import JobStore
@@ -199,4 +202,43 @@ def test_rollups_merged_into_hours_answer_the_same_counts_and_close_percentiles(
                 won.merge(group.timing("total_ms"))
         exact = sorted(r["total_ms"] for r in expect if r["status"] == "succeeded")
         assert won.quantile(0.5) == pytest.approx(exact[(len(exact) + 1) // 2 - 1], rel=0.022)
+    db.dispose()
+
+
+def _table_bytes(db: Database, *tables: str) -> int:
+    with db.engine.connect() as conn:
+        return sum(
+            int(conn.execute(text("SELECT pg_relation_size(:t)"), {"t": t}).scalar_one()) for t in tables
+        )
+
+
+def test_the_keepers_tables_do_not_grow_as_it_merges_minutes_into_hours(postgres_url: str) -> None:
+    """Ten hours of the records keeper, an hour at a time: each hour's minutes are rolled up, then merged
+    into their hour, and the rows left dead on PostgreSQL are reclaimed by the keeper's VACUUM (autovacuum
+    may be off, or late for a table this small), so the tables stay the size of what they hold."""
+    from irq.migrate import upgrade
+
+    upgrade(postgres_url)
+    db = Database(postgres_url)
+    create_key(db, "owner")
+    settings = Settings(database_url=postgres_url, rollup_lag_s=0, retention_days=0)
+    new = NewJob("p", {}, "m", "guidance", 64, 0.3, 0.95, 5, 60.0, 3)
+    start = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(hours=12)
+    rows = []
+    for minute in range(12 * 60):
+        finished = start + timedelta(minutes=minute, seconds=30)
+        for status in ("succeeded", "failed"):
+            row = job_row(1, new, finished - timedelta(seconds=5))
+            row.update(status=status, finished_at=finished, total_ms=100.0 + minute)
+            rows.append(row)
+    JobStore(db).insert(rows)
+    sizes = []
+    for hour in range(3, 13):
+        retention.keep(db, settings, now=start + timedelta(hours=hour))
+        sizes.append(_table_bytes(db, "job_rollups", "job_totals"))
+    counted = rollups.finished_in(db, start)
+    assert sum(g.jobs for g in counted.groups.values()) == 2 * 12 * 60
+    # Each hour leaves 120 minute rows behind as two hour rows; kept, those dead rows would double the
+    # tables from the third hour to the last.
+    assert sizes[-1] < 1.5 * sizes[0], sizes
     db.dispose()

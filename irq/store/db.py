@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -72,6 +72,15 @@ class Database:
     def session(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
             yield session
+
+    def vacuum(self, tables: tuple[Table, ...]) -> None:
+        """On PostgreSQL, VACUUM (ANALYZE) the tables: the rows their updates and deletes left dead are
+        reclaimed, which autovacuum may be late to do for a small table written every few seconds, or off;
+        SQLite reuses its free pages itself."""
+        if self.url.startswith("sqlite"):
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f"VACUUM (ANALYZE) {', '.join(t.name for t in tables)}"))
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -235,7 +235,7 @@ class JobRollup(Base):
     and then its day as it ages (`rollups.GRAINS`)."""
 
     __tablename__ = "job_rollups"
-    __table_args__ = (Index("ix_job_rollups_period_start", "period_start"),)
+    __table_args__ = (Index("ix_job_rollups_grain", "period_s", "period_start"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     period_start: Mapped[datetime]

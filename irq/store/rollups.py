@@ -32,6 +32,7 @@ from irq.store.models import JobRollup, JobTotal, RollupMark
 ROLLUPS = cast(Table, JobRollup.__table__)
 TOTALS = cast(Table, JobTotal.__table__)
 MARK = cast(Table, RollupMark.__table__)
+KEPT = (MARK, TOTALS, ROLLUPS)  # what the records keeper writes
 
 TIMINGS = ("queue_wait_ms", "engine_wait_ms", "ttft_ms", "generation_ms", "total_ms", "tokens_per_s")
 RATIO = 2 ** (1 / 16)
@@ -161,7 +162,6 @@ class Total:
 
     jobs: int = 0
     # column → {"n", "sum", "counts"}: counts[i] jobs above bound i - 1, at most bound i; the last above all
-
     timings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add_job(self, row: Any) -> None:
@@ -310,7 +310,7 @@ def _rollup_row(start: datetime, period_s: int, key: GroupKey, group: Group) -> 
 def reset(db: Database) -> None:
     """Forget every rollup and total (the next roll-up counts every finished job again)."""
     with db.engine.begin() as conn:
-        for table in (MARK, TOTALS, ROLLUPS):
+        for table in KEPT:
             conn.execute(delete(table))
 
 
