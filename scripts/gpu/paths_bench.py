@@ -156,7 +156,9 @@ def client(job: tuple[str, list[Any], int, float, argparse.Namespace]) -> dict[s
     try:
         if path == "pipeline":
             jobs, submit_s = asyncio.run(
-                pipeline_bench.submit_and_wait(args.url, args.key, items, concurrency)
+                pipeline_bench.batch_and_wait(args.url, args.key, items)
+                if args.submit == "batch"
+                else pipeline_bench.submit_and_wait(args.url, args.key, items, concurrency)
             )
             results: list[Any] = jobs
         else:
@@ -496,6 +498,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--url", default="", help="the service, server or API (service, server, pipeline)")
     parser.add_argument("--key", default="", help="an API key (pipeline)")
+    parser.add_argument(
+        "--submit",
+        choices=("jobs", "batch"),
+        default="jobs",
+        help="the pipeline's jobs as single submits (--concurrency in flight), or one /v1/batches upload "
+        "per client process",
+    )
     parser.add_argument("--served-model", default="SmolLM2-135M-Instruct", help="the model name (server)")
     parser.add_argument("--prompts", type=Path, default=ROOT / ".data" / "prompts.jsonl")
     parser.add_argument("--schemas", type=Path, default=ROOT / ".data" / "jsonschemabench")

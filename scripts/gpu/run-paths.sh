@@ -11,7 +11,8 @@
 #   LAYOUT, how the host's cores are shared: `shared` (the default: every process on every core) or `pinned`
 #   (the engine, i.e. irq's service with vLLM's engine core under it, vLLM's server or the offline engine, on
 #   ENGINE_CPUS, default 0-9; the API, the workers, Redis and the clients on REST_CPUS, default 10-15); with
-#   `-Nw` after it, the pipeline's N `irq worker` processes (CONCURRENCY/N threads each; 1 by default).
+#   `-Nw` after it, the pipeline's N `irq worker` processes (CONCURRENCY/N threads each; 1 by default);
+#   with `-batch`, the pipeline's jobs sent as one `/v1/batches` upload per client process, not one by one.
 #   E.g. `service pipeline service:pinned pipeline:pinned pipeline:pinned-2w`: irq's service starts once
 #   and is moved between layouts (taskset on every thread of it and of its engine core).
 #   Results are kept in /tmp/irq-paths between calls on the same warm machine, so the paths can be split
@@ -51,7 +52,7 @@ for r in "${asked[@]}"; do
   p=${r%%:*} l=${r#*:}
   [ "$l" != "$r" ] || l=shared
   case $p in offline|service|server|pipeline) ;; *) echo "unknown path: $p" >&2; exit 2;; esac
-  [[ $l =~ ^(shared|pinned)(-[0-9]+w)?(-r[0-9]+)?$ ]] || { echo "unknown layout: $l" >&2; exit 2; }
+  [[ $l =~ ^(shared|pinned)(-[0-9]+w)?(-batch)?(-r[0-9]+)?$ ]] || { echo "unknown layout: $l" >&2; exit 2; }
   paths+=("$p") checked+=("$p:$l")
 done
 # REPEAT=N: the runs asked for, in their order, N times over, each time labelled -r1 … -rN.
@@ -214,7 +215,9 @@ for r in "${runs[@]}"; do
         done
         [ "$(left)" -gt 30 ] || { echo "the stack was not ready before the deadline"; exit 1; }
       done
-      run "$logs/bench.log" "${on_rest[@]}" "${bench[@]}" pipeline --url http://127.0.0.1:8000 --key "$key" || true
+      submit=jobs; [[ $label == *-batch* ]] && submit=batch
+      run "$logs/bench.log" "${on_rest[@]}" "${bench[@]}" pipeline --url http://127.0.0.1:8000 --key "$key" \
+        --submit $submit || true
       kill "${stack[@]}" 2>/dev/null || true; wait "${stack[@]}" 2>/dev/null || true
       ;;
     server)
