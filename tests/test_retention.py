@@ -242,3 +242,37 @@ def test_the_keepers_tables_do_not_grow_as_it_merges_minutes_into_hours(postgres
     # tables from the third hour to the last.
     assert sizes[-1] < 1.5 * sizes[0], sizes
     db.dispose()
+
+
+def test_the_rollup_rows_a_process_keeps_follow_new_minutes_merges_and_a_reset(database_url: str) -> None:
+    """One `Database` read again and again, as a read process does (irq/store/rollup_cache.py): minutes
+    rolled up after its first read are counted, minutes merged into hours are not counted twice, and after
+    every rollup is forgotten and rolled up again (new ids, or on SQLite the same ones) the counts hold."""
+    from irq.migrate import upgrade
+
+    upgrade(database_url)
+    db = Database(database_url)
+    create_key(db, "owner")
+    new = NewJob("p", {}, "m", "guidance", 64, 0.3, 0.95, 5, 60.0, 3)
+    start = utcnow().replace(second=0, microsecond=0) - timedelta(hours=5)
+    rows = []
+    for minute in range(5 * 60):
+        finished = start + timedelta(minutes=minute, seconds=30)
+        row = job_row(1, new, finished - timedelta(seconds=5))
+        row.update(status="succeeded", finished_at=finished, total_ms=100.0 + minute)
+        rows.append(row)
+    JobStore(db).insert(rows)
+
+    def counted() -> int:
+        return sum(g.jobs for g in rollups.finished_in(db, start).groups.values())
+
+    rollups.roll_up(db, lag_s=0, now=start + timedelta(hours=2))
+    assert counted() == len(rows)  # the rollups of two hours, then the jobs after the mark
+    rollups.roll_up(db, lag_s=0)
+    assert counted() == len(rows)
+    assert rollups.compact(db, max_periods=1000) > 0
+    assert counted() == len(rows)
+    rollups.reset(db)
+    rollups.roll_up(db, lag_s=0)
+    assert counted() == len(rows)
+    db.dispose()

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Connection, Table, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
 
 from irq.clock import utcnow
 from irq.store.db import Database
 from irq.store.jobs import JOBS
 from irq.store.models import JobRollup, JobTotal, RollupMark
+from irq.store.rollup_cache import rollup_rows
 
 ROLLUPS = cast(Table, JobRollup.__table__)
 TOTALS = cast(Table, JobTotal.__table__)
@@ -357,24 +358,19 @@ def finished_in(
     timings: bool = True,
     histograms: Collection[str] | None = None,
 ) -> Finished:
-    """The jobs finished since `since` (one owner's, or every owner's for None): the rollups whose period
-    starts at or after `since` rounded down to their grain (GRAINS: a minute in the last two hours, an hour
-    in the last two days, a day before), then the jobs after the mark. Without `timings`, only counts (a
-    timeline needs no more); with `histograms`, only those columns' histograms (the others' counts and
-    sums)."""
+    """The jobs finished since `since` (one owner's, or every owner's for None): the rollups (as this
+    process last read them: irq/store/rollup_cache.py) whose period starts at or after `since` rounded down
+    to their grain (GRAINS: a minute in the last two hours, an hour in the last two days, a day before),
+    then the jobs after the mark. Without `timings`, only counts (a timeline needs no more); with
+    `histograms`, only those columns' histograms (the others' counts and sums)."""
     groups: dict[GroupKey, Group] = {}
     periods: list[tuple[datetime, int, str, int]] = []
-    columns = [c for c in ROLLUPS.c if timings or c.key != "timings"]
+    starts = {grain: _floor(since, grain) for grain, _ in GRAINS}
     with db.engine.connect() as conn:
         mark = rolled_until(conn)
-        q = select(*columns).where(
-            or_(
-                *((ROLLUPS.c.period_s == g) & (ROLLUPS.c.period_start >= _floor(since, g)) for g, _ in GRAINS)
-            )
-        )
-        if owner_id is not None:
-            q = q.where(ROLLUPS.c.owner_id == owner_id)
-        for row in conn.execute(q) if mark is not None else ():
+        for row in rollup_rows(db).read(conn) if mark is not None else ():
+            if row.period_start < starts[row.period_s] or owner_id not in (None, row.owner_id):
+                continue
             stored = row.timings if timings else {}
             groups.setdefault(_key(row), Group()).merge_stored(row.jobs, stored, histograms)
             periods.append((row.period_start, row.period_s, row.status, row.jobs))
