@@ -96,9 +96,8 @@ def keep(db: Database, settings: Settings, now: datetime | None = None) -> tuple
     """The sweeper's part: roll up what finished, merge old minutes into hours, and prune a few chunks past
     retention. Returns (jobs rolled up, jobs pruned)."""
     rolled = rollups.roll_up(db, settings.rollup_lag_s, now)
-    if rollups.compact(
-        db, now
-    ):  # an hour of minutes merged (or a day of hours): the rows left dead reclaimed
+    # An hour of minutes merged (or a day of hours): the rows the merge left dead are reclaimed.
+    if rollups.compact(db, now):
         db.vacuum(rollups.KEPT)
     limit = cutoff(settings, now)
     if limit is None:

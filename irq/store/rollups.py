@@ -27,10 +27,9 @@ from sqlalchemy import Connection, Table, delete, func, insert, select, update
 from irq.clock import utcnow
 from irq.store.db import Database
 from irq.store.jobs import JOBS
-from irq.store.models import JobRollup, JobTotal, RollupMark
-from irq.store.rollup_cache import rollup_rows
+from irq.store.models import JobTotal, RollupMark
+from irq.store.rollup_cache import ROLLUPS, rollup_rows
 
-ROLLUPS = cast(Table, JobRollup.__table__)
 TOTALS = cast(Table, JobTotal.__table__)
 MARK = cast(Table, RollupMark.__table__)
 KEPT = (MARK, TOTALS, ROLLUPS)  # what the records keeper writes
