@@ -115,15 +115,17 @@ async def batch_and_wait(
         )
         submitted = time.perf_counter() - started
         batch_id = sent.json()["id"]
-        while (await _retrying(lambda: http.get(f"/v1/batches/{batch_id}"))).json()["status"] != "completed":
+        poll = partial(http.get, f"/v1/batches/{batch_id}")
+        while (await _retrying(poll)).json()["status"] == "in_progress":  # then completed, or cancelled
             await asyncio.sleep(0.25)
         jobs: list[dict[str, Any]] = []
-        page: dict[str, Any] = {"next_cursor": None}
-        while not jobs or page["next_cursor"]:
-            params = {"batch_id": batch_id, "limit": 500, **({"cursor": page["next_cursor"]} if jobs else {})}
-            page = (await _retrying(partial(http.get, "/v1/jobs", params=params))).json()
+        params: dict[str, Any] = {"batch_id": batch_id, "limit": 500}
+        while True:
+            page = (await _retrying(partial(http.get, "/v1/jobs", params=dict(params)))).json()
             jobs += page["jobs"]
-    return jobs, submitted
+            if not page["next_cursor"]:
+                return jobs, submitted
+            params["cursor"] = page["next_cursor"]
 
 
 def refused(response: httpx.Response) -> dict[str, Any]:
