@@ -149,6 +149,8 @@ class Flood:
 
     def __init__(self, owners: list[int], **kwargs: Any) -> None:
         self.problems: list[SchemaProblem | None] = [None] * len(owners)
+        per_owner = POOL // 2
+        self._slots = min(POOL, sum(min(per_owner, owners.count(owner)) for owner in set(owners)))
         self._threads = [
             threading.Thread(target=self._check, args=(n, owner, kwargs)) for n, owner in enumerate(owners)
         ]
@@ -162,7 +164,10 @@ class Flood:
     def __enter__(self) -> Flood:
         for thread in self._threads:
             thread.start()
-        time.sleep(0.1)  # let the heavy checks take their check processes first
+        # The heavy checks take their slots first (building a 190 KB schema takes a while on a busy machine).
+        deadline = time.monotonic() + 10
+        while check_pool(POOL).running() < self._slots and time.monotonic() < deadline:
+            time.sleep(0.01)
         return self
 
     def __exit__(self, *exc: object) -> None:

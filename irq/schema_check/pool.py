@@ -118,6 +118,11 @@ class CheckPool:
         with self._free:
             return {checker.pid for checker in self._live}
 
+    def running(self) -> int:
+        """How many checks hold a slot now."""
+        with self._free:
+            return sum(self._running.values())
+
     def run(self, request: str, *, owner: int | None, timeout_s: float, wait_s: float) -> str:
         """The answer of a check process to `request`, once one is free for `owner` (within `wait_s`)."""
         checker = self._acquire(owner, wait_s)
