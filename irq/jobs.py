@@ -15,7 +15,7 @@ the submit is accepted, and a message that could not follow is sent by the sweep
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -319,11 +319,11 @@ class JobManager:
 
     # --- sweeping --------------------------------------------------------------------------
 
-    def expire_leases(self, limit: int = 1000) -> int:
-        """Running jobs whose worker stopped renewing their lease (it died) are retried or failed as any
-        other fault would be; returns how many went back to the queue."""
+    def expire_leases(self, limit: int = 1000, alive: Collection[tuple[str, str]] = ()) -> int:
+        """Running jobs whose worker stopped renewing their lease (it died), but for those `alive` (worker,
+        id), are retried or failed as any other fault would be; returns how many went back to the queue."""
         requeued = 0
-        for job in self.store.running_expired(utcnow(), limit):
+        for job in (j for j in self.store.running_expired(utcnow(), limit) if (j.worker, j.id) not in alive):
             lost = WorkerLost(f"worker {job.worker} stopped renewing the job's lease")
             requeued += self.retry_or_fail(job, lost).retry
         return requeued

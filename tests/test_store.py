@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +21,7 @@ from irq.store.db import Database
 from irq.store.jobs import JobStore
 from irq.store.models import ApiKey, JobStatus
 from irq.submission import NewJob
+from worker.upkeep import sweep
 
 
 def new_job(**over: object) -> NewJob:
@@ -142,6 +144,23 @@ def test_retryable_faults_requeue_until_attempts_run_out(jobs: JobManager, owner
     assert jobs.retry_or_fail(second, busy).retry is False
     final = jobs.store.get(job.id)
     assert final is not None and final.status == JobStatus.failed and final.error_code == "inference_http_503"
+
+
+def test_a_lapsed_lease_goes_back_to_the_queue_unless_the_sweeping_worker_is_running_the_job(
+    jobs: JobManager, owner: int
+) -> None:
+    # A worker's renewal can lag behind a store held up by many writers: its own sweep keeps its own jobs.
+    mine, _ = jobs.submit(owner, new_job(prompt="mine"))
+    dead, _ = jobs.submit(owner, new_job(prompt="the dead worker's"))
+    assert jobs.claim(mine.id, "w1", "default", 0.001) and jobs.claim(dead.id, "w2", "default", 0.001)
+    time.sleep(0.01)
+    assert sweep(jobs, Settings(), running={("w1", mine.id), ("w1", dead.id)}).expired == 1
+    kept, requeued = jobs.store.get(mine.id), jobs.store.get(dead.id)
+    assert kept is not None and kept.status == JobStatus.running and kept.worker == "w1"
+    assert requeued is not None and requeued.status == JobStatus.queued and requeued.attempts == 1
+    assert sweep(jobs, Settings()).expired == 1  # swept by another worker, the lapsed lease counts
+    final = jobs.store.get(mine.id)
+    assert final is not None and final.status == JobStatus.queued
 
 
 def test_each_schema_is_stored_once_and_every_job_reads_its_own(jobs: JobManager, owner: int) -> None:
