@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from bench.clients import Clients
 from bench.harness import Stack, console, group_cpu_s, percentile, report, stack
 from irq.procs import answers, free_port, wait_until
 
@@ -55,13 +56,14 @@ async def _load(target: Target, rate: float, duration_s: float) -> tuple[list[fl
     n = int(rate * duration_s)
     latencies: list[float] = []
     outcomes: Counter[str] = Counter()
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
     headers = {"Authorization": f"Bearer {target.key}"}
-    async with httpx.AsyncClient(base_url=target.url, headers=headers, limits=limits, timeout=30) as http:
+    async with Clients(512, base_url=target.url, headers=headers, timeout=30) as clients:
 
         async def one(i: int, scheduled: float) -> None:
             try:
-                response = await http.post("/v1/jobs", json={"prompt": f"load {i}", "schema": SCHEMA})
+                response = await clients.next().post(
+                    "/v1/jobs", json={"prompt": f"load {i}", "schema": SCHEMA}
+                )
                 outcomes[str(response.status_code)] += 1
             except httpx.HTTPError as exc:
                 outcomes[type(exc).__name__] += 1

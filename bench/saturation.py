@@ -11,23 +11,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from tqdm import tqdm
 
+from bench.clients import Clients
 from bench.harness import Stack, percentile, report, stack
 from irq.store import reads
 from irq.store.models import JobStatus
 
 
 async def _submit_all(bench: Stack, n: int, concurrency: int) -> None:
-    limits = httpx.Limits(max_connections=concurrency)
     headers = {"Authorization": f"Bearer {bench.key}"}
     gate = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=bench.api, headers=headers, limits=limits, timeout=60) as http:
+    async with Clients(concurrency, base_url=bench.api, headers=headers, timeout=60) as clients:
 
         async def one(i: int) -> None:
             async with gate:
-                (await http.post("/v1/jobs", json={"prompt": f"saturation job {i}"})).raise_for_status()
+                (
+                    await clients.next().post("/v1/jobs", json={"prompt": f"saturation job {i}"})
+                ).raise_for_status()
 
         await asyncio.gather(*(one(i) for i in range(n)))
 

@@ -123,6 +123,8 @@ def test_cpu_split_store_calls_and_broker_calls_run() -> None:
     assert all(name in calls for name in ("create", "claim", "succeed"))
     broker = script("bench.broker_calls", "--calls", "20", "--rounds", "1")
     assert "kombu as shipped" in broker and "irq" in broker
+    clients = script("bench.clients", "--jobs", "60", "--concurrency", "64", "--rounds", "1")
+    assert "1 × 64" in clients and "2 × 32" in clients  # one pool of every connection, then pools of 32
 
 
 def test_real_world_schemas_through_the_pipeline(tmp_path: Path, inference_url: str) -> None:

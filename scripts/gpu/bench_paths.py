@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from bench.clients import Clients
 from scripts.gpu.bench_requests import (
     Outcome,
     Request,
@@ -164,14 +165,14 @@ async def post_all(
     concurrency: int,
     args: argparse.Namespace,
 ) -> list[Outcome]:
-    """Every request through `send`, `concurrency` at a time, over one client of that many connections."""
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=args.request_timeout_s, limits=limits) as http:
+    """Every request through `send`, `concurrency` at a time, over that many connections (in pools of 32:
+    bench/clients.py)."""
+    async with Clients(concurrency, base_url=base, timeout=args.request_timeout_s) as clients:
         gate = asyncio.Semaphore(concurrency)
 
         async def one(request: Request) -> Outcome:
             async with gate:
-                return await send(http, request, args)
+                return await send(clients.next(), request, args)
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
 

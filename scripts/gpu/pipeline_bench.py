@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from bench.clients import Clients
+
 
 def percentile(values: list[float], q: float) -> float:
     if not values:
@@ -64,8 +66,7 @@ async def submit_and_wait(
     """Every body of `bodies` submitted as a job (from `concurrency` clients), then each job long-polled to
     its end: the finished jobs, in the order of `bodies`, and the seconds the submits took."""
     headers = {"Authorization": f"Bearer {key}"}
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=api, headers=headers, timeout=120, limits=limits) as http:
+    async with Clients(concurrency, base_url=api, headers=headers, timeout=120) as clients:
         gate = asyncio.Semaphore(concurrency)
 
         async def submit(body: dict[str, Any]) -> str | dict[str, Any]:
@@ -73,7 +74,7 @@ async def submit_and_wait(
             async with gate:
                 headers = {"Idempotency-Key": uuid.uuid4().hex}
                 try:
-                    r = await _retrying(lambda: http.post("/v1/jobs", json=body, headers=headers))
+                    r = await _retrying(lambda: clients.next().post("/v1/jobs", json=body, headers=headers))
                 except httpx.HTTPStatusError as exc:
                     if not 400 <= exc.response.status_code < 500:
                         raise
@@ -83,9 +84,10 @@ async def submit_and_wait(
         async def finish(job_id: str | dict[str, Any]) -> dict[str, Any]:
             if isinstance(job_id, dict):
                 return job_id
+            url = f"/v1/jobs/{job_id}"
             async with gate:
                 while True:
-                    poll = await _retrying(lambda: http.get(f"/v1/jobs/{job_id}", params={"wait": 30}))
+                    poll = await _retrying(lambda: clients.next().get(url, params={"wait": 30}))
                     job: dict[str, Any] = poll.json()
                     if job["status"] in ("succeeded", "failed", "cancelled"):
                         return job
