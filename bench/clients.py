@@ -3,9 +3,10 @@
 httpcore's connection pool does work for every request that grows with the connections it holds and the
 requests waiting on it, so one `httpx.AsyncClient` of 128–256 connections spends most of a burst in its
 own bookkeeping: the client, not the server, sets the pace. `Clients` holds the same connections as pools
-of at most 32. `python -m bench.clients` measures both on a burst of submits to `irq api` (its own stack:
-Redis, SQLite, the API; no worker), the two taking turns, and prints the wall time and the CPU of the
-client and of the API:
+of at most 32, and `retrying` sends a request again after a closed connection or a 503's Retry-After.
+`python -m bench.clients` measures one pool against pools of 32 on a burst of submits to `irq api` (its
+own stack: Redis, SQLite, the API; no worker), the two taking turns, and prints the wall time and the CPU
+of the client and of the API:
 
     python -m bench.clients [--jobs 600] [--concurrency 256] [--rounds 2]
 """
@@ -17,6 +18,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections import Counter
 from types import TracebackType
 from typing import Any
 
@@ -37,6 +39,7 @@ class Clients:
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         self._clients = [httpx.AsyncClient(limits=limits, **kwargs) for _ in range(pools)]
         self._turn = itertools.cycle(self._clients)
+        self.shape = f"{pools} × {size}"  # pools × connections each
 
     def next(self) -> httpx.AsyncClient:
         return next(self._turn)
@@ -51,31 +54,52 @@ class Clients:
             await client.aclose()
 
 
-async def burst(api: str, key: str, jobs: int, concurrency: int, per_pool: int) -> tuple[float, int]:
-    """Seconds for `jobs` submits, `concurrency` at a time, over pools of `per_pool` connections, and how
-    many were sent again on a fresh connection (the API closes one idle past its keep-alive timeout, and a
-    client too busy to notice sends on it: each submit has an Idempotency-Key, so none is made twice)."""
+# Answers the client waited out and sent again, by reason (`busy_503`: a 503 with Retry-After, e.g. the
+# API's schema checks all busy; `transport`: a connection the server closed), in this process.
+RETRIES: Counter[str] = Counter()
+BUSY_ATTEMPTS = 30
+
+
+async def retrying(call: Any, attempts: int = 3) -> httpx.Response:
+    """A request again after a transport error (a keep-alive connection the server closed as it was
+    reused), or after the Retry-After of a 503 (up to BUSY_ATTEMPTS times); submits carry an
+    Idempotency-Key, so a repeat never makes a second job."""
+    failures = busy = 0
+    while True:
+        try:
+            response: httpx.Response = await call()
+        except httpx.TransportError:
+            failures += 1
+            if failures == attempts:
+                raise
+            RETRIES["transport"] += 1
+            continue
+        retry_after = response.headers.get("retry-after")
+        if response.status_code == 503 and retry_after and busy < BUSY_ATTEMPTS:
+            busy += 1
+            RETRIES["busy_503"] += 1
+            await asyncio.sleep(float(retry_after))
+            continue
+        return response.raise_for_status()
+
+
+async def burst(api: str, key: str, jobs: int, concurrency: int, per_pool: int) -> tuple[float, str, int]:
+    """Seconds for `jobs` submits, `concurrency` at a time, over pools of `per_pool` connections; the
+    pools' shape; and how many submits were sent again on a fresh connection (the API closes one idle past
+    its keep-alive timeout, and a client too busy to notice sends on it)."""
     gate = asyncio.Semaphore(concurrency)
     headers = {"Authorization": f"Bearer {key}"}
-    resent = 0
+    resent = RETRIES["transport"]
     async with Clients(concurrency, per_pool, base_url=api, headers=headers, timeout=120) as clients:
 
         async def one(i: int) -> None:
-            nonlocal resent
             body, once = {"prompt": f"burst job {i}"}, {"Idempotency-Key": uuid.uuid4().hex}
             async with gate:
-                for attempt in range(3):
-                    try:
-                        (await clients.next().post("/v1/jobs", json=body, headers=once)).raise_for_status()
-                        return
-                    except httpx.TransportError:
-                        if attempt == 2:
-                            raise
-                        resent += 1
+                await retrying(lambda: clients.next().post("/v1/jobs", json=body, headers=once))
 
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(jobs)))
-        return time.perf_counter() - started, resent
+        return time.perf_counter() - started, clients.shape, RETRIES["transport"] - resent
 
 
 def main() -> None:
@@ -97,11 +121,11 @@ def main() -> None:
         for k in range(args.rounds):
             for per_pool in (args.concurrency, CONNECTIONS_PER_POOL):
                 api0, client0 = group_cpu_s(api), time.process_time()
-                wall, resent = asyncio.run(burst(bench.api, bench.key, args.jobs, args.concurrency, per_pool))
-                pools = -(-args.concurrency // per_pool)
+                run = burst(bench.api, bench.key, args.jobs, args.concurrency, per_pool)
+                wall, shape, resent = asyncio.run(run)
                 table.add_row(
                     str(k + 1),
-                    f"{pools} × {-(-args.concurrency // pools)}",
+                    shape,
                     f"{wall:.2f}",
                     f"{args.jobs / wall:.0f}",
                     f"{time.process_time() - client0:.2f}",

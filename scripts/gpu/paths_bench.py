@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if not __package__:  # run as a plain script: find `scripts.gpu` in ROOT
     sys.path.append(str(ROOT))
 
+from bench.clients import RETRIES  # noqa: E402
 from scripts.gpu import bench_paths, cpu_sample, pipeline_bench  # noqa: E402
 from scripts.gpu.bench_requests import (  # noqa: E402
     Outcome,
@@ -172,7 +173,7 @@ def client(job: tuple[str, list[Any], int, float, argparse.Namespace]) -> dict[s
     end = time.time()
     cpu = cpu_s() - cpu0
     return {"results": results, "start": t0, "end": end, "cpu_s": cpu, "cpu_share": cpu / max(end - t0, 1e-9),
-            "submit_s": submit_s, "retries": dict(pipeline_bench.RETRIES)}  # fmt: skip
+            "submit_s": submit_s, "retries": dict(RETRIES)}  # fmt: skip
 
 
 def run_clients(path: str, items: list[Any], args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:

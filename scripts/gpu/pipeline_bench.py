@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from bench.clients import Clients
+from bench.clients import Clients, retrying
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -29,35 +29,6 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-# Answers the client waited out and sent again, by reason (`busy_503`: a 503 with Retry-After, e.g. the
-# API's schema checks all busy; `transport`: a connection the server closed), in this process.
-RETRIES: Counter[str] = Counter()
-BUSY_ATTEMPTS = 30
-
-
-async def _retrying(call: Any, attempts: int = 3) -> httpx.Response:
-    """A request again after a transport error (a keep-alive connection the server closed as it was
-    reused), or after the Retry-After of a 503 (up to BUSY_ATTEMPTS times); submits carry an
-    Idempotency-Key, so a repeat never makes a second job."""
-    failures = busy = 0
-    while True:
-        try:
-            response: httpx.Response = await call()
-        except httpx.TransportError:
-            failures += 1
-            if failures == attempts:
-                raise
-            RETRIES["transport"] += 1
-            continue
-        retry_after = response.headers.get("retry-after")
-        if response.status_code == 503 and retry_after and busy < BUSY_ATTEMPTS:
-            busy += 1
-            RETRIES["busy_503"] += 1
-            await asyncio.sleep(float(retry_after))
-            continue
-        return response.raise_for_status()
 
 
 async def submit_and_wait(
@@ -74,7 +45,7 @@ async def submit_and_wait(
             async with gate:
                 headers = {"Idempotency-Key": uuid.uuid4().hex}
                 try:
-                    r = await _retrying(lambda: clients.next().post("/v1/jobs", json=body, headers=headers))
+                    r = await retrying(lambda: clients.next().post("/v1/jobs", json=body, headers=headers))
                 except httpx.HTTPStatusError as exc:
                     if not 400 <= exc.response.status_code < 500:
                         raise
@@ -87,7 +58,7 @@ async def submit_and_wait(
             url = f"/v1/jobs/{job_id}"
             async with gate:
                 while True:
-                    poll = await _retrying(lambda: clients.next().get(url, params={"wait": 30}))
+                    poll = await retrying(lambda: clients.next().get(url, params={"wait": 30}))
                     job: dict[str, Any] = poll.json()
                     if job["status"] in ("succeeded", "failed", "cancelled"):
                         return job
@@ -108,7 +79,7 @@ async def batch_and_wait(
     upload = "".join(json.dumps(body) + "\n" for body in bodies)
     async with httpx.AsyncClient(base_url=api, headers=headers, timeout=300) as http:
         started = time.perf_counter()
-        sent = await _retrying(
+        sent = await retrying(
             lambda: http.post(
                 "/v1/batches",
                 content=upload,
@@ -118,12 +89,12 @@ async def batch_and_wait(
         submitted = time.perf_counter() - started
         batch_id = sent.json()["id"]
         poll = partial(http.get, f"/v1/batches/{batch_id}")
-        while (await _retrying(poll)).json()["status"] == "in_progress":  # then completed, or cancelled
+        while (await retrying(poll)).json()["status"] == "in_progress":  # then completed, or cancelled
             await asyncio.sleep(0.25)
         jobs: list[dict[str, Any]] = []
         params: dict[str, Any] = {"batch_id": batch_id, "limit": 500}
         while True:
-            page = (await _retrying(partial(http.get, "/v1/jobs", params=dict(params)))).json()
+            page = (await retrying(partial(http.get, "/v1/jobs", params=dict(params)))).json()
             jobs += page["jobs"]
             if not page["next_cursor"]:
                 return jobs, submitted
