@@ -154,7 +154,7 @@ def test_a_lapsed_lease_goes_back_to_the_queue_unless_the_sweeping_worker_is_run
     dead, _ = jobs.submit(owner, new_job(prompt="the dead worker's"))
     assert jobs.claim(mine.id, "w1", "default", 0.001) and jobs.claim(dead.id, "w2", "default", 0.001)
     time.sleep(0.01)
-    assert sweep(jobs, Settings(), running={("w1", mine.id), ("w1", dead.id)}).expired == 1
+    assert sweep(jobs, Settings(), alive={("w1", mine.id), ("w1", dead.id)}).expired == 1
     kept, requeued = jobs.store.get(mine.id), jobs.store.get(dead.id)
     assert kept is not None and kept.status == JobStatus.running and kept.worker == "w1"
     assert requeued is not None and requeued.status == JobStatus.queued and requeued.attempts == 1

@@ -39,11 +39,11 @@ class SweepReport:
     unreachable: int  # queued jobs failed because their endpoints stayed down longer than their timeout
 
 
-def sweep(jobs: JobManager, settings: Settings, running: Collection[tuple[str, str]] = ()) -> SweepReport:
-    """One pass over the store; safe to run at any time, from any process. `running`: (worker, job id) of
+def sweep(jobs: JobManager, settings: Settings, alive: Collection[tuple[str, str]] = ()) -> SweepReport:
+    """One pass over the store; safe to run at any time, from any process. `alive`: (worker, job id) of
     the jobs the sweeping process's own threads are on, alive whatever their lease says (its renewal can
     lag behind a store that many writers hold up)."""
-    expired = jobs.expire_leases(alive=running)
+    expired = jobs.expire_leases(alive=alive)
     # A job delivered to a live worker is claimed at once and then has a lease: one delivered longer ago
     # than a lease and still queued was delivered to a worker that died.
     reenqueued = jobs.resend_lost(settings.sweep_stale_s, held_s=settings.lease_s)
@@ -120,7 +120,7 @@ class Upkeep:
     def _sweep_if_leader(self) -> None:
         interval_ms = int(self.settings.sweep_interval_s * 1000)
         if self.jobs.broker.take_lock(SWEEP_LOCK, self.worker, max(interval_ms - 100, 100)):
-            sweep(self.jobs, self.settings, running={(self.worker, job_id) for job_id in self.running()})
+            sweep(self.jobs, self.settings, alive={(self.worker, job_id) for job_id in self.running()})
 
     def _keep_records(self) -> None:
         broker, interval = self.jobs.broker, self.settings.sweep_interval_s
