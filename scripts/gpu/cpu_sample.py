@@ -33,11 +33,17 @@ ROLES = (  # (role, a piece of the command line); the first match names the proc
 
 
 def role(pid: str) -> str:
+    """The role its command line names; a process whose command line names none (a uvicorn worker of
+    `irq api`, started by multiprocessing) takes its parent's."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    except (OSError, IndexError):
         return "gone"
-    return next((name for name, piece in ROLES if piece in command), "other")
+    named = next((name for name, piece in ROLES if piece in command), None)
+    if named is None and "multiprocessing" in command and parent not in ("0", "1"):
+        return role(parent)
+    return named or "other"
 
 
 def cpu_ticks() -> dict[str, int]:

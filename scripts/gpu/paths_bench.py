@@ -392,8 +392,10 @@ def report(args: argparse.Namespace) -> None:
             pipe = results.get((layout, "pipeline", name))
             pairs = [(pipe, (layout, other, name)) for other in ("server", "service", "offline")]
             pairs.append((results.get((layout, "service", name)), (layout, "server", name)))
-            if layout != "shared":  # against the same paths on shared cores, from the same session
-                pairs += [(pipe, ("shared", other, name)) for other in ("server", "service")]
+            # and against the engine's paths of the same session in its layout, and on shared cores
+            for base in dict.fromkeys((engine_layout(layout), "shared")):
+                if base != layout:
+                    pairs += [(pipe, (base, other, name)) for other in ("server", "service")]
             for top, key in pairs:
                 base = results.get(key)
                 if top and base:
@@ -414,6 +416,12 @@ def report(args: argparse.Namespace) -> None:
     (args.out_dir / "paths.md").write_text(text + "\n")
     summary = {"results": {"-".join(k): r for k, r in results.items()}, "ratios": ratios}
     (args.out_dir / "paths.json").write_text(json.dumps(summary, indent=2))
+
+
+def engine_layout(layout: str) -> str:
+    """The layout the service and the server share with a pipeline layout: without the pipeline's own
+    parts (`-Nw` worker processes, `-Na` API processes, `-batch`), e.g. shared-r1 for shared-4a-batch-r1."""
+    return re.sub(r"-([0-9]+[wa]|batch)(?=-|$)", "", layout)
 
 
 def repeated(results: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
@@ -438,13 +446,13 @@ def repeated(results: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
         if path != "pipeline":
             continue
         for other in ("server", "service"):
-            base_runs = runs.get((base, other, name))
+            engine = engine_layout(base)
+            base_runs = runs.get((engine, other, name))
             if base_runs:
                 ratio = statistics.mean(pipe) / statistics.mean(base_runs)
                 low, high = min(pipe) / max(base_runs), max(pipe) / min(base_runs)
-                lines.append(
-                    f"| {name}: pipeline / {other} ({base}) | {ratio:.3f} | {low:.3f} | {high:.3f} |"
-                )
+                label = f"pipeline ({base}) / {other} ({engine})"
+                lines.append(f"| {name}: {label} | {ratio:.3f} | {low:.3f} | {high:.3f} |")
     return lines
 
 

@@ -12,6 +12,7 @@
 #   (the engine, i.e. irq's service with vLLM's engine core under it, vLLM's server or the offline engine, on
 #   ENGINE_CPUS, default 0-9; the API, the workers, Redis and the clients on REST_CPUS, default 10-15); with
 #   `-Nw` after it, the pipeline's N `irq worker` processes (CONCURRENCY/N threads each; 1 by default);
+#   with `-Na`, its N `irq api` processes (IRQ_API_WORKERS; 1 by default);
 #   with `-batch`, the pipeline's jobs sent as one `/v1/batches` upload per client process, not one by one.
 #   E.g. `service pipeline service:pinned pipeline:pinned pipeline:pinned-2w`: irq's service starts once
 #   and is moved between layouts (taskset on every thread of it and of its engine core).
@@ -52,7 +53,7 @@ for r in "${asked[@]}"; do
   p=${r%%:*} l=${r#*:}
   [ "$l" != "$r" ] || l=shared
   case $p in offline|service|server|pipeline) ;; *) echo "unknown path: $p" >&2; exit 2;; esac
-  [[ $l =~ ^(shared|pinned)(-[0-9]+w)?(-batch)?(-r[0-9]+)?$ ]] || { echo "unknown layout: $l" >&2; exit 2; }
+  [[ $l =~ ^(shared|pinned)(-[0-9]+w)?(-[0-9]+a)?(-batch)?(-r[0-9]+)?$ ]] || { echo "unknown layout: $l" >&2; exit 2; }
   paths+=("$p") checked+=("$p:$l")
 done
 # REPEAT=N: the runs asked for, in their order, N times over, each time labelled -r1 … -rN.
@@ -75,11 +76,12 @@ export IRQ_DATABASE_URL=sqlite:////tmp/irq-paths.db IRQ_WORKER_CONCURRENCY=256 I
 export IRQ_RATE_LIMIT_PER_S=0
 
 engine_cpus=${ENGINE_CPUS:-0-9} rest_cpus=${REST_CPUS:-10-15} all_cpus=0-$(( $(nproc --all) - 1 ))
-# use_layout LABEL: the layout of the runs that follow: `label`, `layout`, `workers`, and the command
-# prefixes `on_engine` and `on_rest` (the engine's cores and the others; none when shared: every core).
+# use_layout LABEL: the layout of the runs that follow: `label`, `layout`, `workers`, `apis`, and the
+# command prefixes `on_engine` and `on_rest` (the engine's cores and the others; none when shared: every core).
 use_layout() {
-  label=$1 layout=${1%%-*} workers=1
+  label=$1 layout=${1%%-*} workers=1 apis=1
   [[ $label =~ -([0-9]+)w(-|$) ]] && workers=${BASH_REMATCH[1]}
+  [[ $label =~ -([0-9]+)a(-|$) ]] && apis=${BASH_REMATCH[1]}
   on_engine=() on_rest=()
   [ "$layout" = shared ] || { on_engine=(taskset -c "$engine_cpus"); on_rest=(taskset -c "$rest_cpus"); }
 }
@@ -206,7 +208,7 @@ for r in "${runs[@]}"; do
         IRQ_WORKER_CONCURRENCY=$(( ${CONCURRENCY:-256} / workers )) IRQ_WORKER_NAME=gpu-host-$i \
           "${on_rest[@]}" python3 -m irq worker > "$logs/worker-$i.log" 2>&1 & stack+=($!); pids+=($!)
       done
-      "${on_rest[@]}" python3 -m irq api > "$logs/api.log" 2>&1 & stack+=($!); pids+=($!)
+      IRQ_API_WORKERS=$apis "${on_rest[@]}" python3 -m irq api > "$logs/api.log" 2>&1 & stack+=($!); pids+=($!)
       # Ready when the worker has said its endpoint is up.
       until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = 1 ]; do
         sleep 1
