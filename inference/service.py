@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from inference.engines import Engine, EngineResult, SchemaRejected, create_engine
 from inference.errors import MAX_OUTPUT_CHARS, PartialOutput
 from inference.protocol import ErrorBody, GenerateRequest, GenerateResponse, HealthResponse
+from inference.repetition import REPETITION
 from irq.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ def _parse_output(result: EngineResult) -> object:
     except ValueError as exc:
         if result.finish_reason == "length":
             code, why = "output_truncated", "max_tokens cut the document short"
+        elif result.finish_reason == REPETITION:
+            code, why = "output_truncated", "the output repeated itself, so the engine stopped it early"
         else:
             code, why = "invalid_output", "the output is not JSON"
         output = PartialOutput(

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # A job cut at max_tokens runs once more under its schema bounded to the token budget (per job:
     # `retry_truncated`).
     retry_truncated: bool = True
+    # A job that may be bounded (`retry_truncated`) whose schema admits documents longer than its token budget
+    # is generated under the bounded schema from its first attempt, not only after a cut (docs/performance.md).
+    bound_first: bool = False
 
     # Statistics
     gpu_cost_per_hour: float = 0.0  # the implicit endpoint's $/hour, for `/v1/stats`' cost estimate; 0: none
@@ -105,6 +108,11 @@ class Settings(BaseSettings):
     # Inference service (local engine)
     inference_host: str = "127.0.0.1"
     inference_port: int = 8001
+    # Engines of the model on this host, each an `irq inference serve` of its own on consecutive ports from
+    # inference_port, each given 1/N of vllm_gpu_memory_utilization: one vLLM engine core is CPU-bound with a
+    # small model and leaves the GPU mostly idle (docs/performance.md). The implicit endpoint has as many
+    # replicas; in a registry file, an endpoint's `replicas`.
+    inference_replicas: int = Field(default=1, ge=1, le=16)
     engine: str = "local"  # local | vllm | simulated (a fixed IR document: benchmarks, fault tests)
     # The model name the service reports on every answer (workers check it against the job's); "": the
     # engine's own (the local engine's SmolLM2 name, IRQ_VLLM_MODEL, or for the simulated engine

@@ -16,7 +16,7 @@ from celery.signals import worker_process_shutdown, worker_ready, worker_shutdow
 from inference.client import InferenceClient, connect
 from inference.errors import EndpointDown, InferenceError, PartialOutput
 from inference.protocol import GenerateRequest, GenerateResponse
-from irq.bounding import bounded_schema
+from irq.bounding import cached_bounded_schema
 from irq.broker import TASK_RUN_JOB, Broker
 from irq.clock import utcnow
 from irq.endpoints import Endpoint, Registry, RegistryError
@@ -203,13 +203,13 @@ def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, j
     if remaining <= 0:
         _store(jobs.fail, job, "timeout", f"the job's {job.timeout_s:g} s ran out over its attempts")
         return Attempt.failed
+    schema = job.document_schema
     request = GenerateRequest(
         prompt=job.prompt,
         # Validated below against the user's own schema, whatever the engine was given.
         schema=engine_schema(
-            bounded_schema(job.document_schema, job.max_tokens) if job.bounded else job.document_schema,
-            _Process.guidance,
-        ),  # fmt: skip
+            cached_bounded_schema(schema, job.max_tokens) if job.bounded else schema, _Process.guidance
+        ),
         max_tokens=job.max_tokens,
         temperature=job.temperature,
         top_p=job.top_p,

@@ -29,6 +29,8 @@ items and entries is lowered to 4, 3, 2, 1. Wide or deep schemas can still excee
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from typing import Any
 
 from irq.bounding.rewrite import _bounded
@@ -55,7 +57,9 @@ __all__ = [
     "MIN_STRING_CHARS",
     "NUMBER_CHARS",
     "bounded_schema",
+    "cached_bounded_schema",
     "char_budget",
+    "needs_bounds",
     "worst_case_chars",
 ]
 
@@ -92,3 +96,19 @@ def bounded_schema(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
             tightest = (size, bounded)
     assert tightest is not None
     return tightest[1]
+
+
+def needs_bounds(schema: dict[str, Any], max_tokens: int) -> bool:
+    """Whether `schema` admits documents that `max_tokens` would cut: its bounded schema differs."""
+    return cached_bounded_schema(schema, max_tokens) != schema
+
+
+def cached_bounded_schema(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    """`bounded_schema`, remembered for the schemas last asked for (a burst repeats few of them; every submit
+    and every attempt asks). The result is shared: read it, never change it."""
+    return _bounded_of_json(json.dumps(schema, sort_keys=True), max_tokens)
+
+
+@lru_cache(maxsize=512)
+def _bounded_of_json(schema_json: str, max_tokens: int) -> dict[str, Any]:
+    return bounded_schema(json.loads(schema_json), max_tokens)
