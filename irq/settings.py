@@ -72,9 +72,6 @@ class Settings(BaseSettings):
     # A job cut at max_tokens runs once more under its schema bounded to the token budget (per job:
     # `retry_truncated`).
     retry_truncated: bool = True
-    # A job that may be bounded (`retry_truncated`) whose schema admits documents longer than its token budget
-    # is generated under the bounded schema from its first attempt, not only after a cut (docs/performance.md).
-    bound_first: bool = False
 
     # Statistics
     gpu_cost_per_hour: float = 0.0  # the implicit endpoint's $/hour, for `/v1/stats`' cost estimate; 0: none

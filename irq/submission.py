@@ -57,7 +57,6 @@ class NewJob:
     idempotency_key: str | None = None
     custom_id: str | None = None
     retry_truncated: bool = True
-    bounded: bool = False  # generated under the schema bounded to max_tokens from the first attempt
 
 
 def job_row(
@@ -85,7 +84,7 @@ def job_row(
         attempts=0,
         max_attempts=new.max_attempts,
         retry_truncated=new.retry_truncated,
-        bounded=new.bounded,
+        bounded=False,
         created_at=now,
         enqueued_at=now,
     )

@@ -11,7 +11,6 @@ from api.bodies import StrictJSONRoute
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse, not_found
 from api.schemas import JobPage, JobRequest, JobView
-from irq.bounding import needs_bounds
 from irq.clock import is_id
 from irq.endpoints import NotServed, Registry
 from irq.ir_schema import ir_json_schema
@@ -77,7 +76,6 @@ def to_new_job(
             retry = {"Retry-After": f"{math.ceil(exc.retry_after_s)}"} if exc.retry_after_s else None
             status = _SCHEMA_PROBLEM_STATUS.get(exc.code, 422)
             raise ApiError(status, exc.code, str(exc), headers=retry) from None
-    retry_truncated = settings.retry_truncated if body.retry_truncated is None else body.retry_truncated
     return NewJob(
         prompt=body.prompt,
         schema=schema,
@@ -89,8 +87,7 @@ def to_new_job(
         priority=body.priority,
         timeout_s=timeout,
         max_attempts=settings.max_attempts,
-        retry_truncated=retry_truncated,
-        bounded=retry_truncated and settings.bound_first and needs_bounds(schema, max_tokens),
+        retry_truncated=settings.retry_truncated if body.retry_truncated is None else body.retry_truncated,
         idempotency_key=idempotency_key,
     )
 

@@ -442,7 +442,7 @@ def engine_layout(layout: str) -> str:
     """The layout the service and the server share with a pipeline layout: without the pipeline's own
     parts (`-Nw` worker processes, `-Na` API processes, `-Ne` engines, `-batch`, `-plain`), e.g. shared-r1
     for shared-4a-3e-r1."""
-    return re.sub(r"-([0-9]+[wae]|batch|plain|bf)(?=-|$)", "", layout)
+    return re.sub(r"-([0-9]+[wae]|batch|plain)(?=-|$)", "", layout)
 
 
 def goal(results: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:

@@ -17,8 +17,7 @@
 #   of MEMORY; the pipeline's `irq worker` then runs a process per engine); 1 by default;
 #   with `-batch`, the pipeline's jobs sent as one `/v1/batches` upload per client process, not one by one;
 #   with `-plain`, the pipeline's jobs with `retry_truncated: false` (no bounded schema, no second attempt);
-#   with `-bf`, the pipeline with IRQ_BOUND_FIRST=true (the bounded schema from the first attempt);
-#   without either, the product's defaults.
+#   without it, the product's defaults.
 #   E.g. `service pipeline service:pinned pipeline:pinned pipeline:pinned-2w`: irq's service starts once
 #   and is moved between layouts (taskset on every thread of it and of its engine core).
 #   Results are kept in /tmp/irq-paths between calls on the same warm machine, so the paths can be split
@@ -59,7 +58,7 @@ for r in "${asked[@]}"; do
   p=${r%%:*} l=${r#*:}
   [ "$l" != "$r" ] || l=shared
   case $p in offline|service|server|pipeline) ;; *) echo "unknown path: $p" >&2; exit 2;; esac
-  [[ $l =~ ^(shared|pinned)(-[0-9]+w)?(-[0-9]+a)?(-[0-9]+e)?(-batch)?(-plain|-bf)?(-r[0-9]+)?$ ]] || { echo "unknown layout: $l" >&2; exit 2; }
+  [[ $l =~ ^(shared|pinned)(-[0-9]+w)?(-[0-9]+a)?(-[0-9]+e)?(-batch)?(-plain)?(-r[0-9]+)?$ ]] || { echo "unknown layout: $l" >&2; exit 2; }
   paths+=("$p") checked+=("$p:$l")
 done
 # REPEAT=N: the runs asked for, in their order, N times over, each time labelled -r1 … -rN.
@@ -224,9 +223,7 @@ for r in "${runs[@]}"; do
         IRQ_WORKER_CONCURRENCY=$(( ${CONCURRENCY:-256} / workers )) IRQ_WORKER_NAME=gpu-host-$i \
           IRQ_INFERENCE_REPLICAS=$engines "${on_rest[@]}" python3 -m irq worker > "$logs/worker-$i.log" 2>&1 & stack+=($!); pids+=($!)
       done
-      bound_first=false; [[ $label == *-bf* ]] && bound_first=true
-      IRQ_API_WORKERS=$apis IRQ_INFERENCE_REPLICAS=$engines IRQ_BOUND_FIRST=$bound_first \
-        "${on_rest[@]}" python3 -m irq api > "$logs/api.log" 2>&1 & stack+=($!); pids+=($!)
+      IRQ_API_WORKERS=$apis IRQ_INFERENCE_REPLICAS=$engines "${on_rest[@]}" python3 -m irq api > "$logs/api.log" 2>&1 & stack+=($!); pids+=($!)
       # Ready when the workers have said their endpoints (one per engine) are up.
       until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = "$engines" ]; do
         sleep 1
