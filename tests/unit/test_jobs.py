@@ -109,6 +109,18 @@ def test_a_batch_is_stored_in_order_and_each_job_sent(
     assert broker.sent == [Message(j.id, QUEUE, 5) for j in lines]
 
 
+def test_a_repeated_batch_key_returns_the_first_batch_and_sends_nothing_more(
+    jobs: JobManager, broker: StubBroker, owner: int
+) -> None:
+    lines = [new_job(prompt=f"line {i}") for i in range(2)]
+    first, created = jobs.submit_batch(owner, lines, "b1")
+    again, created_again = jobs.submit_batch(owner, lines, "b1")
+    assert (created, created_again) == (True, False) and again.id == first.id
+    with pytest.raises(IdempotencyKeyReused):
+        jobs.submit_batch(owner, lines[::-1], "b1")  # the same lines in another order: another request
+    assert len(jobs.store.page(owner)) == 2 and len(broker.sent) == 2
+
+
 def test_a_batch_the_broker_drops_midway_is_kept_and_the_sweeper_sends_the_rest(
     jobs: JobManager, broker: StubBroker, owner: int
 ) -> None:
