@@ -52,7 +52,7 @@ class Message:
 
 @dataclass(frozen=True)
 class Delivery:
-    """A message handed to a worker and not yet acknowledged, and when (Unix seconds)."""
+    """A message handed to a worker, and when (Unix seconds)."""
 
     message: Message
     at: float
@@ -74,7 +74,7 @@ class StubBroker(Broker):
         self.waiting: list[Message] = []
         self.delivered: list[Delivery] = []
         self.states: dict[str, dict[str, object]] = {}
-        self.locks: dict[str, tuple[str, float]] = {}  # key → (holder, expires at, monotonic)
+        self.locks: dict[str, tuple[str, float]] = {}  # key → (holder, when it lapses: monotonic s)
         self.closed = False
         self._down: Exception | None = None
         self._accepted_before_down = 0
@@ -108,10 +108,6 @@ class StubBroker(Broker):
         self.waiting.remove(message)
         self.delivered.append(Delivery(message, time.time() if at is None else at))
         return message
-
-    def ack(self, message: Message) -> None:
-        """The worker is done with a message it was delivered."""
-        self.delivered = [d for d in self.delivered if d.message is not message]
 
     def messages_for(self, job_id: str) -> list[Message]:
         """Every message sent for one job, oldest first."""
