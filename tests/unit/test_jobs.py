@@ -86,6 +86,23 @@ def test_a_repeated_idempotency_key_returns_the_first_job_and_sends_nothing_more
     assert [j.id for j in jobs.store.page(owner)] == [first.id] and len(broker.sent) == 1
 
 
+def test_two_submits_racing_with_one_idempotency_key_make_one_job(
+    jobs: JobManager, broker: StubBroker, owner: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    winner = submitted(jobs, owner, idempotency_key="k1")
+    look_up = jobs.store.by_idempotency_key
+    looks: list[str] = []
+
+    def before_the_winner_inserted(owner_id: int, key: str) -> Job | None:
+        looks.append(key)
+        return None if len(looks) == 1 else look_up(owner_id, key)
+
+    monkeypatch.setattr(jobs.store, "by_idempotency_key", before_the_winner_inserted)
+    job, created = jobs.submit(owner, new_job(idempotency_key="k1"))
+    assert (job.id, created, len(looks)) == (winner.id, False, 2)  # the store's unique key decided
+    assert len(jobs.store.page(owner)) == 1 and len(broker.sent) == 1
+
+
 def test_with_the_broker_down_a_submit_keeps_nothing_and_says_so(
     jobs: JobManager, broker: StubBroker, owner: int
 ) -> None:
