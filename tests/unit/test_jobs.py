@@ -278,6 +278,14 @@ def test_a_truncated_document_runs_once_more_at_once_under_its_bounded_schema(
     assert failed.output_text and notices.notices == [job.id]
 
 
+def test_a_bounded_job_stays_bounded_through_a_later_retry(jobs: JobManager, owner: int) -> None:
+    job = submitted(jobs, owner, max_tokens=16)
+    jobs.retry_or_fail(claimed(jobs, job.id), truncated())
+    bounded = claimed(jobs, job.id)
+    assert bounded.bounded and jobs.retry_or_fail(bounded, busy()).retry
+    assert stored(jobs, job.id).bounded  # its next attempt generates under the bounds again
+
+
 def test_a_fault_past_the_jobs_deadline_fails_it_with_timeout(
     jobs: JobManager, notices: StubNotifier, owner: int
 ) -> None:
@@ -478,7 +486,8 @@ def test_a_lost_job_whose_model_is_no_longer_served_fails(
 def test_queued_jobs_fail_when_every_endpoint_of_their_model_stays_down_past_their_timeout(
     jobs: JobManager, broker: StubBroker, notices: StubNotifier, owner: int
 ) -> None:
-    patient = submitted(jobs, owner, timeout_s=600.0)
+    patient = submitted(jobs, owner, timeout_s=600.0)  # longer than the endpoint has been down
+    fresh = submitted(jobs, owner, timeout_s=60.0)  # shorter, but it has not waited that long yet
     hurried = submitted(jobs, owner, timeout_s=0.0)
     now = time.time()
     broker.publish_endpoint_state("default", {"at": now, "up": True, "since": now - 100})
@@ -489,5 +498,5 @@ def test_queued_jobs_fail_when_every_endpoint_of_their_model_stays_down_past_the
     assert jobs.fail_unreachable() == 1
     failed = stored(jobs, hurried.id)
     assert (failed.status, failed.error_code) == (JobStatus.failed, "endpoint_unavailable")
-    assert stored(jobs, patient.id).status == JobStatus.queued
+    assert stored(jobs, patient.id).status == stored(jobs, fresh.id).status == JobStatus.queued
     assert notices.notices == [hurried.id]
