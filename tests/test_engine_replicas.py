@@ -9,6 +9,9 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,3 +172,25 @@ def test_an_engine_that_dies_takes_the_host_service_down_with_a_failure_status(
     # the whole service ends, non-zero, for its process manager to restart.
     assert service.proc.wait(timeout=60) != 0
     wait_until(lambda: all(_closed(port + i) for i in range(REPLICAS)), 30, "every engine to stop")
+
+
+def test_an_engine_core_forked_during_a_start_does_not_hold_back_the_next_start(tmp_path: Path) -> None:
+    # vLLM forks its engine core while the start lock is held; the child lives as long as the engine.
+    from inference.engines.vllm import one_start_at_a_time
+
+    lock = tmp_path / "start.lock"
+    with one_start_at_a_time(lock):
+        core = os.fork()
+        if core == 0:  # the "engine core": outlives the start
+            time.sleep(30)
+            os._exit(0)
+    try:
+        script = (
+            "import pathlib, sys; from inference.engines.vllm import one_start_at_a_time\n"
+            f"with one_start_at_a_time(pathlib.Path({str(lock)!r})): print('started')"
+        )
+        other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+        assert other.stdout.strip() == "started", other.stderr
+    finally:
+        os.kill(core, signal.SIGKILL)
+        os.waitpid(core, 0)

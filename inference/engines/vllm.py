@@ -7,11 +7,13 @@ serves the whole service. vLLM is imported only when the engine loads: the modul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,20 @@ logger = logging.getLogger(__name__)
 FINISHED = ("stop", "length", REPETITION)
 START_LOCK = Path(tempfile.gettempdir()) / "irq-vllm-engine-start.lock"
 WARMUP_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+
+
+@contextlib.contextmanager
+def one_start_at_a_time(path: Path = START_LOCK) -> Iterator[None]:
+    """Held while an engine starts, so that the engines of one host (replicas: inference/replicas.py) start
+    one after the other: vLLM sizes its KV cache from the GPU memory it measures while it starts, which
+    another engine's start would disturb. A POSIX record lock (`lockf`), not `flock`: vLLM forks its engine
+    core while this is held, and a forked child would keep a `flock` lock for its whole life."""
+    with path.open("a") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(lock, fcntl.LOCK_UN)
 
 
 class EngineRequestFailed(RuntimeError):
@@ -217,10 +233,7 @@ class VLLMEngine(Engine):
             attention_backend=self._attention_backend,
             tensor_parallel_size=self._tensor_parallel_size,
         )
-        # One engine of the host starts at a time (replicas: inference/replicas.py): vLLM sizes its KV cache
-        # from the GPU memory it measures while it starts, which another engine's start would disturb.
-        with START_LOCK.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with one_start_at_a_time():
             llm = AsyncLLM.from_engine_args(args)
         # NVML, not torch.cuda: this process needs no CUDA context of its own (the model runs in vLLM's).
         self.gpu = str(current_platform.get_device_name())
