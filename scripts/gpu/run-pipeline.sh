@@ -29,7 +29,8 @@ key=$(python3 -m irq keys create bench)
 start_service 8001 "$out/inference-$backend.log"
 python3 -m irq worker > "$out/worker-$backend.log" 2>&1 & worker=$!
 python3 -m irq api > "$out/api-$backend.log" 2>&1 & api=$!
-until curl -sf localhost:8000/readyz >/dev/null; do
+# Ready when the worker has said its endpoint is up: no job waits for a worker still starting.
+until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = 1 ]; do
   sleep 1
   kill -0 $worker $api || { tail -n 20 "$out/worker-$backend.log" "$out/api-$backend.log"; exit 1; }
 done
