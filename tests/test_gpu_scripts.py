@@ -11,7 +11,8 @@ skipped by the scripts themselves. A script that cannot dry-run exits with `NO_D
 
 The scripts listen on fixed ports and keep state under fixed `/tmp` paths, as the GPU host, a machine of
 their own, allows; so where `unshare` can, each runs in a network namespace of its own (only its loopback)
-with a private `/tmp`, and cannot meet another run on this machine.
+with a private `/tmp`, and cannot meet another run on this machine; elsewhere it runs on the machine's
+loopback, and its case fails up front where one of those ports is taken.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from functools import cache
@@ -38,6 +40,9 @@ PROMPTS = [
     "Write a function that merges two sorted lists into one sorted list.",
     "Create a function that counts the words in a text.",
 ]
+# The ports the scripts listen on (Redis, irq's API, services, vLLM's server): without a namespace of its
+# own, a dry run would meet whatever else listens there (another run's service answering its /health).
+FIXED_PORTS = (6399, 8000, 8001, 8101, 8102, 8201)
 # The dry run's knobs, small enough for a CPU machine; each script reads those it has.
 DRY_RUN = {"ENGINE": "simulated", "N": "8", "CONCURRENCY": "4", "PROCS": "1", "LIMIT": "3"}
 
@@ -73,6 +78,11 @@ def isolation() -> list[str]:
         if probe.returncode == 0:
             return command
     return []
+
+
+def free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 def prepare(root: Path) -> tuple[Path, Path, Path]:
@@ -122,6 +132,8 @@ def dry_run(script: str, root: Path) -> subprocess.CompletedProcess[str]:
             f"scripts/gpu/{script}",
         ]  # fmt: skip
     else:
+        busy = [port for port in FIXED_PORTS if not free(port)]
+        assert not busy, f"no unshare here, and ports the scripts listen on are taken: {busy}"
         env |= {"TMPDIR": str(root), "OUT": str(out), "SITE": str(site)}
         command = ["bash", f"scripts/gpu/{script}"]
     return subprocess.run(
