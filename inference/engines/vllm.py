@@ -202,7 +202,7 @@ class VLLMEngine(Engine):
         self._tokenizer: Any = None
         self._load_lock = asyncio.Lock()
         self._engine_backend = ""  # the backend that compiles every grammar, known after the first request
-        self.model_name = self._settings.served_model or self._settings.vllm_model
+        self.model_name = self._settings.reported_model(self._settings.vllm_model)
         self.backend = self._settings.structured_output_backend
         self.gpu = ""  # known once loaded: reading it earlier would start CUDA in /health
 

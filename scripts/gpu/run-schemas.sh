@@ -25,6 +25,8 @@ source scripts/gpu/common.sh
 install_carried "$site"
 
 export PYTHONPATH=$site:$PWD PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=1
+# No IRQ_SERVED_MODEL, as a user's first deployment has none: without a registry, the service on the model
+# folder reports the deployment's model (IRQ_DEFAULT_MODEL), the one its jobs ask for (Settings.reported_model).
 export IRQ_ENGINE=$engine IRQ_VLLM_MODEL=/tmp/hf IRQ_STRUCTURED_OUTPUT_BACKEND=guidance IRQ_VLLM_MAX_MODEL_LEN=4096
 export IRQ_VLLM_ATTENTION_BACKEND=FLASHINFER IRQ_INFERENCE_PORT=$port
 
