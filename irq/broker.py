@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import redis
@@ -77,6 +77,18 @@ class Channel(kombu_redis.Channel):
     """
 
     _shared_client: redis.Redis | None = None
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        # A channel outlives its connection: after a reconnect, what was made on the old connection (the
+        # event dispatcher a running job's request holds, the channel that delivered its message) still
+        # sends on it. kombu closes a connection by dropping the references between it, its transport and
+        # its channels, so a closed channel's next command, building a new pool, failed with AttributeError
+        # (`'NoneType' object has no attribute 'hostname'` or `'client'`), which Celery's consumer takes as
+        # unrecoverable: the worker stopped. A connection error is what Celery expects there: it logs it
+        # or retries on the new connection (closing the channel gave its messages back to the queue).
+        if self.connection is None or self.connection.client is None:
+            raise redis.exceptions.ConnectionError("the channel's broker connection was closed")
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call,no-any-return]
 
     def _create_client(self, asynchronous: bool = False) -> redis.Redis:
         if asynchronous:
