@@ -158,6 +158,12 @@ def _amqp_conf(app: Celery, settings: Settings) -> None:
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=REDIS_TIMEOUT_S,
         broker_heartbeat=10,
+        # After a reconnect Celery lowers the prefetch by the jobs still running, then raises it one step per
+        # acknowledgement with a synchronous `basic.qos` from inside its event loop; after a dropped
+        # connection that call waited on the old one until RabbitMQ gave up on it (30 s), and nothing was
+        # consumed meanwhile. Without the cut the worker may hold as many more messages as jobs were running
+        # (they wait for a thread; a dropped connection gives them back).
+        worker_enable_prefetch_count_reduction=False,
         task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
         worker_hijack_root_logger=False,
     )
