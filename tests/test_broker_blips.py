@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,15 @@ def _attempt_ends(stack: Stack) -> dict[str, int]:
     return ends
 
 
-def _blip_during_long_jobs(stack: Stack, calls: object, blip: object, scenario: str) -> None:
+def _progress(stack: Stack, ids: list[str], more: int) -> Callable[[], bool]:
+    """A check: `more` jobs of `ids` have succeeded since it was made."""
+    target = status_counts(stack.db, ids)["succeeded"] + more
+    return lambda: status_counts(stack.db, ids)["succeeded"] >= target
+
+
+def _blip_during_long_jobs(
+    stack: Stack, calls: Callable[[], dict[str, int]], blip: Callable[[], None], scenario: str
+) -> None:
     """10 jobs of `LONG_S` running when `blip()` drops the worker's broker connection, 20 short jobs sent
     right after: the short ones finish while the long ones still run, and every job runs once."""
     long_prompts = [f"[faults: sleep={LONG_S}] long job {i}" for i in range(10)]
@@ -50,15 +59,15 @@ def _blip_during_long_jobs(stack: Stack, calls: object, blip: object, scenario: 
     with stack.client() as http:
         long_ids = [submit(http, p) for p in long_prompts]
         wait_until(lambda: status_counts(stack.db, long_ids)["running"] == 10, 60, "10 long jobs running")
-        wait_until(lambda: sum(calls().get(p, 0) for p in long_prompts) == 10, 30, "their inference calls")  # type: ignore[operator]
-        blip()  # type: ignore[operator]
+        wait_until(lambda: sum(calls().get(p, 0) for p in long_prompts) == 10, 30, "their inference calls")
+        blip()
         blip_at = time.monotonic()
         short_ids = [submit(http, p) for p in short_prompts]
     wait_all(stack.db, short_ids, "succeeded", 60)
     resumed_s = time.monotonic() - blip_at
     long_running = status_counts(stack.db, long_ids)["running"]
     wait_all(stack.db, long_ids, "succeeded", LONG_S + 60)
-    made = calls()  # type: ignore[operator]
+    made = calls()
     jobs = jobs_of(stack.db, long_ids + short_ids)
     ends = _attempt_ends(stack)
     record(
@@ -89,10 +98,12 @@ def test_a_redis_connection_reset_during_jobs_longer_than_the_lease_runs_each_on
         stack.wait_workers(1)
 
         def blip() -> None:
-            killed = stack.redis.execute_command("CLIENT", "KILL", "TYPE", "normal")  # all but this one
-            assert int(killed) > 0
+            killed = stack.redis.execute_command("CLIENT", "KILL", "TYPE", "normal")  # type: ignore[no-untyped-call]
+            assert int(killed) > 0  # every client but this one: the worker's, the API's
 
-        _blip_during_long_jobs(stack, inference.calls, blip, "Redis connections reset, 10 jobs of 25 s running")
+        _blip_during_long_jobs(
+            stack, inference.calls, blip, "Redis connections reset, 10 jobs of 25 s running"
+        )
     finally:
         stop_stack(stack)
         inference.service.stop()
@@ -139,8 +150,7 @@ def test_redis_restarted_ten_times_under_load_never_ends_the_worker(sqlite_url: 
         restarts = 0
         while restarts < 10 and status_counts(stack.db, ids)["succeeded"] < len(ids) - 60:
             # Restart while jobs run and finish, so that acknowledgements meet the closed connection.
-            done = status_counts(stack.db, ids)["succeeded"]
-            wait_until(lambda: status_counts(stack.db, ids)["succeeded"] >= done + 10, 60, "jobs to finish")
+            wait_until(_progress(stack, ids, 10), 60, "10 more jobs to finish")
             broker.kill()
             broker.start()
             restarts += 1
@@ -181,22 +191,18 @@ def test_a_command_on_a_channel_whose_connection_closed_fails_as_a_connection_er
         app.close()
 
 
-def test_a_worker_that_stops_on_an_error_exits_non_zero(tmp_path: Path) -> None:
-    """A broker URL Celery's consumer cannot use (Redis has no database 99) stops the worker as Celery's
-    "Unrecoverable error"; `irq worker` then says so with its exit status, for its supervisor."""
-    redis = RedisServer()
-    redis.start()
+def test_a_worker_that_stops_on_an_error_exits_non_zero(redis_url: str, tmp_path: Path) -> None:
+    """A broker URL whose database is not a number makes Celery's consumer fail with an error it does not
+    retry ("Unrecoverable error", as the `hostname` one was); `irq worker` then exits non-zero, so that its
+    supervisor (compose.yaml's restart policy) starts it again. Before, it exited 0."""
     env = {
         **os.environ,
         "IRQ_DATABASE_URL": f"sqlite:///{tmp_path / 'irq.db'}",
-        "IRQ_REDIS_URL": redis.url + "/0",
-        "IRQ_BROKER_URL": redis.url + "/99",
+        "IRQ_REDIS_URL": redis_url,
+        "IRQ_BROKER_URL": redis_url.rsplit("/", 1)[0] + "/not-a-number",
     }
-    try:
-        run = subprocess.run(
-            [sys.executable, "-m", "irq", "worker"], env=env, capture_output=True, text=True, timeout=120
-        )
-    finally:
-        redis.kill()
+    run = subprocess.run(
+        [sys.executable, "-m", "irq", "worker"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert "Unrecoverable error" in run.stderr + run.stdout, run.stderr[-2000:]
-    assert run.returncode != 0
+    assert run.returncode == 1
