@@ -172,7 +172,11 @@ def _amqp_conf(app: Celery, settings: Settings) -> None:
 def worker_argv(settings: Settings, endpoint: Endpoint, pool: str = "threads") -> list[str]:
     """The arguments of Celery's `worker` command for the process serving `endpoint` (`pool` other than
     threads only for the benchmarks' comparison): its queue, as many threads as it takes requests at once,
-    and a node name of its own (`endpoint@host`), since one host may run a worker for each endpoint."""
+    and a node name of its own (`endpoint@host`), since one host may run a worker for each endpoint.
+    Without mingle: at each (re)connect it broadcasts a hello to the other workers with kombu's own bounded
+    retry, whose error Celery's consumer does not count as a connection error, so a broker still
+    restarting stopped the worker ("Unrecoverable error: OperationalError"); irq needs none of what it
+    syncs (revoked task ids, the logical clock), since a cancel lives in the store."""
     return [
         "worker",
         f"--pool={pool}",
@@ -181,6 +185,7 @@ def worker_argv(settings: Settings, endpoint: Endpoint, pool: str = "threads") -
         endpoint.queue,
         "--loglevel=INFO",
         "-E",
+        "--without-mingle",
         f"--hostname={endpoint.name}@{settings.worker_name or '%h'}",
     ]
 
