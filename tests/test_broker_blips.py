@@ -206,3 +206,16 @@ def test_a_worker_that_stops_on_an_error_exits_non_zero(redis_url: str, tmp_path
     )
     assert "Unrecoverable error" in run.stderr + run.stdout, run.stderr[-2000:]
     assert run.returncode == 1
+
+
+def test_a_second_delivery_ending_leaves_the_first_one_tracked() -> None:
+    """The unit under the first two tests: the worker renews the leases of the job ids `running_ids`
+    gives, and two deliveries of one job are two holds on it."""
+    from worker.tasks import _Process
+
+    _Process.track("job-1", True)
+    _Process.track("job-1", True)  # the duplicate delivery
+    _Process.track("job-1", False)  # … finds the job running and ends
+    assert _Process.running_ids() == ["job-1"]
+    _Process.track("job-1", False)
+    assert _Process.running_ids() == []
