@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import redis
@@ -77,6 +77,18 @@ class Channel(kombu_redis.Channel):
     """
 
     _shared_client: redis.Redis | None = None
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        # A channel outlives its connection: after a reconnect, what was made on the old connection (the
+        # event dispatcher a running job's request holds, the channel that delivered its message) still
+        # sends on it. kombu closes a connection by dropping the references between it, its transport and
+        # its channels, so a closed channel's next command, building a new pool, failed with AttributeError
+        # (`'NoneType' object has no attribute 'hostname'` or `'client'`), which Celery's consumer takes as
+        # unrecoverable: the worker stopped. A connection error is what Celery expects there: it logs it
+        # or retries on the new connection (closing the channel gave its messages back to the queue).
+        if self.connection is None or self.connection.client is None:
+            raise redis.exceptions.ConnectionError("the channel's broker connection was closed")
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call,no-any-return]
 
     def _create_client(self, asynchronous: bool = False) -> redis.Redis:
         if asynchronous:
@@ -146,6 +158,12 @@ def _amqp_conf(app: Celery, settings: Settings) -> None:
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=REDIS_TIMEOUT_S,
         broker_heartbeat=10,
+        # After a reconnect Celery lowers the prefetch by the jobs still running, then raises it one step per
+        # acknowledgement with a synchronous `basic.qos` from inside its event loop; after a dropped
+        # connection that call waited on the old one until RabbitMQ gave up on it (30 s), and nothing was
+        # consumed meanwhile. Without the cut the worker may hold as many more messages as jobs were running
+        # (they wait for a thread; a dropped connection gives them back).
+        worker_enable_prefetch_count_reduction=False,
         task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
         worker_hijack_root_logger=False,
     )
@@ -154,7 +172,11 @@ def _amqp_conf(app: Celery, settings: Settings) -> None:
 def worker_argv(settings: Settings, endpoint: Endpoint, pool: str = "threads") -> list[str]:
     """The arguments of Celery's `worker` command for the process serving `endpoint` (`pool` other than
     threads only for the benchmarks' comparison): its queue, as many threads as it takes requests at once,
-    and a node name of its own (`endpoint@host`), since one host may run a worker for each endpoint."""
+    and a node name of its own (`endpoint@host`), since one host may run a worker for each endpoint.
+    Without mingle: at each (re)connect it broadcasts a hello to the other workers with kombu's own bounded
+    retry, whose error Celery's consumer does not count as a connection error, so a broker still
+    restarting stopped the worker ("Unrecoverable error: OperationalError"); irq needs none of what it
+    syncs (revoked task ids, the logical clock), since a cancel lives in the store."""
     return [
         "worker",
         f"--pool={pool}",
@@ -163,6 +185,7 @@ def worker_argv(settings: Settings, endpoint: Endpoint, pool: str = "threads") -
         endpoint.queue,
         "--loglevel=INFO",
         "-E",
+        "--without-mingle",
         f"--hostname={endpoint.name}@{settings.worker_name or '%h'}",
     ]
 

@@ -38,6 +38,16 @@ def test_compose_declares_every_service_with_health_checks() -> None:
         assert "healthcheck" in services[name], name
 
 
+def test_every_irq_process_is_restarted_when_it_exits() -> None:
+    # The sweeper runs inside the workers: a worker that stopped must come back, or queued jobs wait.
+    run = compose_config(IRQ_FLOWER_BASIC_AUTH="ops:pw")
+    assert run.returncode == 0, run.stderr
+    services = yaml.safe_load(run.stdout)["services"]
+    for name in ("api", "inference", "worker-local", "worker-modal", "flower"):
+        assert services[name].get("restart") == "unless-stopped", name
+    assert services["migrate"]["restart"] == "no"  # a one-shot
+
+
 def test_two_endpoints_each_with_its_worker_read_one_registry() -> None:
     run = compose_config(IRQ_FLOWER_BASIC_AUTH="ops:pw", MODAL_KEY="k", MODAL_SECRET="s")
     assert run.returncode == 0, run.stderr

@@ -26,18 +26,21 @@ def run_workers(settings: Settings, names: Sequence[str]) -> int:
         print(f"irq worker: {exc}", file=sys.stderr)
         return 2
     if len(endpoints) == 1:
-        _serve(endpoints[0])
-        return 0
+        return _serve(endpoints[0])
     return _supervise(endpoints)
 
 
-def _serve(endpoint: Endpoint) -> None:
-    """This process becomes the Celery worker of `endpoint`."""
+def _serve(endpoint: Endpoint) -> int:
+    """This process becomes the Celery worker of `endpoint`; returns its exit status, not 0 when it stopped
+    on an error (Celery logs it as "Unrecoverable error"), so that a supervisor restarts it."""
     os.environ["IRQ_WORKER_ENDPOINT"] = endpoint.name
     get_settings.cache_clear()
-    from worker.app import celery_app
+    from celery.bin.celery import celery
 
-    celery_app.worker_main(worker_argv(get_settings(), endpoint))
+    # Celery's command line itself: `app.worker_main` drops the status the worker command ends with.
+    argv = ["-A", "worker.app", *worker_argv(get_settings(), endpoint)]
+    status = celery.main(args=argv, standalone_mode=False)
+    return status if isinstance(status, int) else 0
 
 
 def _supervise(endpoints: Sequence[Endpoint]) -> int:

@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -74,7 +75,10 @@ class _Process:
     gate: EndpointGate | None = None
     upkeep: Upkeep | None = None
     guidance = GuidanceOptions()
-    running: set[str] = set()  # ids of the jobs this process's threads are on; only these leases are renewed
+    # Per job id, how many of this process's threads hold a delivery of it; only these leases are renewed.
+    # A count, not a set: a broker that reconnects gives back unacknowledged messages, so a job may be
+    # delivered again while a thread still runs it, and that duplicate's end must not end the lease.
+    running: Counter[str] = Counter()
     _running_lock = threading.Lock()
 
     @classmethod
@@ -103,10 +107,9 @@ class _Process:
     @classmethod
     def track(cls, job_id: str, on: bool) -> None:
         with cls._running_lock:
-            if on:
-                cls.running.add(job_id)
-            else:
-                cls.running.discard(job_id)
+            cls.running[job_id] += 1 if on else -1
+            if cls.running[job_id] <= 0:
+                del cls.running[job_id]
 
     @classmethod
     def _consume(cls, on: bool) -> None:
