@@ -9,10 +9,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
+from inference.abort import Abort, Aborted
 from inference.client import InferenceClient, connect
 from inference.errors import EndpointDown, InferenceError, PartialOutput
 from inference.protocol import GenerateRequest, GenerateResponse
@@ -27,6 +29,7 @@ from irq.settings import Settings, get_settings
 from irq.store.db import STORE_UNAVAILABLE, Database
 from irq.store.models import Job
 from worker.app import celery_app
+from worker.cancels import CancelWatch
 from worker.gate import EndpointGate
 from worker.upkeep import Upkeep
 from worker.validation import Uncheckable, checked_document
@@ -73,6 +76,7 @@ class _Process:
     inference: InferenceClient | None = None
     gate: EndpointGate | None = None
     upkeep: Upkeep | None = None
+    cancels: CancelWatch | None = None
     guidance = GuidanceOptions()
     running: set[str] = set()  # ids of the jobs this process's threads are on; only these leases are renewed
     _running_lock = threading.Lock()
@@ -93,6 +97,8 @@ class _Process:
                 cls.gate = EndpointGate(endpoint, cls.inference.healthy, cls._consume)
                 cls.upkeep = Upkeep(cls.jobs, settings, cls.name, cls.gate, cls.running_ids)
                 cls.upkeep.start()
+                cls.cancels = CancelWatch(cls.broker.redis)
+                cls.cancels.start()
             return cls.jobs, cls.inference, cls.gate
 
     @classmethod
@@ -107,6 +113,11 @@ class _Process:
                 cls.running.add(job_id)
             else:
                 cls.running.discard(job_id)
+
+    @classmethod
+    def watching(cls, job_id: str) -> AbstractContextManager[Abort]:
+        """The abort of the job's inference request, set when the job ends meanwhile (`worker/cancels.py`)."""
+        return cls.cancels.watching(job_id) if cls.cancels is not None else nullcontext(Abort())
 
     @classmethod
     def _consume(cls, on: bool) -> None:
@@ -128,13 +139,15 @@ class _Process:
                 cls.gate.stop()
             if cls.upkeep is not None:
                 cls.upkeep.stop()
+            if cls.cancels is not None:
+                cls.cancels.stop()
             if cls.inference is not None:
                 cls.inference.close()
             if cls.broker is not None:
                 cls.broker.close()
             if cls.db is not None:
                 cls.db.dispose()
-            cls.db = cls.jobs = cls.inference = cls.broker = cls.upkeep = cls.gate = None
+            cls.db = cls.jobs = cls.inference = cls.broker = cls.upkeep = cls.gate = cls.cancels = None
 
 
 @worker_ready.connect
@@ -216,7 +229,11 @@ def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, j
     )
     endpoint = gate.endpoint
     try:
-        reply = inference.generate(request, timeout_s=remaining)
+        with _Process.watching(job.id) as abort:
+            reply = inference.generate(request, timeout_s=remaining, abort=abort)
+    except Aborted:
+        log.info("job %s attempt %d: ended meanwhile, its request dropped", job.id, job.attempts)
+        return Attempt.discarded
     except EndpointDown as exc:
         gate.close(str(exc))
         _store(jobs.release, job)
