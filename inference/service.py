@@ -72,8 +72,6 @@ def _parse_output(result: EngineResult) -> object:
         raise ServiceError(422, code, f"{why} ({result.completion_tokens} tokens): {exc}", output) from exc
 
 
-
-
 def _health(engine: Engine, running: int) -> HealthResponse:
     return HealthResponse(
         status="ok" if engine.loaded else "cold",
