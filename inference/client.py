@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from inference.abort import Abort
 from inference.http_client import HttpInferenceClient
 from inference.modal_client import MODAL_SCHEME, ModalInferenceClient
 from inference.protocol import GenerateRequest, GenerateResponse
@@ -16,9 +17,13 @@ class InferenceClient(Protocol):
 
     url: str  # where the calls go, for the job's record and the logs
 
-    def generate(self, request: GenerateRequest, timeout_s: float) -> GenerateResponse:
+    def generate(
+        self, request: GenerateRequest, timeout_s: float, abort: Abort | None = None
+    ) -> GenerateResponse:
         """`EndpointDown` when the request never reached the endpoint (nothing listens, or no connection
-        could be made): the job did not run, so it waits for the endpoint instead of spending an attempt."""
+        could be made): the job did not run, so it waits for the endpoint instead of spending an attempt.
+        `Aborted` when `abort` was set (by another thread) before an answer came: the request was dropped,
+        and the endpoint stops generating it."""
         ...
 
     def healthy(self) -> bool:

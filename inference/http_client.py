@@ -2,17 +2,59 @@
 
 from __future__ import annotations
 
+import functools
+import socket
 import ssl
 import threading
+from typing import Any
 
 import httpx
 
+from inference.abort import Abort, Aborted
 from inference.errors import EndpointDown, RetryableInferenceError, fault_from_body
 from inference.protocol import GenerateRequest, GenerateResponse, decode_response
 from irq.endpoints import Endpoint
 from irq.settings import Settings, derive_health_url
 
 HEALTH_TIMEOUT_S = 10.0
+# httpx's trace events (its `trace` request extension) that hand over a connection's new network stream.
+_NEW_STREAM = ("connection.connect_tcp.complete", "connection.start_tls.complete")
+
+
+class _Line:
+    """One thread's connection to the endpoint, as far as aborting a request goes: the socket its pool
+    opened last (a thread sends one request at a time, so the pool holds one connection), and the abort of
+    the request on it now. Shutting the socket down wakes the thread from its read at once, and the service
+    sees the client leave and stops the generation (`inference/service.py`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._abort: Abort | None = None
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event in _NEW_STREAM:
+            sock = info["return_value"].get_extra_info("socket")
+            with self._lock:
+                self._sock = sock
+        elif event == "http11.send_request_headers.started":
+            with self._lock:
+                abort = self._abort
+            if abort is not None:
+                abort.check("sending the request")
+
+    def carrying(self, abort: Abort | None) -> None:
+        with self._lock:
+            self._abort = abort
+
+    def cut(self, abort: Abort) -> None:
+        """Shut the connection down if it still carries the request of `abort` (not a later one's)."""
+        with self._lock:
+            if self._abort is not abort or self._sock is None:
+                return
+            # The socket layer's own shutdown, not ssl.SSLSocket's: that one would also drop the TLS state
+            # the reading thread is using.
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
 
 class HttpInferenceClient:
@@ -43,20 +85,29 @@ class HttpInferenceClient:
         if client is None:
             client = httpx.Client(headers=self._headers, timeout=self._timeout, verify=self._tls)
             self._local.client = client
+            self._local.line = _Line()
             with self._lock:
                 self._clients.append(client)
         return client
 
-    def generate(self, request: GenerateRequest, timeout_s: float) -> GenerateResponse:
+    def generate(
+        self, request: GenerateRequest, timeout_s: float, abort: Abort | None = None
+    ) -> GenerateResponse:
         body = request.model_dump(by_alias=True)
+        http = self._http
+        line: _Line = self._local.line
+        if abort is not None:
+            abort.check("sending the request")
+            line.carrying(abort)
+            abort.on_set(functools.partial(line.cut, abort))
         try:
-            response = self._http.post(self.url, json=body, timeout=timeout_s)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise EndpointDown("inference_unreachable", f"{type(exc).__name__}: {exc}") from exc
-        except httpx.TimeoutException as exc:
-            raise RetryableInferenceError("inference_timeout", f"no answer within {timeout_s:.0f} s") from exc
+            response = http.post(self.url, json=body, timeout=timeout_s, extensions={"trace": line.trace})
         except httpx.TransportError as exc:
-            raise RetryableInferenceError("inference_unreachable", f"{type(exc).__name__}: {exc}") from exc
+            if abort is not None and abort.is_set:
+                raise Aborted(f"the request was dropped ({type(exc).__name__})") from exc
+            raise _transport_fault(exc, timeout_s) from exc
+        finally:
+            line.carrying(None)
         return self._parse(response)
 
     def healthy(self) -> bool:
@@ -83,3 +134,12 @@ class HttpInferenceClient:
             for client in self._clients:
                 client.close()
             self._clients.clear()
+
+
+def _transport_fault(exc: httpx.TransportError, timeout_s: float) -> RetryableInferenceError:
+    """A request that got no answer: `EndpointDown` when it never reached the endpoint."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return EndpointDown("inference_unreachable", f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, httpx.TimeoutException):
+        return RetryableInferenceError("inference_timeout", f"no answer within {timeout_s:.0f} s")
+    return RetryableInferenceError("inference_unreachable", f"{type(exc).__name__}: {exc}")

@@ -8,8 +8,10 @@ either client.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
+from inference.abort import Abort, Aborted
 from inference.errors import InferenceError, RetryableInferenceError, fault_from_body
 from inference.protocol import GenerateRequest, GenerateResponse, decode_response
 from irq.endpoints import Endpoint
@@ -74,14 +76,26 @@ class ModalInferenceClient:
             self._instance = cls()
         return self._instance
 
-    def generate(self, request: GenerateRequest, timeout_s: float) -> GenerateResponse:
+    def generate(
+        self, request: GenerateRequest, timeout_s: float, abort: Abort | None = None
+    ) -> GenerateResponse:
         body = request.model_dump(by_alias=True)
         call = None
         try:
+            if abort is not None:
+                abort.check("spawning the call")
             # spawn + get, not remote: get() takes a timeout; remote() waits as long as the function may run.
             call = self._inference().generate.spawn(body)
+            if abort is not None:
+                # Cancelling the call cancels the method's coroutine in the container, and with it the
+                # generation (the service's request is cancelled, and the engine stops).
+                abort.on_set(functools.partial(_cancel, call))
             result = call.get(timeout=timeout_s)
+        except Aborted:
+            raise
         except Exception as exc:
+            if abort is not None and abort.is_set:
+                raise Aborted(f"the call was cancelled ({type(exc).__name__})") from exc
             if call is not None and isinstance(exc, TimeoutError):
                 _cancel(call)
             raise typed_fault(exc, timeout_s) from exc

@@ -75,9 +75,6 @@ def _parse_output(result: EngineResult) -> object:
         raise ServiceError(422, code, f"{why} ({result.completion_tokens} tokens): {exc}", output) from exc
 
 
-DISCONNECT_POLL_S = 0.5  # how often a generation checks that its client is still there
-
-
 def _health(engine: Engine, running: int) -> HealthResponse:
     return HealthResponse(
         status="ok" if engine.loaded else "cold",
@@ -88,20 +85,32 @@ def _health(engine: Engine, running: int) -> HealthResponse:
     )
 
 
+async def _client_gone(http: Request) -> None:
+    """Return when the client closes its connection. The body is read by then, so the next ASGI message
+    is the disconnect (or, once the answer is sent, the end of the request)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _unless_abandoned(call: Awaitable[T], http: Request) -> T:
-    """Await `call`, cancelling it when the client goes away (a worker past its job's deadline): the
-    engine stops generating a request nobody waits for (vLLM aborts it, the local engine stops at its next
-    token), and its GPU time goes to the others."""
+    """Await `call`, cancelling it when the client goes away (a worker whose job was cancelled, or ran out
+    of time, closes its connection) or when this request is cancelled itself (a Modal call cancelled
+    through the SDK): the engine stops generating a request nobody waits for (vLLM aborts it, the local
+    engine stops at its next token), and its time goes to the others. Returns or raises only once the
+    engine has let go of it, so that the running count is true."""
     task = asyncio.ensure_future(call)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-        if done:
+    gone = asyncio.ensure_future(_client_gone(http))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
             return task.result()
-        if await http.is_disconnected():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ServiceError):
-                await task
-            raise ServiceError(499, "client_closed", "the client went away; the generation was stopped")
+        raise ServiceError(499, "client_closed", "the client went away; the generation was stopped")
+    finally:
+        for pending in (gone, task):
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
 
 
 def _install_error_handlers(app: FastAPI) -> None:

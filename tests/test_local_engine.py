@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,14 @@ import httpx
 import jsonschema
 import pytest
 
+from inference.abort import Abort, Aborted
 from inference.engines.base import SchemaRejected
 from inference.engines.local import LocalEngine
+from inference.http_client import HttpInferenceClient
 from inference.protocol import GenerateRequest
+from irq.endpoints import implicit_registry
 from irq.settings import Settings
-from tests.procs import Service, free_port
+from tests.procs import Service, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -164,3 +168,47 @@ def test_service_rejects_an_invalid_request(service_url: str) -> None:
 
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_request"
+
+
+def test_an_aborted_request_stops_the_local_engine_at_once(service_url: str) -> None:
+    """A cancelled job's request, dropped by the worker's client: the engine stops decoding it (it would
+    run for minutes), so the service reports nothing running and the next request does not wait for it."""
+    settings = Settings(inference_url=f"{service_url}/generate")
+    client = HttpInferenceClient(implicit_registry(settings).endpoints[0], settings)
+    long = GenerateRequest(
+        prompt="List two hundred city names.",
+        schema={"type": "array", "items": {"type": "string"}, "minItems": 200},
+        max_tokens=2000,
+        temperature=0.0,
+        top_p=1.0,
+    )
+    abort, outcome = Abort(), []
+
+    def worker_thread() -> None:
+        try:
+            client.generate(long, timeout_s=600, abort=abort)
+        except Exception as exc:
+            outcome.append(exc)
+
+    def running() -> int:
+        return int(httpx.get(f"{service_url}/health", timeout=10).json()["running"])
+
+    httpx.post(f"{service_url}/warmup", timeout=300)
+    thread = threading.Thread(target=worker_thread)
+    try:
+        thread.start()
+        wait_until(lambda: running() == 1, 60, "the generation to start")
+        abort.set()
+        thread.join(5)
+        assert len(outcome) == 1 and isinstance(outcome[0], Aborted)
+        # Within one forward pass of the model (a chunk of the prompt, or one token): well under a second on
+        # an idle machine, seconds on a busy one.
+        wait_until(lambda: running() == 0, 20, "the engine to stop decoding")
+        short = GenerateRequest(prompt="What is 2 + 3?", schema=ANSWER_SCHEMA, max_tokens=64, temperature=0.0)
+        reply = client.generate(short, timeout_s=120)
+        assert reply.finish_reason == "stop"
+        assert (reply.engine_wait_ms or 0.0) < 1500.0
+    finally:
+        abort.set()
+        thread.join(30)
+        client.close()

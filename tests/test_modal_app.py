@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +251,52 @@ def test_a_refused_schema_through_the_sdk_is_permanent() -> None:
     with pytest.raises(PermanentInferenceError):
         generate(client)
     assert not call.cancelled
+
+
+class BlockingCall:
+    """A FunctionCall still running: `get` waits until the call is cancelled, then raises as the SDK does
+    for a cancelled input."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+
+    def get(self, timeout: float) -> object:
+        if self.cancelled.wait(timeout):
+            raise RuntimeError("the input was cancelled")
+        raise TimeoutError()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+def test_an_aborted_call_is_cancelled_and_its_thread_freed() -> None:
+    """A job cancelled meanwhile: the worker's abort cancels the Modal call (which cancels the request in
+    the container, and the engine's generation) and the waiting thread returns at once."""
+    from types import SimpleNamespace
+
+    from inference.abort import Abort, Aborted
+    from irq.endpoints import Endpoint
+
+    call, spawned = BlockingCall(), threading.Event()
+
+    def spawn(body: object) -> BlockingCall:
+        spawned.set()
+        return call
+
+    client = ModalInferenceClient(Endpoint(name="m", url="modal://irq-inference-guidance", model="m"))
+    client._instance = SimpleNamespace(generate=SimpleNamespace(spawn=spawn))
+    abort, outcome = Abort(), []
+
+    def wait() -> None:
+        request = GenerateRequest(prompt="p", schema={}, max_tokens=8, temperature=0.0, top_p=1.0)
+        try:
+            client.generate(request, timeout_s=600, abort=abort)
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    assert spawned.wait(10)
+    abort.set()
+    thread.join(10)
+    assert call.cancelled.is_set() and len(outcome) == 1 and isinstance(outcome[0], Aborted)

@@ -162,6 +162,40 @@ def test_a_submit_time_value_error_rejects_only_that_schema(monkeypatch: pytest.
     assert served.text == '{"name": "a"}' and served.backend == "guidance"
 
 
+def test_a_cancelled_request_is_aborted_in_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service cancels `generate` when its client goes away (a cancelled job): the engine aborts the
+    request by the id it gave vLLM, so that the GPU stops generating it."""
+    started, aborted = asyncio.Event(), []
+
+    class FakeLLM:
+        async def generate(self, prompt: Any, params: Any, request_id: str) -> Any:
+            self.request_id = request_id
+            yield delta("{", [1])
+            started.set()
+            await asyncio.sleep(3600)  # a long generation
+            yield delta("}", [2], "stop")
+
+        async def abort(self, request_id: str) -> None:
+            aborted.append(request_id)
+
+    params = SimpleNamespace(structured_outputs=SimpleNamespace(json=SCHEMA, _backend=None))
+    monkeypatch.setattr("inference.engines.vllm.build_sampling_params", lambda request: params)
+    tokenizer = SimpleNamespace(apply_chat_template=lambda *a, **k: "p", encode=lambda *a, **k: [1, 2])
+    engine = VLLMEngine(Settings(vllm_model="m", structured_output_backend="guidance"))
+    fake: Any = FakeLLM()
+    engine._llm, engine._tokenizer = fake, tokenizer
+
+    async def cancel_while_generating() -> None:
+        task = asyncio.ensure_future(engine.generate(request("p", SCHEMA, 16, 0.0, 1.0)))
+        await asyncio.wait_for(started.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_while_generating())
+    assert aborted == [fake.request_id]
+
+
 # Against vLLM's classes
 
 

@@ -10,10 +10,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
+from inference.abort import Abort, Aborted
 from inference.client import InferenceClient, connect
 from inference.errors import EndpointDown, InferenceError, PartialOutput
 from inference.protocol import GenerateRequest, GenerateResponse
@@ -28,6 +30,7 @@ from irq.settings import Settings, get_settings
 from irq.store.db import STORE_UNAVAILABLE, Database
 from irq.store.models import Job
 from worker.app import celery_app
+from worker.cancels import CancelWatch
 from worker.gate import EndpointGate
 from worker.upkeep import Upkeep
 from worker.validation import Uncheckable, checked_document
@@ -74,6 +77,7 @@ class _Process:
     inference: InferenceClient | None = None
     gate: EndpointGate | None = None
     upkeep: Upkeep | None = None
+    cancels: CancelWatch | None = None
     guidance = GuidanceOptions()
     # Per job id, how many of this process's threads hold a delivery of it; only these leases are renewed.
     # A count, not a set: a broker that reconnects gives back unacknowledged messages, so a job may be
@@ -97,6 +101,8 @@ class _Process:
                 cls.gate = EndpointGate(endpoint, cls.inference.healthy, cls._consume)
                 cls.upkeep = Upkeep(cls.jobs, settings, cls.name, cls.gate, cls.running_ids)
                 cls.upkeep.start()
+                cls.cancels = CancelWatch(cls.broker.redis)
+                cls.cancels.start()
             return cls.jobs, cls.inference, cls.gate
 
     @classmethod
@@ -110,6 +116,11 @@ class _Process:
             cls.running[job_id] += 1 if on else -1
             if cls.running[job_id] <= 0:
                 del cls.running[job_id]
+
+    @classmethod
+    def watching(cls, job_id: str) -> AbstractContextManager[Abort]:
+        """The abort of the job's inference request, set when the job ends meanwhile (`worker/cancels.py`)."""
+        return cls.cancels.watching(job_id) if cls.cancels is not None else nullcontext(Abort())
 
     @classmethod
     def _consume(cls, on: bool) -> None:
@@ -131,13 +142,15 @@ class _Process:
                 cls.gate.stop()
             if cls.upkeep is not None:
                 cls.upkeep.stop()
+            if cls.cancels is not None:
+                cls.cancels.stop()
             if cls.inference is not None:
                 cls.inference.close()
             if cls.broker is not None:
                 cls.broker.close()
             if cls.db is not None:
                 cls.db.dispose()
-            cls.db = cls.jobs = cls.inference = cls.broker = cls.upkeep = cls.gate = None
+            cls.db = cls.jobs = cls.inference = cls.broker = cls.upkeep = cls.gate = cls.cancels = None
 
 
 @worker_ready.connect
@@ -219,7 +232,11 @@ def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, j
     )
     endpoint = gate.endpoint
     try:
-        reply = inference.generate(request, timeout_s=remaining)
+        with _Process.watching(job.id) as abort:
+            reply = inference.generate(request, timeout_s=remaining, abort=abort)
+    except Aborted:
+        log.info("job %s attempt %d: ended meanwhile, its request dropped", job.id, job.attempts)
+        return Attempt.discarded
     except EndpointDown as exc:
         gate.close(str(exc))
         _store(jobs.release, job)

@@ -280,9 +280,12 @@ class VLLMEngine(Engine):
                 collected.add(output, (time.monotonic() - accepted) * 1000)
                 if collected.finish_reason is None and watch.stuck(collected.token_ids):
                     # Caught in a loop: the rest of its budget would buy nothing (inference/repetition.py).
-                    await self._llm.abort(request_id)
+                    await self._abort(request_id)
                     collected.finish_reason = REPETITION
                     break
+        except asyncio.CancelledError:
+            await self._abort(request_id)
+            raise
         except ValueError as exc:
             if collected.started:
                 raise
@@ -291,6 +294,17 @@ class VLLMEngine(Engine):
             raise SchemaRejected(str(exc)) from exc
         elapsed_ms = (time.monotonic() - accepted) * 1000
         return to_engine_result(collected, elapsed_ms, self._backend_used(params))
+
+    async def _abort(self, request_id: str) -> None:
+        """Stop generating a request nobody waits for any more (its client went away), so that its GPU time
+        goes to the others. vLLM's own generator aborts it too when it sees the cancellation; this makes
+        sure of it wherever the cancellation lands (an abort of a request vLLM no longer has does nothing)."""
+        if self._llm is None:
+            return
+        try:
+            await self._llm.abort(request_id)
+        except Exception as exc:  # an engine that died meanwhile has nothing left to abort
+            logger.warning("could not abort request %s: %s", request_id, exc)
 
     def _backend_used(self, params: SamplingParams) -> str:
         resolved = chosen_backend(params, self.backend)
