@@ -15,11 +15,12 @@ the submit is accepted, and a message that could not follow is sent by the sweep
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Executable
 from sqlalchemy.exc import IntegrityError
 
 from irq.broker import Broker
@@ -120,10 +121,15 @@ class JobManager:
         return Job(**row), True
 
     def submit_batch(
-        self, owner_id: int, news: Sequence[NewJob], idempotency_key: str | None
+        self,
+        owner_id: int,
+        news: Sequence[NewJob],
+        idempotency_key: str | None,
+        also: Callable[[str], Sequence[Executable]] | None = None,
     ) -> tuple[Batch, bool]:
         """Store a batch and its jobs in one transaction, then send their messages; with an idempotency key
-        this owner already used, the batch it made (and False)."""
+        this owner already used, the batch it made (and False). `also(batch_id)`: statements of the same
+        transaction (what a crash must never leave without the jobs, nor the jobs without it)."""
         asked = request_hash(news) if idempotency_key is not None else ""
         if idempotency_key is not None:
             existing = self.store.batch_by_idempotency_key(owner_id, idempotency_key)
@@ -146,7 +152,7 @@ class JobManager:
             for index, new in enumerate(news)
         ]
         try:
-            self.store.insert(rows, batch=batch)
+            self.store.insert(rows, batch=batch, also=also(batch_id) if also is not None else ())
         except IntegrityError:
             existing = self.store.batch_by_idempotency_key(owner_id, idempotency_key or "")
             if existing is None:

@@ -1,12 +1,15 @@
 """The statements on the files and openai_batches tables (the OpenAI-compatible API's uploads and batches).
-Every read is scoped to an owner: another key's file or batch does not exist for a caller."""
+Every read is scoped to an owner: another key's file or batch does not exist for a caller, nor does a text
+that is no id (it is not looked up: some, a NUL character, the database would refuse)."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Insert, Table, delete, insert, select, update
 
+from irq.clock import is_id
+from irq.files import is_file_id
 from irq.store.db import Database
 from irq.store.models import OpenAIBatch, StoredFile
 
@@ -36,6 +39,8 @@ class FileRecords:
         return StoredFile(**values)
 
     def file(self, owner_id: int, file_id: str) -> StoredFile | None:
+        if not is_file_id(file_id):
+            return None
         with self.db.engine.connect() as conn:
             row = conn.execute(
                 select(FILES).where(FILES.c.id == file_id, FILES.c.owner_id == owner_id)
@@ -53,6 +58,8 @@ class FileRecords:
             return [_file(row) for row in conn.execute(q.order_by(FILES.c.id.desc()).limit(limit))]
 
     def delete_file(self, owner_id: int, file_id: str) -> bool:
+        if not is_file_id(file_id):
+            return False
         with self.db.engine.begin() as conn:
             q = delete(FILES).where(FILES.c.id == file_id, FILES.c.owner_id == owner_id)
             return bool(conn.execute(q).rowcount)
@@ -62,10 +69,17 @@ class FileRecords:
     def add_batch(self, values: dict[str, Any]) -> OpenAIBatch:
         """Insert an OpenAI batch (`OpenAIBatch` attribute values)."""
         with self.db.engine.begin() as conn:
-            conn.execute(insert(OPENAI_BATCHES), [{_BATCH_COLUMN[k]: v for k, v in values.items()}])
+            conn.execute(self.batch_insert(values))
         return OpenAIBatch(**values)
 
+    @staticmethod
+    def batch_insert(values: dict[str, Any]) -> Insert:
+        """The statement inserting an OpenAI batch, for a transaction of the caller's (its irq batch's)."""
+        return insert(OPENAI_BATCHES).values({_BATCH_COLUMN[k]: v for k, v in values.items()})
+
     def batch(self, owner_id: int, batch_id: str) -> OpenAIBatch | None:
+        if not is_id(batch_id):
+            return None
         with self.db.engine.connect() as conn:
             row = conn.execute(
                 select(OPENAI_BATCHES).where(
