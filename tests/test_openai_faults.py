@@ -29,7 +29,7 @@ from tests.procs import PostgresServer, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
-N = 2000  # lines of each batch file
+N = 1000  # lines of each batch file
 CREATE = {"endpoint": "/v1/chat/completions", "completion_window": "24h"}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,11 @@ def requests(draw: st.DrawFn, surface: Surface) -> tuple[str, str, bytes, dict[s
         values = st.one_of(json_values, st.dictionaries(texts, texts)) if field == "metadata" else json_values
         body[field] = draw(values)
         key = {
-            "Idempotency-Key": draw(st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=300))
+            # What a header can carry: printable ASCII, no space at either end (h11 refuses the rest).
+            "Idempotency-Key": draw(
+                st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=300)
+            ).strip()
+            or "k"
         }
         return "POST", "/openai/v1/batches", _json(body), key if draw(st.booleans()) else {}
     if kind == "upload":
@@ -145,7 +150,7 @@ def test_generated_hostile_requests_get_no_5xx_and_a_refusal_stores_nothing(
     stack, _ = fuzzed
     with stack.client() as http:
         surface = Surface(stack, http)
-        refused = []
+        statuses: Counter[int] = Counter()
 
         @settings(max_examples=400, deadline=None, derandomize=True, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
@@ -155,9 +160,9 @@ def test_generated_hostile_requests_get_no_5xx_and_a_refusal_stores_nothing(
             before = surface.stored()
             answer = http.request(method, path, content=body, headers=headers)
             where = f"{method} {path[:80]} {body[:120]!r}: {answer.status_code} {answer.text[:300]}"
+            statuses[answer.status_code] += 1
             assert answer.status_code < 500, where
             if answer.status_code >= 400:
-                refused.append(answer.status_code)
                 error = answer.json()["error"]
                 assert set(error) == {"message", "type", "param", "code"} and error["message"], where
                 assert surface.stored() == before, f"a refused request left something: {where}"
@@ -166,4 +171,6 @@ def test_generated_hostile_requests_get_no_5xx_and_a_refusal_stores_nothing(
         listing = http.get("/openai/v1/batches")
         assert listing.status_code == 200, listing.text  # nothing stored poisons a listing
         assert http.get("/openai/v1/files").status_code == 200
-    assert len(refused) > 100  # the generator does make bad requests
+    print(f"\n{sum(statuses.values())} generated requests, by status: {dict(sorted(statuses.items()))}")
+    assert sum(n for status, n in statuses.items() if status >= 400) > 100  # it does make bad requests
+    assert statuses[200] > 20  # and good ones
