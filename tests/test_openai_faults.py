@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types import Batch
 from sqlalchemy import text
 
 from irq import retention
@@ -30,11 +31,25 @@ from tests.procs import PostgresServer, wait_until
 pytestmark = pytest.mark.timeout(600)
 
 N = 1000  # lines of each batch file
-CREATE = {"endpoint": "/v1/chat/completions", "completion_window": "24h"}
+CREATE = {"endpoint": "/v1/chat/completions", "completion_window": "24h"}  # a create's other fields
 
 
 def sdk(stack: Stack) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.api + "/openai/v1", api_key=stack.key, max_retries=0)
+
+
+def create(
+    client: openai.OpenAI, file_id: str, key: str | None = None, metadata: dict[str, str] | None = None
+) -> Batch:
+    """`client.batches.create` of the file, under `key` if given."""
+    headers = {"Idempotency-Key": key} if key is not None else None
+    return client.batches.create(
+        input_file_id=file_id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        extra_headers=headers,
+        metadata=metadata,
+    )
 
 
 def prompts(tag: str, n: int = N) -> list[str]:
@@ -124,7 +139,7 @@ def test_an_api_killed_during_a_large_batch_create_leaves_the_batch_or_nothing(
 ) -> None:
     stack, service = deployment
     client = sdk(stack)
-    seen = {}
+    seen: dict[str, str] = {}
     for point, reached in KILL_POINTS.items():
         tag = f"[{point}]"
         file_id = upload(stack, tag)
@@ -143,16 +158,16 @@ def test_an_api_killed_during_a_large_batch_create_leaves_the_batch_or_nothing(
 
         # The client retries its create (the SDK does on a lost connection): the same batch, or a new one,
         # not refused for the quota (one file's jobs) that an orphaned first batch would have taken.
-        batch_id = client.batches.create(input_file_id=file_id, **CREATE).id  # type: ignore[arg-type]
+        batch_id = create(client, file_id).id
         assert [b.id for b in listed(stack, file_id)] == [batch_id]
         assert not found or batch_id == found[0].id
-        final = wait_until(
+        final: Any = wait_until(
             lambda: (b := client.batches.retrieve(batch_id)).status == "completed" and b,  # noqa: B023
             300,
             f"the batch of {point} to complete",
             interval_s=0.5,
         )
-        assert final.request_counts.completed == N  # type: ignore[union-attr]
+        assert final.request_counts.completed == N
         calls = service.calls()
         assert all(calls.get(p) == 1 for p in prompts(tag)), "a request ran twice or never"
     print(f"\nkill -9 of the API during a create of {N} lines: {seen}")
@@ -163,22 +178,21 @@ def test_an_idempotency_key_finds_the_batch_and_names_one_request(
 ) -> None:
     stack, _ = deployment
     first, second = upload(stack, "[key-a]", 5), upload(stack, "[key-b]", 5)
-    headers = {"Idempotency-Key": "nightly-1"}
     client = sdk(stack)
-    made = client.batches.create(input_file_id=first, **CREATE, extra_headers=headers)  # type: ignore[arg-type]
-    again = client.batches.create(input_file_id=first, **CREATE, extra_headers=headers)  # type: ignore[arg-type]
+    made, again = create(client, first, "nightly-1"), create(client, first, "nightly-1")
     assert again.id == made.id
     with pytest.raises(openai.BadRequestError) as reused:  # the key names the first request
-        client.batches.create(input_file_id=second, **CREATE, extra_headers=headers)  # type: ignore[arg-type]
+        create(client, second, "nightly-1")
     assert reused.value.code == "idempotency_key_reused"
-    other = client.batches.create(
-        input_file_id=first, **CREATE, extra_headers={"Idempotency-Key": "nightly-2"}
-    )  # type: ignore[arg-type]
+    other = create(client, first, "nightly-2")
     assert other.id != made.id  # a new key runs the file again
     assert stored_jobs(stack, "[key-a]")[0] == 2 * 5 and stored_jobs(stack, "[key-b]")[0] == 0
     # Without a key, the input file is the key: a create retried after a lost answer finds the batch.
-    plain = client.batches.create(input_file_id=second, **CREATE)  # type: ignore[arg-type]
-    assert client.batches.create(input_file_id=second, **CREATE).id == plain.id  # type: ignore[arg-type]
+    plain = create(client, second)
+    assert create(client, second).id == plain.id
+    with pytest.raises(openai.ConflictError) as other_metadata:  # not the same request: said so
+        create(client, second, metadata={"run": "2"})
+    assert other_metadata.value.code == "input_file_in_use"
     assert stored_jobs(stack, "[key-b]")[0] == 5
 
 
