@@ -78,8 +78,10 @@ async def upload_file(
         values = dict(id=file_id, owner_id=who.key_id, filename=filename, purpose=purpose, bytes=size,
                       lines=lines, created_at=utcnow())  # fmt: skip
         return FileObject.of(await run_in_threadpool(svc.files.add_file, values))
-    except BaseException:
-        # Refused, or not recorded (the store is down, the request was cancelled): no bytes without a row.
+    except Exception:
+        # Refused, or not recorded (the store is down): no bytes without a row. Not on a cancelled request:
+        # its insert goes on in its thread and may still record the file (if it fails, the sweeper deletes
+        # the bytes, `irq/retention.py`).
         svc.storage.delete(file_id)
         raise
 
