@@ -15,12 +15,11 @@ the submit is accepted, and a message that could not follow is sent by the sweep
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Executable
 from sqlalchemy.exc import IntegrityError
 
 from irq.broker import Broker
@@ -30,7 +29,7 @@ from irq.events import Notifier
 from irq.retry import Fault, Generated, RetryDecision, RetryPolicy, WorkerLost
 from irq.settings import Settings
 from irq.store.db import Database
-from irq.store.jobs import JobStore
+from irq.store.jobs import Also, JobStore
 from irq.store.models import Batch, Job, JobStatus
 from irq.submission import NewJob, job_row, request_hash, same_request
 
@@ -121,15 +120,10 @@ class JobManager:
         return Job(**row), True
 
     def submit_batch(
-        self,
-        owner_id: int,
-        news: Sequence[NewJob],
-        idempotency_key: str | None,
-        also: Callable[[str], Sequence[Executable]] | None = None,
+        self, owner_id: int, news: Sequence[NewJob], idempotency_key: str | None, also: Also | None = None
     ) -> tuple[Batch, bool]:
-        """Store a batch and its jobs in one transaction, then send their messages; with an idempotency key
-        this owner already used, the batch it made (and False). `also(batch_id)`: statements of the same
-        transaction (what a crash must never leave without the jobs, nor the jobs without it)."""
+        """Store a batch, its jobs and `also(batch id)` in one transaction, then send their messages; with an
+        idempotency key this owner already used, the batch it made (and False)."""
         asked = request_hash(news) if idempotency_key is not None else ""
         if idempotency_key is not None:
             existing = self.store.batch_by_idempotency_key(owner_id, idempotency_key)

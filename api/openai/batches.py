@@ -23,7 +23,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import Executable
 
 from api.bodies import StrictJSONRoute, loads
 from api.deps import PrincipalDep, Services, ServicesDep
@@ -155,11 +154,8 @@ def _create(svc: Services, owner_id: int, body: BatchCreate, key: str) -> OpenAI
     if errors:
         return svc.files.add_batch({**record, "id": new_id(), "errors": errors, "failed_at": now})
     check_quota(svc, owner_id, adding=len(news))
-
-    def own_row(batch_id: str) -> list[Executable]:
-        return [svc.files.batch_insert({**record, "id": batch_id})]
-
     # The OpenAI batch is written with its irq batch and jobs, in their transaction.
+    own_row = svc.files.batch_insert(record)
     batch, created = svc.jobs.submit_batch(owner_id, news, key, also=own_row)  # its errors: api/errors.py
     if not created:  # a create under the same key won the race
         made = _made_before(svc, owner_id, key, body)

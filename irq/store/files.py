@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, delete, insert, select, update
+from sqlalchemy import Executable, Table, delete, insert, select, update
 
 from irq.clock import is_id
 from irq.files import is_file_id
 from irq.store.db import Database
+from irq.store.jobs import Also
 from irq.store.models import OpenAIBatch, StoredFile
 
 FILES = cast(Table, StoredFile.__table__)
@@ -69,13 +70,19 @@ class FileRecords:
     def add_batch(self, values: dict[str, Any]) -> OpenAIBatch:
         """Insert an OpenAI batch (`OpenAIBatch` attribute values)."""
         with self.db.engine.begin() as conn:
-            conn.execute(self.batch_insert(values))
+            conn.execute(insert(OPENAI_BATCHES), [{_BATCH_COLUMN[k]: v for k, v in values.items()}])
         return OpenAIBatch(**values)
 
     @staticmethod
-    def batch_insert(values: dict[str, Any]) -> Insert:
-        """The statement inserting an OpenAI batch, for a transaction of the caller's (its irq batch's)."""
-        return insert(OPENAI_BATCHES).values({_BATCH_COLUMN[k]: v for k, v in values.items()})
+    def batch_insert(values: dict[str, Any]) -> Also:
+        """An OpenAI batch's insert (`OpenAIBatch` attribute values but its id, which is its irq batch's),
+        for the transaction that inserts its irq batch and jobs (`JobManager.submit_batch`)."""
+
+        def statements(batch_id: str) -> list[Executable]:
+            row = {_BATCH_COLUMN[k]: v for k, v in {**values, "id": batch_id}.items()}
+            return [insert(OPENAI_BATCHES).values(row)]
+
+        return statements
 
     def batch(self, owner_id: int, batch_id: str) -> OpenAIBatch | None:
         if not is_id(batch_id):

@@ -5,7 +5,7 @@ statuses; readers (the API) call the `get`, `page` and batch reads directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -22,6 +22,10 @@ OPENAI_BATCHES = cast(Table, OpenAIBatch.__table__)
 # `Job` attribute → column ("schema_" is stored as "schema").
 _COLUMN = {attr.key: attr.columns[0].key for attr in Job.__mapper__.column_attrs}
 _BATCH_COLUMNS = [attr.key for attr in Batch.__mapper__.column_attrs]
+
+
+# What a batch's insert also writes, in its transaction, made from the batch's id (an OpenAI batch's row).
+Also = Callable[[str], Sequence[Executable]]
 
 
 def _columns(values: dict[str, Any]) -> dict[str, Any]:
