@@ -101,7 +101,10 @@ class FileStorage:
         cutoff = time.time() - older_than_s
         for entry in os.scandir(self.root):
             name = entry.name
-            if not entry.is_file(follow_symlinks=False) or entry.stat().st_mtime >= cutoff:
+            try:
+                if not entry.is_file(follow_symlinks=False) or entry.stat().st_mtime >= cutoff:
+                    continue
+            except FileNotFoundError:  # deleted meanwhile (a file's delete, an upload's rename)
                 continue
             if is_file_id(name):
                 complete.append(name)
