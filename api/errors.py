@@ -108,7 +108,10 @@ def respond(
     headers: dict[str, str] | None = None,
     param: str | None = None,
 ) -> JSONResponse:
-    """The error answer, in irq's shape, or OpenAI's under its prefix."""
+    """The error answer, in irq's shape, or OpenAI's under its prefix. A message quoting the client's text
+    keeps what UTF-8 can carry of it (a lone surrogate becomes `?`)."""
+    message = message.encode("utf-8", "replace").decode("utf-8")
+    param = param.encode("utf-8", "replace").decode("utf-8") if param is not None else None
     if not request.url.path.startswith(OPENAI_PREFIX):
         return JSONResponse(error_body(code, message), status_code=status, headers=headers)
     status = 400 if status == 422 else status

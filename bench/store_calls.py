@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, insert, update
+from sqlalchemy import Executable, func, insert, update
 
 from irq.clock import utcnow
 from irq.ir_schema import ir_json_schema
@@ -47,10 +47,16 @@ class OrmJobs(JobStore):
     """`JobStore` with its statements executed as ORM statements through a session."""
 
     def insert(
-        self, rows: Sequence[dict[str, Any]], batch: dict[str, Any] | None = None, chunk: int = 1000
+        self,
+        rows: Sequence[dict[str, Any]],
+        batch: dict[str, Any] | None = None,
+        chunk: int = 1000,
+        also: Sequence[Executable] = (),
     ) -> None:
         with self.db.session() as s:
             s.execute(insert(Job), list(rows))
+            for statement in also:
+                s.execute(statement)
 
     def claim(self, job_id: str, worker: str, endpoint: str, lease_s: float) -> Job | None:
         now = utcnow()

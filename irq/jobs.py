@@ -29,7 +29,7 @@ from irq.events import Notifier
 from irq.retry import Fault, Generated, RetryDecision, RetryPolicy, WorkerLost
 from irq.settings import Settings
 from irq.store.db import Database
-from irq.store.jobs import JobStore
+from irq.store.jobs import Also, JobStore
 from irq.store.models import Batch, Job, JobStatus
 from irq.submission import NewJob, job_row, request_hash, same_request
 
@@ -120,10 +120,10 @@ class JobManager:
         return Job(**row), True
 
     def submit_batch(
-        self, owner_id: int, news: Sequence[NewJob], idempotency_key: str | None
+        self, owner_id: int, news: Sequence[NewJob], idempotency_key: str | None, also: Also | None = None
     ) -> tuple[Batch, bool]:
-        """Store a batch and its jobs in one transaction, then send their messages; with an idempotency key
-        this owner already used, the batch it made (and False)."""
+        """Store a batch, its jobs and `also(batch id)` in one transaction, then send their messages; with an
+        idempotency key this owner already used, the batch it made (and False)."""
         asked = request_hash(news) if idempotency_key is not None else ""
         if idempotency_key is not None:
             existing = self.store.batch_by_idempotency_key(owner_id, idempotency_key)
@@ -146,7 +146,7 @@ class JobManager:
             for index, new in enumerate(news)
         ]
         try:
-            self.store.insert(rows, batch=batch)
+            self.store.insert(rows, batch=batch, also=also(batch_id) if also is not None else ())
         except IntegrityError:
             existing = self.store.batch_by_idempotency_key(owner_id, idempotency_key or "")
             if existing is None:

@@ -4,12 +4,15 @@ API fetch results on that schedule), then deleted. The rollups (`irq/store/rollu
 before it goes, so `/v1/stats`, `/dashboard` and `/metrics` still answer about the pruned past.
 
 The sweeper prunes a few chunks at each sweep; `irq prune` does it at once, optionally exporting every
-deleted job as a JSON line first. Each chunk is its own short transaction on primary keys.
+deleted job as a JSON line first. Each chunk is its own short transaction on primary keys. At each sweep it
+also deletes the bytes in the files folder that no `files` row names (an upload cut short by a crash)
+once they are `LEFTOVER_S` old.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,6 +27,11 @@ from irq.store.db import Database
 from irq.store.jobs import JobStore
 
 CHUNK = 1000
+# An upload is copied into the folder (from the request's spooled body, on local disk) and then recorded
+# within seconds: bytes an hour old without a record were left by a crash, not by an upload still going on.
+LEFTOVER_S = 3600.0
+
+log = logging.getLogger("irq.retention")
 
 
 @dataclass(frozen=True)
@@ -92,15 +100,34 @@ def prune(
     return PruneReport(jobs, batches, len(removed))
 
 
+def remove_leftovers(db: Database, files: FileStorage, older_than_s: float = LEFTOVER_S) -> int:
+    """Delete what the files folder holds without a record, last written more than `older_than_s` ago:
+    the bytes of an upload whose API died before recording it, or partial files. Returns how many."""
+    complete, partial = files.leftovers(older_than_s)
+    orphans = sorted(set(complete) - retention.stored_files(db, complete))
+    for file_id in orphans:
+        files.delete(file_id)
+    for path in partial:
+        path.unlink(missing_ok=True)
+    if orphans or partial:
+        log.warning(
+            "removed %d file(s) without a record and %d partial upload(s)", len(orphans), len(partial)
+        )
+    return len(orphans) + len(partial)
+
+
 def keep(db: Database, settings: Settings, now: datetime | None = None) -> tuple[int, int]:
-    """The sweeper's part: roll up what finished, merge old minutes into hours, and prune a few chunks past
-    retention. Returns (jobs rolled up, jobs pruned)."""
+    """The sweeper's part: roll up what finished, merge old minutes into hours, delete the files folder's
+    leftovers, and prune a few chunks past retention. Returns (jobs rolled up, jobs pruned)."""
     rolled = rollups.roll_up(db, settings.rollup_lag_s, now)
     # An hour of minutes merged (or a day of hours): the rows the merge left dead are reclaimed.
     if rollups.compact(db, now):
         db.vacuum(rollups.KEPT)
+    # Only where the files are: a worker host may not mount them.
+    files = FileStorage(settings.files_dir) if settings.files_dir.is_dir() else None
+    if files is not None:
+        remove_leftovers(db, files)
     limit = cutoff(settings, now)
     if limit is None:
         return rolled, 0
-    files = FileStorage(settings.files_dir) if settings.files_dir.is_dir() else None
     return rolled, prune(db, files, limit, max_chunks=5, lag_s=settings.rollup_lag_s).jobs

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from irq.store.models import Job
 from tests.conftest import Stack, start_stack, stop_stack
@@ -162,3 +163,73 @@ def test_hostile_lines_in_a_batch_and_an_openai_batch_file_store_nothing(stack: 
                 batch = made.json() if made.status_code < 400 else {}
                 if made.status_code >= 400 or batch.get("status") == "failed":
                     assert _stored(stack) == before, (patch or custom_id)[:40]
+
+
+OPENAI_ERROR = {"message", "type", "param", "code"}
+
+
+def _openai_stored(stack: Stack) -> tuple[int, ...]:
+    """Rows of the OpenAI surface's tables and the jobs, and the files in the folder."""
+    with stack.db.engine.connect() as conn:
+        rows = [int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0)
+                for t in ("files", "openai_batches", "batches", "jobs")]  # fmt: skip
+    folder = stack.settings.files_dir
+    return (*rows, len(os.listdir(folder)) if folder.is_dir() else 0)
+
+
+def _check_openai(answer: httpx.Response, where: str) -> None:
+    assert answer.status_code < 500, f"{where}: {answer.status_code} {answer.text[:300]}"
+    if answer.status_code >= 400:
+        error = answer.json()["error"]
+        assert set(error) == OPENAI_ERROR and error["message"], f"{where}: {answer.text[:300]}"
+
+
+def test_hostile_ids_cursors_and_fields_of_the_openai_surface_are_4xx_and_store_nothing(stack: Stack) -> None:
+    """Each id, cursor and form field of /openai/v1 (a NUL once made 11 of them 500 on PostgreSQL), and the
+    texts it stores (metadata, a filename): a 4xx in OpenAI's shape, nothing kept; the listings stay
+    readable."""
+    good = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"messages": [{"role": "user", "content": "x"}]}})  # fmt: skip
+    with stack.client() as http:
+        uploaded = http.post("/openai/v1/files", files={"file": ("b.jsonl", good.encode())},
+                             data={"purpose": "batch"})  # fmt: skip
+        assert uploaded.status_code == 200, uploaded.text
+        file_id = uploaded.json()["id"]
+        for raw in STRINGS:
+            value = json.loads(raw)
+            enc = quote(value[:2000].encode("utf-8", "surrogatepass"), safe="")
+            before = _openai_stored(stack)
+            for method, path in (("GET", f"/files/{enc}"), ("GET", f"/files/{enc}/content"),
+                                 ("DELETE", f"/files/{enc}"), ("GET", f"/batches/{enc}"),
+                                 ("POST", f"/batches/{enc}/cancel"), ("GET", f"/files?after={enc}"),
+                                 ("GET", f"/files?purpose={enc}"), ("GET", f"/batches?after={enc}"),
+                                 ("GET", f"/files/file-batch-output-{enc}")):  # fmt: skip
+                _check_openai(http.request(method, "/openai/v1" + path), f"{method} {path[:50]!r}")
+            fields = [("input_file_id", raw), ("metadata", '{"k": ' + raw + "}"), ("endpoint", raw),
+                      ("metadata", "{" + raw + ': "v"}'), ("completion_window", raw)]  # fmt: skip
+            for field, patch in fields:
+                create = {"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                          "completion_window": "24h"}  # fmt: skip
+                create.pop(field, None)
+                body = json.dumps(create)[:-1] + f', "{field}": {patch}' + "}"
+                answer = http.post("/openai/v1/batches", content=body.encode("utf-8", "surrogatepass"),
+                                   headers={"Content-Type": "application/json"})  # fmt: skip
+                _check_openai(answer, f"batch create with {field} = {patch[:40]!r}")
+                if answer.status_code == 200:  # an accepted create: its batch is readable back
+                    _check_openai(http.get(f"/openai/v1/batches/{answer.json()['id']}"), "the batch made")
+                    before = _openai_stored(stack)
+            name = value.encode("utf-8", "surrogatepass")
+            multipart = (b'--B\r\nContent-Disposition: form-data; name="file"; filename="' + name +
+                         b'"\r\n\r\n' + good.encode() + b'\r\n--B\r\nContent-Disposition: form-data; '
+                         b'name="purpose"\r\n\r\nbatch\r\n--B--\r\n')  # fmt: skip
+            answer = http.post("/openai/v1/files", content=multipart,
+                               headers={"Content-Type": "multipart/form-data; boundary=B"})  # fmt: skip
+            _check_openai(answer, f"upload named {value[:30]!r}")
+            if answer.status_code == 200:
+                http.delete(f"/openai/v1/files/{answer.json()['id']}")
+            answer = http.post("/openai/v1/files", files={"file": ("b.jsonl", good.encode())},
+                               data={"purpose": value.encode("utf-8", "surrogatepass")})  # fmt: skip
+            _check_openai(answer, f"upload for purpose {value[:30]!r}")
+            assert _openai_stored(stack) == before, f"something was kept for {raw[:30]}"
+            _check_openai(http.get("/openai/v1/batches"), "the batch listing")
+            _check_openai(http.get("/openai/v1/files"), "the file listing")

@@ -16,7 +16,10 @@ from api.routes.endpoints import ModelList, list_models
 RESPONSES: dict[int | str, dict[str, Any]] = {
     **COMMON_RESPONSES,
     404: documented("No such file or batch for this API key."),
-    409: documented("The batch has already ended; or the chat completion's job was cancelled."),
+    409: documented(
+        "The batch has already ended; a batch was already made from this input file with other metadata; "
+        "or the chat completion's job was cancelled."
+    ),
     500: documented("The chat completion's job failed (its code and message say why)."),
     504: documented("The chat completion's job has not finished in time; the message names the job."),
 }

@@ -4,7 +4,11 @@ Creating a batch validates every line of its file as a single submit is checked 
 mapping, the model served, the limits, the schema compiled with llguidance in bounded time), reading the
 file a line at a time. A file with bad lines makes a `failed` batch whose `errors` name each line (up to
 `MAX_ERRORS`), and no job; a good one becomes an irq batch of the same id, one job per line, and the answer
-is `in_progress` (validation happens within the create request, so `validating` is never seen). Statuses
+is `in_progress` (validation happens within the create request, so `validating` is never seen). The OpenAI
+batch, its irq batch and its jobs are written in one transaction: a create cut short (the API killed) left
+either all of them, listed and running, or nothing. A create is idempotent: under the same
+`Idempotency-Key`, or without one from the same input file, it finds the batch made before (a client
+retrying a create whose answer it lost never runs a file twice); to run a file again, send a new key. Statuses
 follow from the jobs: `completed` once all have ended, `cancelling` → `cancelled` after a cancel, and
 `expired` once the completion window passes with jobs still waiting (they end as `batch_expired`, the
 others keep their results).
@@ -16,7 +20,7 @@ import dataclasses
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 
@@ -24,25 +28,33 @@ from api.bodies import StrictJSONRoute, loads
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import ApiError
 from api.openai.chat_request import job_fields
-from api.openai.objects import BatchList, BatchObject, batch_object
+from api.openai.objects import BatchList, BatchObject, batch_object, checked_cursor
 from api.routes.jobs import check_quota, to_new_job
-from api.schemas import JobRequest, custom_id_problem
-from irq.clock import new_id, utcnow
+from api.schemas import JobRequest, Text, custom_id_problem
+from irq.clock import is_id, new_id, utcnow
+from irq.files import is_file_id
 from irq.store.models import ACTIVE, OpenAIBatch
-from irq.submission import NewJob, schema_hash
+from irq.submission import IdempotencyKeyReused, NewJob, schema_hash
 
 router = APIRouter(tags=["openai"], route_class=StrictJSONRoute)
 
 ENDPOINT = "/v1/chat/completions"
 WINDOWS = {"24h": timedelta(hours=24)}
 MAX_ERRORS = 100
+FILE_KEY = "openai-file:"  # + the input file's id: the idempotency key of a create that sends none
+
+
+MetadataKey = Annotated[Text, Field(max_length=64)]
+MetadataValue = Annotated[Text, Field(max_length=512)]
 
 
 class BatchCreate(BaseModel):
     input_file_id: str = Field(max_length=64)
     endpoint: str = Field(description=f"Only `{ENDPOINT}`.")
     completion_window: str = Field(description="Only `24h`.")
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(
+        default=None, max_length=16, description="Up to 16 pairs: keys of 64 characters, values of 512."
+    )
 
 
 def _line_job(svc: Services, owner_id: int, raw: bytes, seen: set[str]) -> NewJob:
@@ -100,7 +112,28 @@ def _read_file(svc: Services, owner_id: int, file_id: str) -> tuple[list[NewJob]
     return news, errors
 
 
-def _create(svc: Services, owner_id: int, body: BatchCreate) -> OpenAIBatch:
+def _made_before(svc: Services, owner_id: int, key: str, body: BatchCreate) -> OpenAIBatch | None:
+    """The batch an earlier create under `key` made, if any; a refusal if that create asked for another
+    file or other metadata."""
+    made = svc.store.batch_by_idempotency_key(owner_id, key)
+    if made is None:
+        return None
+    ob = svc.files.batch(owner_id, made.id)
+    if ob is not None and (ob.input_file_id, ob.metadata_) == (body.input_file_id, body.metadata):
+        return ob
+    if key.startswith(FILE_KEY):
+        message = (f"batch {made.id} was already created from this file with other metadata; send an "
+                   "Idempotency-Key to create another")  # fmt: skip
+        raise ApiError(409, "input_file_in_use", message, param="input_file_id")
+    raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
+
+
+def _create(svc: Services, owner_id: int, body: BatchCreate, key: str) -> OpenAIBatch:
+    if not is_file_id(body.input_file_id):
+        raise ApiError(404, "not_found", f"No such File object: {body.input_file_id}", param="input_file_id")
+    made = _made_before(svc, owner_id, key, body)
+    if made is not None:
+        return made
     stored = svc.files.file(owner_id, body.input_file_id)
     if stored is None or stored.purpose != "batch":
         raise ApiError(404, "not_found", f"No such File object: {body.input_file_id}", param="input_file_id")
@@ -121,9 +154,15 @@ def _create(svc: Services, owner_id: int, body: BatchCreate) -> OpenAIBatch:
     if errors:
         return svc.files.add_batch({**record, "id": new_id(), "errors": errors, "failed_at": now})
     check_quota(svc, owner_id, adding=len(news))
-    batch, _ = svc.jobs.submit_batch(owner_id, news, None)  # BrokerUnavailable: api/errors.py
+    # The OpenAI batch is written with its irq batch and jobs, in their transaction.
+    own_row = svc.files.batch_insert(record)
+    batch, created = svc.jobs.submit_batch(owner_id, news, key, also=own_row)  # its errors: api/errors.py
+    if not created:  # a create under the same key won the race
+        made = _made_before(svc, owner_id, key, body)
+        assert made is not None  # its irq batch was found, and it names one with an OpenAI record
+        return made
     svc.active.added(owner_id, len(news))
-    return svc.files.add_batch({**record, "id": batch.id})
+    return OpenAIBatch(**{**record, "id": batch.id})
 
 
 def _view(svc: Services, ob: OpenAIBatch) -> BatchObject:
@@ -148,14 +187,28 @@ def _owned(svc: Services, owner_id: int, batch_id: str) -> OpenAIBatch:
 
 
 @router.post("/batches", response_model=BatchObject)
-async def create_batch(body: BatchCreate, svc: ServicesDep, who: PrincipalDep) -> BatchObject:
+async def create_batch(
+    body: BatchCreate,
+    svc: ServicesDep,
+    who: PrincipalDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="A create under a key used before answers the batch it made (without one, the "
+            "input file is the key).",
+        ),
+    ] = None,
+) -> BatchObject:
     if body.endpoint != ENDPOINT:
         raise ApiError(400, "invalid_endpoint", f"`endpoint` must be {ENDPOINT}", param="endpoint")
     if body.completion_window not in WINDOWS:
         message = "`completion_window` must be 24h"
         raise ApiError(400, "invalid_completion_window", message, param="completion_window")
+    # Apart from the keys of irq's own /v1/batches, whose batches have no OpenAI record.
+    key = f"openai:{idempotency_key}" if idempotency_key is not None else FILE_KEY + body.input_file_id
     # In a thread: reading the file and checking its schemas block.
-    ob = await run_in_threadpool(_create, svc, who.key_id, body)
+    ob = await run_in_threadpool(_create, svc, who.key_id, body, key)
     return await run_in_threadpool(_view, svc, ob)
 
 
@@ -166,7 +219,7 @@ def list_batches(
     after: str | None = Query(default=None, description="The last id of the previous page."),
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> BatchList:
-    found = svc.files.batches(who.key_id, after, limit + 1)
+    found = svc.files.batches(who.key_id, checked_cursor(after, is_id), limit + 1)
     page = [_view(svc, ob) for ob in found[:limit]]
     return BatchList(data=page, first_id=page[0].id if page else None, last_id=page[-1].id if page else None,
                      has_more=len(found) > limit)  # fmt: skip

@@ -1,6 +1,6 @@
 """`/openai/v1/files`: upload (multipart, spooled to disk and copied to `FileStorage` a chunk at a time),
 list, retrieve, content, delete. A batch's output and error files are listed with it and made from its
-jobs when read."""
+jobs when read. An upload that is refused, or whose record cannot be written, keeps no bytes."""
 
 from __future__ import annotations
 
@@ -13,9 +13,18 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import ApiError
-from api.openai.objects import ERROR_FILE, OUTPUT_FILE, FileDeleted, FileList, FileObject, output_line
-from irq.clock import is_id, new_id, utcnow
-from irq.files import FileTooLarge
+from api.openai.objects import (
+    ERROR_FILE,
+    OUTPUT_FILE,
+    FileDeleted,
+    FileList,
+    FileObject,
+    checked_cursor,
+    checked_text,
+    output_line,
+)
+from irq.clock import is_id, utcnow
+from irq.files import FileTooLarge, is_file_id, new_file_id
 from irq.store.models import Batch, JobStatus
 
 router = APIRouter(tags=["openai"])
@@ -52,22 +61,29 @@ async def upload_file(
     unknown = sorted(set((await request.form()).keys()) - {"file", "purpose"})
     if unknown:
         raise ApiError(400, "unknown_parameter", f"unknown form field(s): {unknown}", param=unknown[0])
-    file_id = f"file-{new_id()}"
+    filename = checked_text((file.filename or "upload.jsonl")[:255], "filename")
+    file_id = new_file_id()
     try:
         size, lines = await run_in_threadpool(
             svc.storage.save, file_id, file.file, svc.settings.max_file_bytes
         )
     except FileTooLarge as exc:
         raise ApiError(413, "file_too_large", str(exc), param="file") from None
-    if lines > svc.settings.max_file_lines:
+    try:
+        if lines > svc.settings.max_file_lines:
+            limit = svc.settings.max_file_lines
+            raise ApiError(
+                400, "too_many_lines", f"the file has {lines} lines; the limit is {limit}", param="file"
+            )
+        values = dict(id=file_id, owner_id=who.key_id, filename=filename, purpose=purpose, bytes=size,
+                      lines=lines, created_at=utcnow())  # fmt: skip
+        return FileObject.of(await run_in_threadpool(svc.files.add_file, values))
+    except Exception:
+        # Refused, or not recorded (the store is down): no bytes without a row. Not on a cancelled request:
+        # its insert goes on in its thread and may still record the file (if it fails, the sweeper deletes
+        # the bytes, `irq/retention.py`).
         svc.storage.delete(file_id)
-        limit = svc.settings.max_file_lines
-        raise ApiError(
-            400, "too_many_lines", f"the file has {lines} lines; the limit is {limit}", param="file"
-        )
-    values = dict(id=file_id, owner_id=who.key_id, filename=(file.filename or "upload.jsonl")[:255],
-                  purpose=purpose, bytes=size, lines=lines, created_at=utcnow())  # fmt: skip
-    return FileObject.of(await run_in_threadpool(svc.files.add_file, values))
+        raise
 
 
 @router.get("/files", response_model=FileList)
@@ -78,7 +94,8 @@ def list_files(
     after: str | None = Query(default=None, description="The last id of the previous page."),
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
 ) -> FileList:
-    found = svc.files.files(who.key_id, purpose, after, limit + 1)
+    purpose = checked_text(purpose, "purpose")
+    found = svc.files.files(who.key_id, purpose, checked_cursor(after, is_file_id), limit + 1)
     page = [FileObject.of(f) for f in found[:limit]]
     return FileList(data=page, first_id=page[0].id if page else None, last_id=page[-1].id if page else None,
                     has_more=len(found) > limit)  # fmt: skip

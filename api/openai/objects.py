@@ -1,18 +1,44 @@
 """The objects of the OpenAI-compatible API as OpenAI defines them (file, batch, chat completion, the
-lines of a batch's output and error files), made from irq's stored jobs, batches and files."""
+lines of a batch's output and error files), made from irq's stored jobs, batches and files; and the checks
+of the texts a client names them by or has stored with them."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, Field
 
+from api.errors import ApiError
+from api.schemas import storable_text
 from irq.store.models import Batch, Job, JobStatus, OpenAIBatch, StoredFile
 
 OUTPUT_FILE = "file-batch-output-"  # + the batch id: the output file, made from the batch's jobs
 ERROR_FILE = "file-batch-errors-"
+
+
+@overload
+def checked_text(value: str, param: str) -> str: ...
+@overload
+def checked_text(value: None, param: str) -> None: ...
+def checked_text(value: str | None, param: str) -> str | None:
+    """`value` if the store can keep and compare it (no NUL, no lone surrogate); else 400 naming `param`."""
+    if value is None:
+        return None
+    try:
+        return storable_text(value)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", f"`{param}` {exc}", param=param) from None
+
+
+def checked_cursor(after: str | None, is_valid: Callable[[str], bool]) -> str | None:
+    """A list's `after`: None, or an id of the list's kind; else 400 (a NUL would reach the database)."""
+    if after is not None and not is_valid(after):
+        message = "`after` is not an id of this list: pass the last id of the previous page as given"
+        raise ApiError(400, "invalid_request", message, param="after")
+    return after
 
 
 def _ts(value: datetime | None) -> int | None:

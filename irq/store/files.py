@@ -1,13 +1,17 @@
 """The statements on the files and openai_batches tables (the OpenAI-compatible API's uploads and batches).
-Every read is scoped to an owner: another key's file or batch does not exist for a caller."""
+Every read is scoped to an owner: another key's file or batch does not exist for a caller, nor does a text
+that is no id (it is not looked up: some, a NUL character, the database would refuse)."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Executable, Table, delete, insert, select, update
 
+from irq.clock import is_id
+from irq.files import is_file_id
 from irq.store.db import Database
+from irq.store.jobs import Also
 from irq.store.models import OpenAIBatch, StoredFile
 
 FILES = cast(Table, StoredFile.__table__)
@@ -36,6 +40,8 @@ class FileRecords:
         return StoredFile(**values)
 
     def file(self, owner_id: int, file_id: str) -> StoredFile | None:
+        if not is_file_id(file_id):
+            return None
         with self.db.engine.connect() as conn:
             row = conn.execute(
                 select(FILES).where(FILES.c.id == file_id, FILES.c.owner_id == owner_id)
@@ -53,6 +59,8 @@ class FileRecords:
             return [_file(row) for row in conn.execute(q.order_by(FILES.c.id.desc()).limit(limit))]
 
     def delete_file(self, owner_id: int, file_id: str) -> bool:
+        if not is_file_id(file_id):
+            return False
         with self.db.engine.begin() as conn:
             q = delete(FILES).where(FILES.c.id == file_id, FILES.c.owner_id == owner_id)
             return bool(conn.execute(q).rowcount)
@@ -65,7 +73,20 @@ class FileRecords:
             conn.execute(insert(OPENAI_BATCHES), [{_BATCH_COLUMN[k]: v for k, v in values.items()}])
         return OpenAIBatch(**values)
 
+    @staticmethod
+    def batch_insert(values: dict[str, Any]) -> Also:
+        """An OpenAI batch's insert (`OpenAIBatch` attribute values but its id, which is its irq batch's),
+        for the transaction that inserts its irq batch and jobs (`JobManager.submit_batch`)."""
+
+        def statements(batch_id: str) -> list[Executable]:
+            row = {_BATCH_COLUMN[k]: v for k, v in {**values, "id": batch_id}.items()}
+            return [insert(OPENAI_BATCHES).values(row)]
+
+        return statements
+
     def batch(self, owner_id: int, batch_id: str) -> OpenAIBatch | None:
+        if not is_id(batch_id):
+            return None
         with self.db.engine.connect() as conn:
             row = conn.execute(
                 select(OPENAI_BATCHES).where(

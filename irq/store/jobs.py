@@ -5,22 +5,27 @@ statuses; readers (the API) call the `get`, `page` and batch reads directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Executable, Row, Table, bindparam, delete, func, insert, or_, select, update
 
 from irq.clock import is_id, utcnow
 from irq.store.db import Database
-from irq.store.models import ACTIVE, Batch, Job, JobStatus
+from irq.store.models import ACTIVE, Batch, Job, JobStatus, OpenAIBatch
 from irq.store.schemas import SchemaStore
 
 JOBS = cast(Table, Job.__table__)
 BATCHES = cast(Table, Batch.__table__)
+OPENAI_BATCHES = cast(Table, OpenAIBatch.__table__)
 # `Job` attribute → column ("schema_" is stored as "schema").
 _COLUMN = {attr.key: attr.columns[0].key for attr in Job.__mapper__.column_attrs}
 _BATCH_COLUMNS = [attr.key for attr in Batch.__mapper__.column_attrs]
+
+
+# What a batch's insert also writes, in its transaction, made from the batch's id (an OpenAI batch's row).
+Also = Callable[[str], Sequence[Executable]]
 
 
 def _columns(values: dict[str, Any]) -> dict[str, Any]:
@@ -48,10 +53,16 @@ class JobStore:
     # --- creating ---------------------------------------------------------------------------
 
     def insert(
-        self, rows: Sequence[dict[str, Any]], batch: dict[str, Any] | None = None, chunk: int = 1000
+        self,
+        rows: Sequence[dict[str, Any]],
+        batch: dict[str, Any] | None = None,
+        chunk: int = 1000,
+        also: Sequence[Executable] = (),
     ) -> None:
         """Insert jobs (`Job` attribute values), and their batch first, in one transaction (a chunk of rows
-        at a time, so that a large batch is not copied whole into one statement's parameters)."""
+        at a time, so that a large batch is not copied whole into one statement's parameters); `also`: the
+        statements of what must exist exactly when they do (an OpenAI batch's own row), in the same
+        transaction."""
         schemas = {row["schema_hash"]: row["schema_"] for row in rows if row.get("schema_") is not None}
         with self.db.engine.begin() as conn:
             self.schemas.put(conn, schemas)
@@ -60,10 +71,12 @@ class JobStore:
             for start in range(0, len(rows), chunk):
                 part = rows[start : start + chunk]
                 conn.execute(insert(JOBS), [_columns({**row, "schema_": None}) for row in part])
+            for statement in also:
+                conn.execute(statement)
 
     def delete_unsent(self, job_ids: Sequence[str], batch_id: str | None = None) -> None:
-        """Undo an insert whose messages could not be sent: the jobs (still queued, never claimed) and
-        their batch."""
+        """Undo an insert whose messages could not be sent: the jobs (still queued, never claimed), their
+        batch and its OpenAI-compatible record (of the same id) if it has one."""
         with self.db.engine.begin() as conn:
             conn.execute(
                 delete(JOBS).where(
@@ -71,6 +84,7 @@ class JobStore:
                 )
             )
             if batch_id is not None:
+                conn.execute(delete(OPENAI_BATCHES).where(OPENAI_BATCHES.c.id == batch_id))
                 conn.execute(delete(BATCHES).where(BATCHES.c.id == batch_id))
 
     def by_idempotency_key(self, owner_id: int, key: str) -> Job | None:

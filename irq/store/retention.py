@@ -87,3 +87,13 @@ def delete_files_before(db: Database, cutoff: datetime) -> list[str]:
         for start in range(0, len(ids), 1000):
             conn.execute(delete(FILES).where(FILES.c.id.in_(ids[start : start + 1000])))
     return ids
+
+
+def stored_files(db: Database, file_ids: Sequence[str]) -> set[str]:
+    """Which of `file_ids` have a record."""
+    found: set[str] = set()
+    with db.engine.connect() as conn:
+        for start in range(0, len(file_ids), 1000):
+            part = list(file_ids[start : start + 1000])
+            found.update(row[0] for row in conn.execute(select(FILES.c.id).where(FILES.c.id.in_(part))))
+    return found
