@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from celery.exceptions import Reject
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
 from inference.client import InferenceClient, connect
@@ -277,6 +278,21 @@ def _store_reply(jobs: JobManager, job: Job, reply: GenerateResponse, endpoint: 
     return Attempt.succeeded if _store(jobs.succeed, job, outcome) else Attempt.discarded
 
 
-@celery_app.task(name=TASK_RUN_JOB)
+class JobFailed(Exception):
+    """The job failed: raised so that Celery's events (Flower) show the task as FAILURE, not SUCCESS. It is
+    in the task's `throws`, so Celery logs it in one line, without a traceback; the task has no retry
+    policy of its own, so Celery never retries it (irq's retries are the lifecycle's, `irq/retry.py`)."""
+
+
+@celery_app.task(name=TASK_RUN_JOB, throws=(JobFailed,))
 def run_job_task(job_id: str) -> str:
-    return run_job(job_id).value
+    """The attempt's end as Celery's state: FAILURE for a failed job, REJECTED (the message dropped, not
+    requeued) for a delivery that ran nothing, a cancelled job's included; SUCCESS otherwise, its value saying
+    how the attempt ended (`retrying`: the job is queued again as a new message)."""
+    attempt = run_job(job_id)
+    if attempt == Attempt.failed:
+        raise JobFailed(f"job {job_id} failed: GET /v1/jobs/{job_id} says why")
+    if attempt in (Attempt.skipped, Attempt.discarded):
+        why = "its result was discarded" if attempt == Attempt.discarded else "it was not queued"
+        raise Reject(f"job {job_id}: {why} (cancelled, finished, or run by another delivery)", requeue=False)
+    return attempt.value
