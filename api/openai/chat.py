@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -79,7 +79,7 @@ def _failure(job: Job, wait_s: float) -> ApiError:
 )
 async def create_chat_completion(
     body: ChatCompletionRequest, svc: ServicesDep, who: PrincipalDep
-) -> JSONResponse | StreamingResponse:
+) -> Response:
     raw = body.model_dump(exclude_unset=True)
     fields = job_fields(raw, stream_ok=True)
     job = await run_in_threadpool(_submit, svc, who.key_id, fields)

@@ -296,7 +296,19 @@ class ChatCompletionRequest(BaseModel):
 
     model: str | None = None
     messages: list[dict[str, Any]] = Field(min_length=1)
-    response_format: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="`json_schema` or `json_object`; `text` or unset: plain text."
+    )
+    tools: list[dict[str, Any]] | None = Field(
+        default=None, description="Functions; one is called only where `tool_choice` forces it."
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None,
+        description='`{"type": "function", "function": {"name": ...}}` (or `required` with one tool): a '
+        "call generated under the function's `parameters`; `auto`, `none` or unset: no call.",
+    )
+    stream: bool | None = Field(default=None, description="Server-sent `chat.completion.chunk` events.")
+    stream_options: dict[str, Any] | None = None
     max_completion_tokens: int | None = None
     max_tokens: int | None = None
     temperature: float | None = None
