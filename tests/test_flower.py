@@ -1,6 +1,6 @@
 """Flower against a real worker: the job's task is read back through Flower's own REST API, named by the
 job id alone (never the prompt), and only with Flower's credentials; a failed job's task shows as a FAILURE
-and a cancelled job's as REJECTED, not as a SUCCESS."""
+and a cancelled job's as REVOKED, not as a SUCCESS."""
 
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ def test_flower_shows_each_job_task_by_its_id_and_nothing_else(
         found = wait_until(lambda: task(job_id), 30, "the job's task in Flower")
         assert found["name"] == "irq.run_job"  # type: ignore[index]
         assert found["state"] == "SUCCESS"  # type: ignore[index]
-        # A failed job's task is a FAILURE, and a cancelled job's was rejected: neither is a SUCCESS.
+        # A failed job's task is a FAILURE, and a cancelled job's is REVOKED: neither is a SUCCESS.
         failure = wait_until(lambda: task(failed_id), 30, "the failed job's task in Flower")
         assert failure["state"] == "FAILURE" and f"job {failed_id} failed" in failure["exception"]  # type: ignore[index]
-        rejected = wait_until(lambda: task(cancelled_id), 30, "the cancelled job's task in Flower")
-        assert rejected["state"] == "REJECTED"  # type: ignore[index]
+        revoked = wait_until(lambda: task(cancelled_id), 30, "the cancelled job's task in Flower")
+        assert revoked["state"] == "REVOKED"  # type: ignore[index]
         everything = httpx.get(base + "/api/tasks", auth=AUTH, timeout=10).text
         assert prompt not in everything and stack.key not in everything
         for path in ("/api/tasks", "/metrics", "/healthcheck", "/"):

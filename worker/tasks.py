@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery.exceptions import Reject
+from celery.exceptions import Terminated
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
 from inference.client import InferenceClient, connect
@@ -284,15 +284,22 @@ class JobFailed(Exception):
     policy of its own, so Celery never retries it (irq's retries are the lifecycle's, `irq/retry.py`)."""
 
 
-@celery_app.task(name=TASK_RUN_JOB, throws=(JobFailed,))
+class NotRun(Terminated):
+    """The delivery ran nothing: its job was cancelled (or had finished, or another delivery holds it).
+    Celery's worker answers a task that ends with `Terminated` as a revoked one: it acks the message and
+    sends `task-revoked`, so Flower shows REVOKED, as for a task revoked through Celery. (A `Reject` would
+    show as FAILURE: Celery sends `task-failed` for a message rejected for good.)"""
+
+
+@celery_app.task(name=TASK_RUN_JOB, throws=(JobFailed, NotRun))
 def run_job_task(job_id: str) -> str:
-    """The attempt's end as Celery's state: FAILURE for a failed job, REJECTED (the message dropped, not
-    requeued) for a delivery that ran nothing, a cancelled job's included; SUCCESS otherwise, its value saying
-    how the attempt ended (`retrying`: the job is queued again as a new message)."""
+    """The attempt's end as Celery's state: FAILURE for a failed job, REVOKED for a delivery that ran
+    nothing (a cancelled job's); SUCCESS otherwise, its value saying how the attempt ended (`retrying`: the
+    job is queued again as a new message)."""
     attempt = run_job(job_id)
     if attempt == Attempt.failed:
         raise JobFailed(f"job {job_id} failed: GET /v1/jobs/{job_id} says why")
     if attempt in (Attempt.skipped, Attempt.discarded):
         why = "its result was discarded" if attempt == Attempt.discarded else "it was not queued"
-        raise Reject(f"job {job_id}: {why} (cancelled, finished, or run by another delivery)", requeue=False)
+        raise NotRun(f"job {job_id}: {why} (cancelled, finished, or run by another delivery)")
     return attempt.value
