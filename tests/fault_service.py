@@ -22,6 +22,7 @@ import re
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -39,7 +40,7 @@ REPLIES: dict[str, object] = {
     "five": 5,
     "object": {"a": "x"},
 }
-CLAMP = {"function": "clamp", "low": 0, "high": 10}
+CLAMP: dict[str, Any] = {"function": "clamp", "low": 0, "high": 10}
 # Documents for the schemas clients send: a function's arguments, or plain text (a JSON string).
 DOCUMENTS: dict[str, object] = {
     "clamp": CLAMP,  # the arguments of a `Clamp(function, low, high)` tool

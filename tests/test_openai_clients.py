@@ -17,7 +17,7 @@ import instructor
 import openai
 import pytest
 from langchain_openai import ChatOpenAI
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from api.openai.objects import answer
 from inference.engines.simulated import TEXT
@@ -37,7 +37,7 @@ class Clamp(BaseModel):
 
 
 TOOL = openai.pydantic_function_tool(Clamp)  # {"type": "function", "function": {"name": "Clamp", …}}
-FORCED = {"type": "function", "function": {"name": "Clamp"}}
+FORCED: Any = {"type": "function", "function": {"name": "Clamp"}}
 
 
 def user(text: str) -> list[Any]:
@@ -98,10 +98,11 @@ def test_a_forced_tool_call_is_answered_as_tool_calls(simulated: tuple[Stack, Fa
 
     # What cannot be one forced call is refused, naming the parameter.
     other = {"type": "function", "function": {"name": "Other", "parameters": {"type": "object"}}}
-    for tools, choice_, problem in (
+    refusals: list[tuple[Any, Any, str]] = [
         ([TOOL, other], "required", "2 tools"),
         ([TOOL], {"type": "function", "function": {"name": "Nope"}}, "'Nope'"),
-    ):
+    ]
+    for tools, choice_, problem in refusals:
         with pytest.raises(openai.BadRequestError) as refused:
             client.chat.completions.create(
                 model=MODEL, messages=user(prompt), tools=tools, tool_choice=choice_
@@ -180,7 +181,9 @@ def test_instructor_default_tools_mode_and_markdown_json(simulated: tuple[Stack,
 
 def test_langchain_invoke_stream_and_structured_output(simulated: tuple[Stack, FaultService]) -> None:
     stack, _ = simulated
-    llm = ChatOpenAI(model=MODEL, base_url=stack.api + "/openai/v1", api_key=stack.key, max_retries=0)
+    llm = ChatOpenAI(
+        model=MODEL, base_url=stack.api + "/openai/v1", api_key=SecretStr(stack.key), max_retries=0
+    )
     assert llm.invoke("Say hello").content == TEXT
     assert "".join(str(chunk.content) for chunk in llm.stream("Say hello")) == TEXT
     prompt = "Clamp x to the range 0 to 10 [reply: clamp]"

@@ -284,7 +284,7 @@ class JobFailed(Exception):
     policy of its own, so Celery never retries it (irq's retries are the lifecycle's, `irq/retry.py`)."""
 
 
-class NotRun(Terminated):
+class NotRun(Terminated):  # type: ignore[misc]  # Celery's exceptions carry no type hints
     """The delivery ran nothing: its job was cancelled (or had finished, or another delivery holds it).
     Celery's worker answers a task that ends with `Terminated` as a revoked one: it acks the message and
     sends `task-revoked`, so Flower shows REVOKED, as for a task revoked through Celery. (A `Reject` would
