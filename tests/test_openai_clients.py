@@ -19,10 +19,7 @@ import pytest
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr
 
-from api.openai.objects import answer
 from inference.engines.simulated import TEXT
-from irq.replies import TEXT_SCHEMA, ReplyKind, call_schema
-from irq.store.models import Job
 from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
 from tests.fault_service import CLAMP
 
@@ -213,24 +210,3 @@ def test_errors_on_the_openai_surface_are_in_its_shape_and_name_the_problem(api_
             "message": "the body is not valid JSON: Expecting value at line 1 column 12",
         }
     }
-
-
-def test_a_plain_text_or_a_call_cut_at_max_tokens_answers_what_was_made_with_length() -> None:
-    """The answer made from a job cut at `max_tokens` (unit level: the job as the store returns it)."""
-
-    def cut(schema: dict[str, Any], text: str) -> Any:
-        job = Job(status="failed", error_code="output_truncated", output_text=text, finish_reason="length")
-        job.schema_ = schema
-        return answer(job)
-
-    for generated, content in (
-        ('"Hello, wor', "Hello, wor"),
-        ('"Tab\\u00', "Tab"),
-        ('"a \\', "a "),
-        ('"', ""),
-    ):
-        text = cut(TEXT_SCHEMA, generated)
-        assert (text.content, text.call, text.finish_reason) == (content, None, "length")
-    call = cut(call_schema({"type": "object"}, "Clamp", ReplyKind.tool_call), '{"function": "cl')
-    assert call.message["tool_calls"][0]["function"] == {"name": "Clamp", "arguments": '{"function": "cl'}
-    assert call.finish_reason == "length" and call.message["content"] is None

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from irq.replies import Reply, ReplyKind, reply_of
 from irq.store.models import Batch, Job, JobStatus, OpenAIBatch, StoredFile
@@ -307,7 +307,7 @@ class ChatCompletionRequest(BaseModel):
         description='`{"type": "function", "function": {"name": ...}}` (or `required` with one tool): a '
         "call generated under the function's `parameters`; `auto`, `none` or unset: no call.",
     )
-    stream: bool | None = Field(default=None, description="Server-sent `chat.completion.chunk` events.")
+    stream: StrictBool | None = Field(default=None, description="Server-sent `chat.completion.chunk` events.")
     stream_options: dict[str, Any] | None = None
     max_completion_tokens: int | None = None
     max_tokens: int | None = None
