@@ -155,8 +155,8 @@ def _no_file() -> Any:
 def _migrated_store() -> Database:
     """The store's `Database`, once it is known to be migrated; else the reason and what to run, and exit 2
     (no traceback, and no empty SQLite file left behind)."""
-    from irq.migrate import store_problem
     from irq.store.db import Database
+    from irq.store.revision import store_problem
 
     url = get_settings().database_url
     if problem := store_problem(url):
