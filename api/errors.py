@@ -167,7 +167,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         if (problem := _json_problem(exc)) is not None:
-            return respond(request, 422, "invalid_json", problem)
+            return respond(request, 422, "invalid_request", problem)
         problems = [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
         param = _location(tuple(exc.errors()[0]["loc"])) if exc.errors() else None
         return respond(request, 422, "invalid_request", "; ".join(problems), param=param)

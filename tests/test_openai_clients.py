@@ -206,7 +206,7 @@ def test_errors_on_the_openai_surface_are_in_its_shape_and_name_the_problem(api_
     assert native.status_code == 422
     assert native.json() == {
         "error": {
-            "code": "invalid_json",
+            "code": "invalid_request",
             "message": "the body is not valid JSON: Expecting value at line 1 column 12",
         }
     }
