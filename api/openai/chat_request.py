@@ -156,9 +156,10 @@ def _forced_name(choice: object, key: str, offered: dict[str, dict[str, Any]]) -
             )
             raise _refuse(param, message)
         return next(iter(offered))
-    named = choice.get("function") if isinstance(choice, dict) and key == "tools" else choice
-    if key == "tools" and (not isinstance(choice, dict) or choice.get("type") != "function"):
-        named = None
+    named = choice  # the legacy `{"name": ...}`, or within `{"type": "function", "function": {...}}`
+    if key == "tools":
+        function = isinstance(choice, dict) and choice.get("type") == "function"
+        named = choice.get("function") if function and isinstance(choice, dict) else None
     name = named.get("name") if isinstance(named, dict) else None
     if not isinstance(name, str):
         shapes = (
