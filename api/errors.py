@@ -4,6 +4,7 @@ an invalid request as OpenAI answers it (its SDK maps each status to an exceptio
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -100,6 +101,26 @@ _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not
                  409: "conflict_error", 429: "rate_limit_error"}  # fmt: skip
 
 
+def openai_status(status: int) -> int:
+    """OpenAI answers an invalid request 400 where irq answers 422."""
+    return 400 if status == 422 else status
+
+
+def openai_error_body(status: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    kind = "server_error" if status >= 500 else _OPENAI_TYPES.get(status, "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_answer(
+    path: str, status: int, code: str, message: str, param: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """The status and body of an error at `path`: irq's shape, or OpenAI's under its prefix."""
+    if not path.startswith(OPENAI_PREFIX):
+        return status, error_body(code, message)
+    status = openai_status(status)
+    return status, openai_error_body(status, code, message, param)
+
+
 def respond(
     request: Request,
     status: int,
@@ -112,12 +133,20 @@ def respond(
     keeps what UTF-8 can carry of it (a lone surrogate becomes `?`)."""
     message = message.encode("utf-8", "replace").decode("utf-8")
     param = param.encode("utf-8", "replace").decode("utf-8") if param is not None else None
-    if not request.url.path.startswith(OPENAI_PREFIX):
-        return JSONResponse(error_body(code, message), status_code=status, headers=headers)
-    status = 400 if status == 422 else status
-    kind = "server_error" if status >= 500 else _OPENAI_TYPES.get(status, "invalid_request_error")
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    status, body = error_answer(request.url.path, status, code, message, param)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _json_problem(exc: RequestValidationError) -> str | None:
+    """What is wrong with a body that is not JSON, where it is (FastAPI says only "JSON decode error")."""
+    cause = exc.__cause__
+    if isinstance(cause, json.JSONDecodeError):
+        return f"the body is not valid JSON: {cause.msg} at line {cause.lineno} column {cause.colno}"
+    errors = exc.errors()
+    if errors and errors[0].get("type") == "json_invalid":
+        detail = (errors[0].get("ctx") or {}).get("error") or "it cannot be parsed"
+        return f"the body is not valid JSON: {detail}"
+    return None
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -140,6 +169,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if (problem := _json_problem(exc)) is not None:
+            return respond(request, 422, "invalid_request", problem)
         problems = [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
         param = _location(tuple(exc.errors()[0]["loc"])) if exc.errors() else None
         return respond(request, 422, "invalid_request", "; ".join(problems), param=param)

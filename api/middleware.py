@@ -8,7 +8,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import BodyTimedOut, BodyTooLarge, error_body
+from api.errors import BodyTimedOut, BodyTooLarge, error_answer
 
 _JSON = b"application/json"
 _FORM = b"application/x-www-form-urlencoded"
@@ -51,7 +51,7 @@ class BodyPolicy:
         if length.isdigit() and int(length) > limit:
             if int(length) <= DRAIN_MAX_BYTES:
                 await _drain(receive)
-            await _too_large(send, limit)
+            await _too_large(send, scope["path"], limit)
             return
         if headers.get(b"content-type", _FORM).split(b";")[0].strip() == _FORM:
             headers[b"content-type"] = _JSON
@@ -92,12 +92,13 @@ async def _drain(receive: Receive) -> None:
             return
 
 
-async def _too_large(send: Send, max_bytes: int) -> None:
-    body = json.dumps(error_body("body_too_large", f"request body is over {max_bytes} bytes")).encode()
+async def _too_large(send: Send, path: str, max_bytes: int) -> None:
+    status, answer = error_answer(path, 413, "body_too_large", f"request body is over {max_bytes} bytes")
+    body = json.dumps(answer).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

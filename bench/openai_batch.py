@@ -1,8 +1,8 @@
 """A large OpenAI batch through the OpenAI-compatible API: a file of N chat-completion lines (the IR
-prompts' kind, default schema) uploaded to `/openai/v1/files`, a batch created from it, followed to the
-end, its output file downloaded; on the simulated engine (instant answers), so that the figures are
-irq's. Reports the upload, create (validate + store + enqueue) and download times, jobs/s from the create
-to the last job, and the API process's peak RSS (`VmHWM`)."""
+prompts' kind, no `response_format`: plain text) uploaded to `/openai/v1/files`, a batch created from it,
+followed to the end, its output file downloaded; on the simulated engine (instant answers), so that the
+figures are irq's. Reports the upload, create (validate + store + enqueue) and download times, jobs/s from
+the create to the last job, and the API process's peak RSS (`VmHWM`)."""
 
 from __future__ import annotations
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
 
 from irq.cli_bench import bench_app
 from irq.settings import get_settings
+
+if TYPE_CHECKING:
+    from irq.store.db import Database
 
 app = typer.Typer(help="irq: schema-constrained IR generation jobs.", no_args_is_help=True)
 db_app = typer.Typer(help="The SQL store.", no_args_is_help=True)
@@ -153,13 +156,25 @@ def _no_file() -> Any:
     return contextlib.nullcontext(None)
 
 
+def _migrated_store() -> Database:
+    """The store's `Database`, once it is known to be migrated; else the reason and what to run, and exit 2
+    (no traceback, and no empty SQLite file left behind)."""
+    from irq.store.db import Database
+    from irq.store.revision import store_problem
+
+    url = get_settings().database_url
+    if problem := store_problem(url):
+        typer.echo(problem, err=True)
+        raise typer.Exit(2)
+    return Database(url)
+
+
 @keys_app.command("create")
 def keys_create(name: str, admin: bool = False) -> None:
     """Create an API key and print it (it is shown only this once)."""
     from irq.keys import create_key
-    from irq.store.db import Database
 
-    db = Database(get_settings().database_url)
+    db = _migrated_store()
     typer.echo(create_key(db, name, admin=admin))
     db.dispose()
 
@@ -167,10 +182,9 @@ def keys_create(name: str, admin: bool = False) -> None:
 @keys_app.command("list")
 def keys_list() -> None:
     """List the API keys (never the keys themselves: their first characters)."""
-    from irq.store.db import Database
     from irq.store.keys import list_keys
 
-    db = Database(get_settings().database_url)
+    db = _migrated_store()
     for k in list_keys(db):
         revoked = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
         role = "admin" if k.is_admin else "user"
@@ -183,10 +197,9 @@ def keys_revoke(name_or_prefix: str) -> None:
     """Revoke the keys with this name (or this prefix, as `irq keys list` shows it), in every API process at
     once."""
     from irq.keys import revoke
-    from irq.store.db import Database
 
     s = get_settings()
-    db = Database(s.database_url)
+    db = _migrated_store()
     revoked = revoke(db, s.redis_url, name_or_prefix.rstrip("…"))
     db.dispose()
     if not revoked:

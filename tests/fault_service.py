@@ -5,8 +5,10 @@ A prompt containing `[faults: 503, 429, hang]` is answered 503 on its first call
 on its third (the request hangs), and with the simulated engine's document from then on. Actions: an HTTP
 status, `hang`, `sleep=SECONDS` (then the document), a reply the engine would not make (`REPLIES`: e.g.
 `deep`, a JSON text nested past any parser's depth), `truncated`: a generation cut at max_tokens, or
-`nul`: one whose text holds a NUL character. `GET /calls` returns how often each prompt came,
-`GET /schemas` the schema each call was given.
+`nul`: one whose text holds a NUL character. A prompt containing `[reply: NAME]` is answered on every call
+(once its faults are spent) with the document `DOCUMENTS[NAME]`, whatever its schema: the documents a model
+would make under the schemas of clients' requests, which the simulated engine does not answer.
+`GET /calls` returns how often each prompt came, `GET /schemas` the schema each call was given.
 
 Run: `python -m tests.fault_service PORT [LATENCY_S]`.
 """
@@ -14,11 +16,13 @@ Run: `python -m tests.fault_service PORT [LATENCY_S]`.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -29,11 +33,19 @@ from inference.service import create_app
 from irq.settings import Settings
 
 FAULTS = re.compile(r"\[faults:([^\]]*)\]")
+REPLY = re.compile(r"\[reply:\s*([\w-]+)\s*\]")
 # Answers a broken or hostile endpoint could send, as the `text` of a 200 reply.
 REPLIES: dict[str, object] = {
     "deep": "[" * 100_000 + "]" * 100_000,  # JSON text nested deeper than a recursive decoder goes
     "five": 5,
     "object": {"a": "x"},
+}
+CLAMP: dict[str, Any] = {"function": "clamp", "low": 0, "high": 10}
+# Documents for the schemas clients send: a function's arguments, or plain text (a JSON string).
+DOCUMENTS: dict[str, object] = {
+    "clamp": CLAMP,  # the arguments of a `Clamp(function, low, high)` tool
+    "clamp-markdown": "Here it is:\n```json\n" + json.dumps(CLAMP) + "\n```",  # JSON in a text answer
+    "hello": "Hello! I am irq's simulated model.",
 }
 
 
@@ -91,6 +103,19 @@ def build(latency_s: float) -> FastAPI:
         elif action.isdigit():
             return JSONResponse(
                 {"code": f"injected_{action}", "message": f"injected HTTP {action}"}, status_code=int(action)
+            )
+        elif not action and (reply := REPLY.search(prompt)):
+            return JSONResponse(
+                {
+                    "text": DOCUMENTS[reply.group(1)],
+                    "tokens_used": 7,
+                    "generation_time_ms": 1.0,
+                    "finish_reason": "stop",
+                    "prompt_tokens": len(prompt) // 4,
+                    "completion_tokens": 7,
+                    "model": engine.model_name,
+                    "backend": engine.backend,
+                }
             )
         return await call_next(request)
 

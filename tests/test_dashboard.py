@@ -163,3 +163,13 @@ def test_dashboard_plots_latency_and_success_rate_from_the_store(
     for plot, axis in (("latency", "ytick"), ("success", "y2tick")):
         labels = page.ticks[(plot, axis)]
         assert labels and all(label.isdigit() for label in labels), (plot, axis, labels)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_dashboard_tells_a_wrong_key_from_a_missing_one(api_only: Stack, tmp_path: Path) -> None:
+    missing = render(f"{api_only.api}/dashboard", tmp_path / "missing")
+    wrong = render(f"{api_only.api}/dashboard#key=irq_not-a-key", tmp_path / "wrong")
+    assert missing.text["status"] == "could not load the data: an API key is needed"
+    assert wrong.text["status"] == (
+        "could not load the data: this API key is not valid (unknown or revoked): enter another"
+    )

@@ -1,5 +1,6 @@
 """Flower against a real worker: the job's task is read back through Flower's own REST API, named by the
-job id alone (never the prompt), and only with Flower's credentials."""
+job id alone (never the prompt), and only with Flower's credentials; a failed job's task shows as a FAILURE
+and a cancelled job's as REVOKED, not as a SUCCESS."""
 
 from __future__ import annotations
 
@@ -24,18 +25,31 @@ def test_flower_shows_each_job_task_by_its_id_and_nothing_else(
     prompt = "A function that returns the secret-free sum of a list"
     try:
         wait_until(lambda: _answers(base), 60, "Flower")
+        with stack.client() as http:  # cancelled while queued: its message reaches the worker all the same
+            cancelled_id = http.post("/v1/jobs", json={"prompt": "A function, cancelled"}).json()["id"]
+            assert http.post(f"/v1/jobs/{cancelled_id}/cancel").json()["status"] == "cancelled"
         stack.start_worker()
         with stack.client() as http:
             job_id = http.post("/v1/jobs", json={"prompt": prompt}).json()["id"]
+            failed_id = http.post("/v1/jobs", json={"prompt": "[faults: 400] a refused function"}).json()[
+                "id"
+            ]
             assert stack.wait_for(http, job_id, 60)["status"] == "succeeded"
+            assert stack.wait_for(http, failed_id, 60)["status"] == "failed"
 
-        def task() -> dict | None:  # type: ignore[type-arg]
+        def task(job: str) -> dict | None:  # type: ignore[type-arg]
             tasks = httpx.get(base + "/api/tasks", auth=AUTH, timeout=10).json()
-            return next((t for t in tasks.values() if job_id in str(t.get("args"))), None)
+            found = next((t for t in tasks.values() if job in str(t.get("args"))), None)
+            return found if found and found["state"] not in ("RECEIVED", "STARTED") else None
 
-        found = wait_until(task, 30, "the job's task in Flower")
+        found = wait_until(lambda: task(job_id), 30, "the job's task in Flower")
         assert found["name"] == "irq.run_job"  # type: ignore[index]
         assert found["state"] == "SUCCESS"  # type: ignore[index]
+        # A failed job's task is a FAILURE, and a cancelled job's is REVOKED: neither is a SUCCESS.
+        failure = wait_until(lambda: task(failed_id), 30, "the failed job's task in Flower")
+        assert failure["state"] == "FAILURE" and f"job {failed_id} failed" in failure["exception"]  # type: ignore[index]
+        revoked = wait_until(lambda: task(cancelled_id), 30, "the cancelled job's task in Flower")
+        assert revoked["state"] == "REVOKED"  # type: ignore[index]
         everything = httpx.get(base + "/api/tasks", auth=AUTH, timeout=10).text
         assert prompt not in everything and stack.key not in everything
         for path in ("/api/tasks", "/metrics", "/healthcheck", "/"):

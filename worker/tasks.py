@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
+from celery.exceptions import Terminated
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
 from inference.abort import Abort, Aborted
@@ -297,6 +298,28 @@ def _store_reply(jobs: JobManager, job: Job, reply: GenerateResponse, endpoint: 
     return Attempt.succeeded if _store(jobs.succeed, job, outcome) else Attempt.discarded
 
 
-@celery_app.task(name=TASK_RUN_JOB)
+class JobFailed(Exception):
+    """The job failed: raised so that Celery's events (Flower) show the task as FAILURE, not SUCCESS. It is
+    in the task's `throws`, so Celery logs it in one line, without a traceback; the task has no retry
+    policy of its own, so Celery never retries it (irq's retries are the lifecycle's, `irq/retry.py`)."""
+
+
+class NotRun(Terminated):  # type: ignore[misc]  # Celery's exceptions carry no type hints
+    """The delivery ran nothing: its job was cancelled (or had finished, or another delivery holds it).
+    Celery's worker answers a task that ends with `Terminated` as a revoked one: it acks the message and
+    sends `task-revoked`, so Flower shows REVOKED, as for a task revoked through Celery. (A `Reject` would
+    show as FAILURE: Celery sends `task-failed` for a message rejected for good.)"""
+
+
+@celery_app.task(name=TASK_RUN_JOB, throws=(JobFailed, NotRun))
 def run_job_task(job_id: str) -> str:
-    return run_job(job_id).value
+    """The attempt's end as Celery's state: FAILURE for a failed job, REVOKED for a delivery that ran
+    nothing (a cancelled job's); SUCCESS otherwise, its value saying how the attempt ended (`retrying`: the
+    job is queued again as a new message)."""
+    attempt = run_job(job_id)
+    if attempt == Attempt.failed:
+        raise JobFailed(f"job {job_id} failed: GET /v1/jobs/{job_id} says why")
+    if attempt in (Attempt.skipped, Attempt.discarded):
+        why = "its result was discarded" if attempt == Attempt.discarded else "it was not queued"
+        raise NotRun(f"job {job_id}: {why} (cancelled, finished, or run by another delivery)")
+    return attempt.value

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, overload
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from api.errors import ApiError
 from api.schemas import storable_text
+from irq.replies import Reply, ReplyKind, reply_of
 from irq.store.models import Batch, Job, JobStatus, OpenAIBatch, StoredFile
 
 OUTPUT_FILE = "file-batch-output-"  # + the batch id: the output file, made from the batch's jobs
@@ -170,34 +172,136 @@ def batch_object(
     )
 
 
-def chat_completion(job: Job) -> dict[str, Any]:
-    """A `ChatCompletion` of a succeeded job (its document as the message's content), or of one cut at
-    `max_tokens` (its text, with finish_reason `length`, as OpenAI answers a truncated completion)."""
-    content = (
-        json.dumps(job.result, ensure_ascii=False) if job.status == JobStatus.succeeded else job.output_text
-    )
-    finish = "length" if job.finish_reason == "length" else "stop"
+@dataclass(frozen=True)
+class Answer:
+    """What a finished job answers, in OpenAI's terms: the message's content or its one call, and why the
+    generation stopped."""
+
+    content: str | None
+    call: Reply | None  # a forced tool call or legacy function call; `arguments` is `content`
+    finish_reason: str
+
+    @property
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+        if self.call is None:
+            message["content"] = self.content
+        elif self.call.kind == ReplyKind.function_call:
+            message["function_call"] = {"name": self.call.name, "arguments": self.content}
+        else:
+            message["tool_calls"] = [self.tool_call(self.content or "")]
+        return message
+
+    def tool_call(self, arguments: str, call_id: str = "") -> dict[str, Any]:
+        assert self.call is not None
+        function = {"name": self.call.name, "arguments": arguments}
+        return {"id": call_id, "type": "function", "function": function}
+
+
+def _partial_string(text: str) -> str:
+    """The value of a JSON string cut short (`"Hello, wor`): what was generated of plain text."""
+    for end in range(len(text), max(len(text) - 7, 0), -1):  # a cut escape is at most `\\uXXX` long
+        try:
+            value = json.loads(text[:end] + '"')
+        except ValueError:
+            continue
+        if isinstance(value, str):
+            return value
+    return text.removeprefix('"')
+
+
+def answer(job: Job) -> Answer:
+    """The answer of a succeeded job, or of one cut at `max_tokens` (its text, with finish_reason `length`,
+    as OpenAI answers a truncated completion), shaped as its request asked (`irq/replies.py`)."""
+    reply = reply_of(job.schema_)
+    cut = job.status != JobStatus.succeeded
+    content: str | None
+    if reply.kind == ReplyKind.text:
+        text = _partial_string(job.output_text or "") if cut else job.result
+        content = text if isinstance(text, str) else json.dumps(text, ensure_ascii=False)
+    else:
+        content = job.output_text if cut else json.dumps(job.result, ensure_ascii=False)
+    calling = reply.kind in (ReplyKind.tool_call, ReplyKind.function_call)
+    if job.finish_reason == "length":
+        finish = "length"
+    else:
+        finish = {ReplyKind.tool_call: "tool_calls", ReplyKind.function_call: "function_call"}.get(
+            reply.kind, "stop"
+        )
+    return Answer(content, reply if calling else None, finish)
+
+
+def _usage(job: Job) -> dict[str, int]:
     prompt_tokens, completion_tokens = job.prompt_tokens or 0, job.completion_tokens or 0
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def call_id(job: Job) -> str:
+    return f"call_{job.id}"
+
+
+def chat_completion(job: Job) -> dict[str, Any]:
+    """A `ChatCompletion` of a succeeded job, or of one cut at `max_tokens` (see `answer`)."""
+    made = answer(job)
+    message = made.message
+    for call in message.get("tool_calls", []):
+        call["id"] = call_id(job)
     return {
         "id": f"chatcmpl-{job.id}",
         "object": "chat.completion",
         "created": int((job.finished_at or job.created_at).timestamp()),
         "model": job.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "finish_reason": finish,
-                "logprobs": None,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "choices": [{"index": 0, "message": message, "finish_reason": made.finish_reason, "logprobs": None}],
+        "usage": _usage(job),
         "system_fingerprint": job.backend,
     }
+
+
+STREAM_PIECE_CHARS = 256  # a finished document is streamed in deltas of at most this many characters
+
+
+def chunk(job: Job, delta: dict[str, Any] | None, finish_reason: str | None = None,
+          usage: dict[str, int] | None = None, include_usage: bool = False) -> dict[str, Any]:  # fmt: skip
+    """A `ChatCompletionChunk` of the job's stream: one delta, or (`delta` None) the usage-only last one."""
+    body: dict[str, Any] = {
+        "id": f"chatcmpl-{job.id}",
+        "object": "chat.completion.chunk",
+        "created": int(job.created_at.timestamp()),
+        "model": job.model,
+        "system_fingerprint": job.backend,
+        "choices": []
+        if delta is None
+        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if include_usage:  # as OpenAI streams with `stream_options.include_usage`: null until the last chunk
+        body["usage"] = usage
+    return body
+
+
+def answer_chunks(job: Job, include_usage: bool) -> list[dict[str, Any]]:
+    """The chunks that follow the first (the assistant's role) once the job has finished: the content, or
+    the call, in deltas, the chunk with the finish reason, and the usage when asked for."""
+    made = answer(job)
+    text = made.content or ""
+    pieces = [text[i : i + STREAM_PIECE_CHARS] for i in range(0, len(text), STREAM_PIECE_CHARS)]
+    deltas: list[dict[str, Any]]
+    if made.call is None:
+        deltas = [{"content": piece} for piece in pieces]
+    elif made.call.kind == ReplyKind.function_call:
+        deltas = [{"function_call": {"name": made.call.name, "arguments": ""}}]
+        deltas += [{"function_call": {"arguments": piece}} for piece in pieces]
+    else:
+        deltas = [{"tool_calls": [{"index": 0, **made.tool_call("", call_id(job))}]}]
+        deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": piece}}]} for piece in pieces]
+    chunks = [chunk(job, d, include_usage=include_usage) for d in deltas]
+    chunks.append(chunk(job, {}, made.finish_reason, include_usage=include_usage))
+    if include_usage:
+        chunks.append(chunk(job, None, usage=_usage(job), include_usage=True))
+    return chunks
 
 
 def output_line(job: Job) -> str:
@@ -218,7 +322,19 @@ class ChatCompletionRequest(BaseModel):
 
     model: str | None = None
     messages: list[dict[str, Any]] = Field(min_length=1)
-    response_format: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="`json_schema` or `json_object`; `text` or unset: plain text."
+    )
+    tools: list[dict[str, Any]] | None = Field(
+        default=None, description="Functions; one is called only where `tool_choice` forces it."
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None,
+        description='`{"type": "function", "function": {"name": ...}}` (or `required` with one tool): a '
+        "call generated under the function's `parameters`; `auto`, `none` or unset: no call.",
+    )
+    stream: StrictBool | None = Field(default=None, description="Server-sent `chat.completion.chunk` events.")
+    stream_options: dict[str, Any] | None = None
     max_completion_tokens: int | None = None
     max_tokens: int | None = None
     temperature: float | None = None

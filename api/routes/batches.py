@@ -121,7 +121,8 @@ def parse_batch(
             if custom_id is not None and (problem := custom_id_problem(custom_id)):
                 raise ValueError(problem)
             if "body" in item and ("method" in item or "url" in item or "custom_id" in item):
-                fields = job_fields(item.get("body"))
+                # irq's own API: a line without `response_format` gets irq's default schema, not text.
+                fields = job_fields(item.get("body"), plain_text=False)
             else:
                 fields = {k: v for k, v in item.items() if k != "custom_id"}
             fields.update(route or {})

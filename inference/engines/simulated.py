@@ -2,8 +2,9 @@
 requests generated at once (the rest wait, as they would in vLLM's queue).
 
 It stands in for a GPU where one cannot run: queue-overhead and saturation benchmarks, and fault tests.
-It answers the default IR schema and any schema its document is valid under (the IR schema bounded to a
-job's budget, say); any other schema is refused as unsupported.
+It answers the default IR schema, and any schema its IR document is valid under (the IR schema bounded to
+a job's budget, say), with that document; the plain-text schema of OpenAI chat requests (`irq/replies.py`)
+with a fixed sentence; any other schema is refused as unsupported.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jsonschema
 from inference.engines.base import Engine, EngineResult, SchemaRejected
 from inference.protocol import GenerateRequest
 from irq.ir_schema import IRDocument, ir_json_schema
+from irq.replies import TEXT_SCHEMA
 from irq.schema_check.options import X_GUIDANCE
 from irq.settings import Settings
 
@@ -36,6 +38,7 @@ DOCUMENT = IRDocument.model_validate(
         "examples": [{"input": "max_of([3, 1, 2])", "output": "3"}],
     }
 )
+TEXT = "The simulated engine's reply: the largest number of a non-empty list is its maximum."
 
 
 @lru_cache(maxsize=256)
@@ -61,8 +64,7 @@ class SimulatedEngine(Engine):
         self.backend = settings.structured_output_backend
         self.latency_s = settings.simulated_latency_s
         self._slots = asyncio.Semaphore(settings.simulated_slots)
-        self._text = DOCUMENT.model_dump_json()
-        self._tokens = len(self._text) // 4
+        self._answers = {"ir": DOCUMENT.model_dump_json(), "text": json.dumps(TEXT)}
 
     @property
     def loaded(self) -> bool:
@@ -72,9 +74,14 @@ class SimulatedEngine(Engine):
         return None
 
     async def generate(self, request: GenerateRequest) -> EngineResult:
-        if not _answers(json.dumps(request.schema_, sort_keys=True)):
+        schema = {k: v for k, v in request.schema_.items() if k != X_GUIDANCE}
+        if schema == TEXT_SCHEMA:
+            text = self._answers["text"]
+        elif _answers(json.dumps(schema, sort_keys=True)):
+            text = self._answers["ir"]
+        else:
             raise SchemaRejected(
-                "the simulated engine answers only the default IR schema (or one its document fits)"
+                "the simulated engine answers only the default IR schema (or one its document fits) and plain text"
             )
         accepted = time.perf_counter()
         async with self._slots:
@@ -83,10 +90,10 @@ class SimulatedEngine(Engine):
                 await asyncio.sleep(self.latency_s)
             elapsed_ms = (time.perf_counter() - started) * 1000.0
         return EngineResult(
-            text=self._text,
+            text=text,
             finish_reason="stop",
             prompt_tokens=len(request.prompt) // 4,
-            completion_tokens=self._tokens,
+            completion_tokens=len(text) // 4,
             ttft_ms=min(elapsed_ms, 1.0),
             generation_time_ms=elapsed_ms,
             backend=self.backend,
@@ -94,4 +101,4 @@ class SimulatedEngine(Engine):
         )
 
 
-__all__ = ["DOCUMENT", "SimulatedEngine"]
+__all__ = ["DOCUMENT", "TEXT", "SimulatedEngine"]
