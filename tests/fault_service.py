@@ -34,6 +34,7 @@ REPLIES: dict[str, object] = {
     "deep": "[" * 100_000 + "]" * 100_000,  # JSON text nested deeper than a recursive decoder goes
     "five": 5,
     "object": {"a": "x"},
+    "empty": {},  # a hollow document: valid for an open object, but no content
 }
 
 

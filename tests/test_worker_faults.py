@@ -172,3 +172,34 @@ def test_a_truncated_job_runs_once_more_bounded_unless_told_not_to(
         assert third["output_text"] is None
     finally:
         stop_stack(stack)
+
+
+def test_a_hollow_document_is_no_success(
+    sqlite_url: str, redis_url: str, inference: FaultService, tmp_path: Path
+) -> None:
+    """An open object (`{"type": "object"}`, OpenAI's `json_object`) answered with `{}`: the job runs again
+    under its bounded schema, which keeps room for properties and refuses `{}` at the root; a bounded
+    attempt that still answers an empty shell fails `hollow_output`, with what it generated."""
+    stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path, env=FAST)
+    try:
+        with stack.client() as http:
+            recovered = "Describe a person as JSON [faults: empty, object]"
+            hollow = "Describe a person as JSON, cut [faults: truncated, empty]"
+            ids = []
+            for prompt in (recovered, hollow):
+                body = {"prompt": prompt, "schema": {"type": "object"}, "max_tokens": 12}
+                response = http.post("/v1/jobs", json=body)
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["id"])
+            first, second = (stack.wait_for(http, job_id, 60) for job_id in ids)
+        assert first["status"] == "succeeded" and first["result"] == {"a": "x"}
+        assert first["attempts"] == 2 and first["bounded"] is True
+        bounded = inference.schemas()[recovered][1]
+        assert bounded["minProperties"] == 1 and bounded["additionalProperties"] is False
+        assert bounded["patternProperties"] and bounded["maxProperties"] >= 1
+
+        assert second["status"] == "failed" and second["error"]["code"] == "hollow_output"
+        assert second["attempts"] == 2 and second["bounded"] is True
+        assert second["result"] is None and second["output_text"] == "{}"
+    finally:
+        stop_stack(stack)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
 import socket
@@ -16,7 +17,7 @@ from celery.signals import worker_process_shutdown, worker_ready, worker_shutdow
 from inference.client import InferenceClient, connect
 from inference.errors import EndpointDown, InferenceError, PartialOutput
 from inference.protocol import GenerateRequest, GenerateResponse
-from irq.bounding import bounded_schema
+from irq.bounding import bounded_schema, is_hollow
 from irq.broker import TASK_RUN_JOB, Broker
 from irq.clock import utcnow
 from irq.endpoints import Endpoint, Registry, RegistryError
@@ -29,7 +30,7 @@ from irq.store.models import Job
 from worker.app import celery_app
 from worker.gate import EndpointGate
 from worker.upkeep import Upkeep
-from worker.validation import Uncheckable, checked_document
+from worker.validation import HollowDocument, Uncheckable, checked_document
 
 log = logging.getLogger("irq.worker")
 T = TypeVar("T")
@@ -263,6 +264,14 @@ def _store_reply(jobs: JobManager, job: Job, reply: GenerateResponse, endpoint: 
             ),
         )
         return Attempt.failed if failed else Attempt.discarded
+    if is_hollow(document, job.document_schema):
+        output = PartialOutput(
+            text=json.dumps(document),
+            finish_reason=reply.finish_reason,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens or reply.tokens_used,
+        )
+        return _after_fault(jobs, job, HollowDocument(document, output), endpoint)
     outcome = Outcome(
         result=document,
         finish_reason=reply.finish_reason,
