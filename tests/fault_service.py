@@ -35,6 +35,8 @@ REPLIES: dict[str, object] = {
     "five": 5,
     "object": {"a": "x"},
     "empty": {},  # a hollow document: valid for an open object, but no content
+    "two_branches": {"number": "4111", "iban": "DE89"},  # matches both branches of tests' card-or-bank oneOf
+    "one_branch": {"number": "4111"},
 }
 
 

@@ -203,3 +203,47 @@ def test_a_hollow_document_is_no_success(
         assert second["result"] is None and second["output_text"] == "{}"
     finally:
         stop_stack(stack)
+
+
+CARD_OR_BANK = {
+    "$defs": {
+        "card": {"type": "object", "properties": {"number": {"type": "string"}}, "required": ["number"]},
+        "bank": {
+            "type": "object",
+            "properties": {"iban": {"type": "string"}, "number": {"type": "string"}},
+            "required": ["iban"],
+        },
+    },
+    "oneOf": [{"$ref": "#/$defs/card"}, {"$ref": "#/$defs/bank"}],
+}
+
+
+def test_a_document_the_lenient_grammar_let_through_runs_again_under_one_branch(
+    sqlite_url: str, redis_url: str, inference: FaultService, tmp_path: Path
+) -> None:
+    """The lenient grammar reads `oneOf` as `anyOf`: a document that matches both branches is generated once
+    more, in the same attempt, under the schema narrowed to the branch that excludes the other, and the job
+    succeeds; where the second document fails too, the job fails `schema_mismatch` after one attempt."""
+    stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path, env=FAST)
+    try:
+        with stack.client() as http:
+            recovered = "Pay by card or bank [faults: two_branches, one_branch]"
+            stubborn = "Pay by card or bank, again [faults: two_branches, two_branches]"
+            ids = []
+            for prompt in (recovered, stubborn):
+                response = http.post("/v1/jobs", json={"prompt": prompt, "schema": CARD_OR_BANK})
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["id"])
+            first, second = (stack.wait_for(http, job_id, 60) for job_id in ids)
+        assert first["status"] == "succeeded" and first["result"] == {"number": "4111"}
+        assert first["attempts"] == 1
+        sent = inference.schemas()[recovered]
+        assert "oneOf" in sent[0] and "oneOf" not in sent[1]
+        assert sent[1]["allOf"][0]["additionalProperties"] is False and sent[1]["allOf"][0]["required"] == [
+            "number"
+        ]
+
+        assert second["status"] == "failed" and second["error"]["code"] == "schema_mismatch"
+        assert second["attempts"] == 1 and inference.calls()[stubborn] == 2
+    finally:
+        stop_stack(stack)
