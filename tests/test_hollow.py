@@ -277,7 +277,7 @@ def test_root_of_optional_properties_refuses_the_empty_object() -> None:
         ({"flag": False}, {"type": "object"}, False),
         ({}, {"type": "object", "additionalProperties": False}, False),  # nothing more to say
         ([], {"type": "array", "maxItems": 0}, False),
-        ({}, {"properties": {"a": {"$ref": "#/nowhere"}}, "additionalProperties": False}, False),
+        ({}, {"type": "object", "properties": {"a": {"$ref": "#/x"}}, "additionalProperties": False}, False),
         ({"effects": []}, ir_json_schema(), True),
     ],
 )
