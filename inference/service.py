@@ -35,6 +35,7 @@ from inference.errors import (
     code_for_message,
 )
 from inference.protocol import ErrorBody, GenerateRequest, GenerateResponse, HealthResponse
+from inference.repetition import REPETITION
 from irq.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def _parse_output(result: EngineResult) -> object:
     except ValueError as exc:
         if result.finish_reason == "length":
             code, why = "output_truncated", "max_tokens cut the document short"
+        elif result.finish_reason == REPETITION:
+            code, why = "output_truncated", "the output repeated itself, so the engine stopped it early"
         else:
             code, why = "invalid_output", "the output is not JSON"
         output = PartialOutput(

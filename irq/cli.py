@@ -97,12 +97,16 @@ def _flower_auth_everywhere() -> None:
 def inference_serve(
     engine: Annotated[str | None, typer.Option(help="local, vllm or simulated.")] = None,
 ) -> None:
-    """Serve the inference protocol (/generate, /health, /warmup) over an engine."""
+    """Serve the inference protocol (/generate, /health, /warmup) over an engine (over IRQ_INFERENCE_REPLICAS
+    engines, each a service of its own on consecutive ports)."""
+    from inference.replicas import serve_replicas
     from inference.service import serve
 
     s = get_settings()
     if engine is not None:
         s = s.model_copy(update={"engine": engine})
+    if s.inference_replicas > 1:
+        raise typer.Exit(serve_replicas(s))
     serve(s)
 
 

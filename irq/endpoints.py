@@ -24,7 +24,9 @@ the registry is one endpoint named `default`, made of the single-endpoint settin
 `IRQ_GPU_COST_PER_HOUR`).
 
 Queues: one per served model and backend. Endpoints registered with the same model and backend are replicas
-of one another and share that queue, so each takes jobs as it has room for them.
+of one another and share that queue, so each takes jobs as it has room for them. `replicas = N` on an entry
+is the short form for the N engines of one GPU host (`irq inference serve` with `IRQ_INFERENCE_REPLICAS=N`):
+the entry becomes N endpoints, NAME-1 … NAME-N, on consecutive ports from its URL's.
 """
 
 from __future__ import annotations
@@ -37,8 +39,18 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from irq.settings import Settings
 
@@ -76,11 +88,32 @@ class Endpoint(BaseModel):
         "refuses a job whose prompt and max_tokens cannot fit it.",
     )
     headers_env: dict[str, str] = Field(default_factory=dict)
+    replicas: int = Field(
+        default=1, ge=1, le=16, description="Services of one host on consecutive ports from the URL's."
+    )
     _headers: dict[str, SecretStr] = PrivateAttr(default_factory=dict)  # the implicit endpoint's own
+
+    @model_validator(mode="after")
+    def _replicas_have_ports(self) -> Endpoint:
+        if self.replicas > 1 and (not self.url.startswith(("http://", "https://")) or not _port(self.url)):
+            raise ValueError(f"endpoint {self.name!r}: replicas need an http(s) URL with a port")
+        return self
 
     @property
     def queue(self) -> str:
         return queue_name(self.model, self.backend)
+
+    def replica_endpoints(self) -> list[Endpoint]:
+        """This endpoint as the endpoints of its replicas: NAME-1 … NAME-N, the i-th on the URL's port + i."""
+        if self.replicas == 1:
+            return [self]
+        shared = {"replicas": 1, "cost_per_hour": self.cost_per_hour / self.replicas}  # one host's cost
+        return [
+            self.model_copy(
+                update={**shared, "name": f"{self.name}-{i + 1}", "url": replica_url(self.url, i)}
+            )
+            for i in range(self.replicas)
+        ]
 
     def headers(self) -> dict[str, str]:
         """The extra headers of every call, their values read from the environment now."""
@@ -91,6 +124,20 @@ class Endpoint(BaseModel):
             )
         values = {h: v.get_secret_value() for h, v in self._headers.items()}
         return values | {h: os.environ[var] for h, var in self.headers_env.items()}
+
+
+def _port(url: str) -> int | None:
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
+def replica_url(url: str, index: int) -> str:
+    """`url` with its port moved up by `index`: where the index-th replica of a host's services listens."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{netloc}:{(parts.port or 0) + index}"))
 
 
 def queue_name(model: str, backend: str) -> str:
@@ -135,6 +182,11 @@ class Registry(BaseModel):
 
     default_model: str | None = None
     endpoints: list[Endpoint] = Field(min_length=1)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _each_replica(cls, endpoints: list[Endpoint]) -> list[Endpoint]:
+        return [replica for e in endpoints for replica in e.replica_endpoints()]
 
     @model_validator(mode="after")
     def _consistent(self) -> Registry:
@@ -224,6 +276,7 @@ def implicit_registry(settings: Settings) -> Registry:
         backend=settings.structured_output_backend,
         max_inflight=settings.worker_concurrency,
         cost_per_hour=settings.gpu_cost_per_hour,
+        replicas=settings.inference_replicas,
     )
     endpoint._headers = dict(settings.inference_headers)
     return Registry(endpoints=[endpoint])

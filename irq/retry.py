@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from irq.bounding import bounded_schema
+from irq.bounding import needs_bounds
 from irq.settings import Settings
 from irq.store.models import Job
 
@@ -97,8 +97,4 @@ class RetryPolicy:
 
 def _bounds_help(job: Job) -> bool:
     """Whether a truncated job may run again bounded: it allows it, has not yet, and the bounds differ."""
-    return (
-        job.retry_truncated
-        and not job.bounded
-        and bounded_schema(job.document_schema, job.max_tokens) != job.document_schema
-    )
+    return job.retry_truncated and not job.bounded and needs_bounds(job.document_schema, job.max_tokens)

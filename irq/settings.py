@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     # Inference service (local engine)
     inference_host: str = "127.0.0.1"
     inference_port: int = 8001
+    # Engines of the model on this host, each an `irq inference serve` of its own on consecutive ports from
+    # inference_port, each given 1/N of vllm_gpu_memory_utilization: one vLLM engine core is CPU-bound with a
+    # small model and leaves the GPU mostly idle (docs/performance.md). The implicit endpoint has as many
+    # replicas; in a registry file, an endpoint's `replicas`.
+    inference_replicas: int = Field(default=1, ge=1, le=16)
     engine: str = "local"  # local | vllm | simulated (a fixed IR document: benchmarks, fault tests)
     # The model name the service reports on every answer (workers check it against the job's); "": the
     # engine's own (the local engine's SmolLM2 name, IRQ_VLLM_MODEL, or for the simulated engine

@@ -18,7 +18,7 @@ from celery.signals import worker_process_shutdown, worker_ready, worker_shutdow
 from inference.client import InferenceClient, connect
 from inference.errors import EndpointDown, InferenceError, PartialOutput
 from inference.protocol import GenerateRequest, GenerateResponse
-from irq.bounding import bounded_schema, is_hollow
+from irq.bounding import cached_bounded_schema, is_hollow
 from irq.bounding.narrowing import mentions_one_of, one_of_narrowed
 from irq.broker import TASK_RUN_JOB, Broker
 from irq.clock import utcnow
@@ -206,7 +206,9 @@ def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, j
     if remaining <= 0:
         _store(jobs.fail, job, "timeout", f"the job's {job.timeout_s:g} s ran out over its attempts")
         return Attempt.failed
-    schema = bounded_schema(job.document_schema, job.max_tokens) if job.bounded else job.document_schema
+    schema = (
+        cached_bounded_schema(job.document_schema, job.max_tokens) if job.bounded else job.document_schema
+    )
     request = GenerateRequest(
         prompt=job.prompt,
         # Validated below against the user's own schema, whatever the engine was given.

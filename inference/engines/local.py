@@ -37,6 +37,7 @@ from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 from inference import prompting
 from inference.engines.base import Engine, EngineResult, PromptTooLong, SchemaRejected
 from inference.protocol import GenerateRequest
+from inference.repetition import REPETITION, LoopWatch
 from irq.schema_check import llguidance_grammar
 from irq.settings import Settings, get_settings
 
@@ -318,6 +319,7 @@ class LocalEngine(Engine):
         bitmask = llguidance.torch.allocate_token_bitmask(1, self._loaded.ll_tokenizer.vocab_size)
         decoded = _Decoded()
         input_ids, past = prompt_ids, None
+        watch = LoopWatch()
         with torch.inference_mode():
             while len(decoded.tokens) < request.max_tokens and not abandoned.is_set():
                 out = self._loaded.model(
@@ -337,6 +339,9 @@ class LocalEngine(Engine):
                     raise SchemaRejected(matcher.get_error()[:300])
                 if matcher.is_stopped():
                     decoded.finish_reason = "stop"
+                    break
+                if watch.stuck(decoded.tokens):  # a loop: the rest of the budget would buy nothing
+                    decoded.finish_reason = REPETITION
                     break
                 input_ids = torch.tensor([[token]])
         return decoded

@@ -7,15 +7,19 @@ serves the whole service. vLLM is imported only when the engine loads: the modul
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inference import prompting
 from inference.engines.base import Engine, EngineResult, GrammarFailure, PromptTooLong, SchemaRejected
 from inference.protocol import GenerateRequest
+from inference.repetition import REPETITION, LoopWatch
 from irq.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -26,7 +30,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FINISHED = ("stop", "length")
+FINISHED = ("stop", "length", REPETITION)
+START_LOCK = Path(tempfile.gettempdir()) / "irq-vllm-engine-start.lock"
 WARMUP_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
 
 
@@ -227,7 +232,11 @@ class VLLMEngine(Engine):
             attention_backend=self._attention_backend,
             tensor_parallel_size=self._tensor_parallel_size,
         )
-        llm = AsyncLLM.from_engine_args(args)
+        # One engine of the host starts at a time (replicas: inference/replicas.py): vLLM sizes its KV cache
+        # from the GPU memory it measures while it starts, which another engine's start would disturb.
+        with START_LOCK.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            llm = AsyncLLM.from_engine_args(args)
         # NVML, not torch.cuda: this process needs no CUDA context of its own (the model runs in vLLM's).
         self.gpu = str(current_platform.get_device_name())
         logger.info("started %s on %s in %.1f s", self.model_name, self.gpu, time.perf_counter() - started)
@@ -268,10 +277,17 @@ class VLLMEngine(Engine):
             raise PromptTooLong(len(ids), request.max_tokens, context)
         params = build_sampling_params(request)
         collected = Collected(accepted=accepted)
-        stream = self._llm.generate({"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex)
+        request_id = uuid.uuid4().hex
+        stream = self._llm.generate({"prompt_token_ids": ids}, params, request_id=request_id)
+        watch = LoopWatch()
         try:
             async for output in stream:
                 collected.add(output, (time.monotonic() - accepted) * 1000)
+                if collected.finish_reason is None and watch.stuck(collected.token_ids):
+                    # Caught in a loop: the rest of its budget would buy nothing (inference/repetition.py).
+                    await self._llm.abort(request_id)
+                    collected.finish_reason = REPETITION
+                    break
         except ValueError as exc:
             if collected.started:
                 raise

@@ -35,6 +35,8 @@ planned again with one item at least in every array: room for content comes befo
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from typing import Any
 
 from irq.bounding.hollow import admits_substance, has_substance, is_hollow
@@ -63,9 +65,11 @@ __all__ = [
     "NUMBER_CHARS",
     "admits_substance",
     "bounded_schema",
+    "cached_bounded_schema",
     "char_budget",
     "has_substance",
     "is_hollow",
+    "needs_bounds",
     "worst_case_chars",
 ]
 
@@ -110,3 +114,19 @@ def _fitted(schema: dict[str, Any], budget: int, min_items: int) -> dict[str, An
             tightest = (size, bounded)
     assert tightest is not None
     return tightest[1]
+
+
+def needs_bounds(schema: dict[str, Any], max_tokens: int) -> bool:
+    """Whether `schema` admits documents that `max_tokens` would cut: its bounded schema differs."""
+    return cached_bounded_schema(schema, max_tokens) != schema
+
+
+def cached_bounded_schema(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    """`bounded_schema`, remembered for the schemas last asked for (a burst repeats few of them; every submit
+    and every attempt asks). The result is shared: read it, never change it."""
+    return _bounded_of_json(json.dumps(schema, sort_keys=True), max_tokens)
+
+
+@lru_cache(maxsize=512)
+def _bounded_of_json(schema_json: str, max_tokens: int) -> dict[str, Any]:
+    return bounded_schema(json.loads(schema_json), max_tokens)

@@ -214,7 +214,7 @@ async def post(http: httpx.AsyncClient, request: Request, args: argparse.Namespa
 def http_failure(status_code: int, answer: dict[str, Any], latency: float) -> Outcome:
     code = str(answer.get("code", f"http_{status_code}"))
     output = answer.get("output") or {}  # what the engine generated, for output_truncated and invalid_output
-    tokens = dict(
+    tokens: dict[str, int] = dict(
         completion_tokens=output.get("completion_tokens") or 0, prompt_tokens=output.get("prompt_tokens") or 0
     )
     if code == "schema_unsupported":

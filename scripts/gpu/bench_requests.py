@@ -43,6 +43,7 @@ class Outcome:
     detail: str = ""
     prompt_tokens: int = 0
     engine_wait_ms: float | None = None  # the inference service's `engine_wait_ms`, where it reports one
+    hollow: bool = False  # a document with nothing in it: `{}`, `[]`, "" or null
 
 
 # The request set
@@ -94,13 +95,18 @@ def check(document: Any, schema: dict[str, Any]) -> bool | None:
         return None
 
 
+def hollow(document: Any) -> bool:
+    """A document with nothing in it: valid under many schemas, useful under none."""
+    return document in ({}, [], "", None)
+
+
 def outcome_from_text(text: str, finish_reason: str, schema: dict[str, Any], **timing: Any) -> Outcome:
     try:
         document = json.loads(text)
     except ValueError:
         status = "truncated" if finish_reason == "length" else "error"
         return Outcome(status, finish_reason, detail="no JSON document", **timing)
-    return Outcome("ok", finish_reason, valid=check(document, schema), **timing)
+    return Outcome("ok", finish_reason, valid=check(document, schema), hollow=hollow(document), **timing)
 
 
 # Summaries

@@ -17,17 +17,27 @@ install_carried() {
 }
 
 # start_service PORT LOG [VAR=VALUE …]: `irq inference serve` on PORT with the settings given, waited for
-# and warmed up (one engine at a time: vLLM measures free GPU memory as it starts).
+# and warmed up; with IRQ_INFERENCE_REPLICAS=N among them, its N replicas on PORT … PORT+N-1, each warmed up
+# (their engines start one at a time: vLLM measures free GPU memory as it starts). `service_pid`: its pid.
 start_service() {
-  local port=$1 log=$2 started
+  local port=$1 log=$2 started replicas=1 arg p
   shift 2
+  for arg in "$@"; do [[ $arg == IRQ_INFERENCE_REPLICAS=* ]] && replicas=${arg#*=}; done
   env "$@" IRQ_INFERENCE_PORT="$port" python3 -m irq inference serve > "$log" 2>&1 &
-  local pid=$!
+  service_pid=$!
   started=$(date +%s)
-  until curl -sf "localhost:$port/health" >/dev/null; do
-    sleep 1
-    kill -0 $pid 2>/dev/null || { tail -30 "$log"; exit 1; }
+  for p in $(seq "$port" $(( port + replicas - 1 ))); do
+    until curl -sf "localhost:$p/health" >/dev/null; do
+      sleep 1
+      kill -0 $service_pid 2>/dev/null || { tail -30 "$log"; exit 1; }
+    done
+    curl -sf -X POST "localhost:$p/warmup" >/dev/null
   done
-  curl -sf -X POST "localhost:$port/warmup" >/dev/null
-  echo "service on :$port ready and warm after $(( $(date +%s) - started )) s"
+  echo "service on :$port ($replicas engine(s)) ready and warm after $(( $(date +%s) - started )) s"
+}
+
+# descendants PID: the process ids under PID, children first.
+descendants() {
+  local child
+  for child in $(pgrep -P "$1" || true); do echo "$child"; descendants "$child"; done
 }

@@ -17,8 +17,14 @@ scripts/gpu/run-paths.sh starts the engines and the stack and calls this, one su
 What every engine gets is the worker's: the schema as `irq.schema_check.options.engine_schema` writes it
 (the deployment's llguidance options in `x-guidance`), the chat-templated prompt of `inference.prompting`,
 `max_tokens`, `temperature`, `top_p`. The pipeline is sent the user's schema (the worker adds the same
-options) and `retry_truncated: false`, so that no job is generated twice. The clients run in `--procs`
-processes (each with its share of `--concurrency` in flight), and each reports the CPU it used.
+options) and otherwise the product's defaults (the bounded schema where the budget asks for it, a bounded
+retry after a cut), or with `--plain` `retry_truncated: false`: the user's schema alone, no job generated
+twice. The clients run in `--procs` processes (each with its share of `--concurrency` in flight), and each
+reports the CPU it used.
+
+Every path is counted the same way: a request succeeded when its document parsed, passed `jsonschema`
+against the user's schema (checked here again for the pipeline's jobs) and is not hollow (`{}`, `[]`);
+`valid/s` is those documents over the run's wall time.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from scripts.gpu.bench_requests import (  # noqa: E402
     Outcome,
     Request,
     build_requests,
+    check,
+    hollow,
     outcome_from_text,
     percentile,
     summarize,
@@ -89,8 +97,9 @@ def job_body(request: Request, args: argparse.Namespace) -> dict[str, Any]:
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
         "top_p": args.top_p,
-        "retry_truncated": False,
     }
+    if args.plain:
+        body["retry_truncated"] = False
     if request.source != "ir":  # the IR prompts: the API's default schema, the IR schema
         body["schema"] = request.schema
     return body
@@ -207,8 +216,8 @@ def run_clients(path: str, items: list[Any], args: argparse.Namespace) -> tuple[
 
 
 def succeeded(outcome: Outcome) -> bool:
-    """A document that parsed and did not fail `jsonschema` (the pipeline: a job that succeeded)."""
-    return outcome.status == "ok" and outcome.valid is not False
+    """A document that parsed, did not fail `jsonschema` and is not hollow."""
+    return outcome.status == "ok" and outcome.valid is not False and not outcome.hollow
 
 
 def row(outcomes: list[Outcome], wall_s: float) -> dict[str, Any]:
@@ -221,6 +230,8 @@ def row(outcomes: list[Outcome], wall_s: float) -> dict[str, Any]:
         "succeeded": sum(succeeded(o) for o in outcomes),
         "wall_s": round(wall_s, 2),
         "requests_per_s": round(len(outcomes) / wall_s, 2),
+        "valid_per_s": round(sum(succeeded(o) for o in outcomes) / wall_s, 2),
+        "hollow": sum(o.hollow for o in outcomes),
         "output_tokens_per_s": round(tokens / wall_s, 1),
         "latency_p50_s": percentile(latencies, 0.5),
         "latency_p95_s": percentile(latencies, 0.95),
@@ -247,9 +258,11 @@ def count(values: Any) -> dict[str, int]:
     return counts
 
 
-def job_outcome(job: dict[str, Any]) -> Outcome:
+def job_outcome(job: dict[str, Any], schema: dict[str, Any]) -> Outcome:
+    """A job as an outcome; a succeeded job's document checked again against the user's `schema`."""
     t, usage = job["timings"], job["usage"]
     ok = job["status"] == "succeeded"
+    document = job.get("result")
     failed = "truncated" if job.get("finish_reason") == "length" else "error"
     return Outcome(
         "ok" if ok else ("rejected" if job["status"] == "refused" else failed),
@@ -258,8 +271,9 @@ def job_outcome(job: dict[str, Any]) -> Outcome:
         t["total_ms"] / 1000 if t.get("total_ms") is not None else None,
         t.get("ttft_ms"),
         str(job.get("backend") or ""),
-        valid=True if ok else None,
+        valid=check(document, schema) if ok else None,
         detail="" if ok else str((job.get("error") or {}).get("code", "")),
+        hollow=ok and hollow(document),
         prompt_tokens=usage.get("prompt_tokens") or 0,
         engine_wait_ms=t.get("engine_wait_ms"),
     )
@@ -323,12 +337,14 @@ def run_http(args: argparse.Namespace, path: str) -> None:
 
 def run_pipeline(args: argparse.Namespace) -> None:
     for name in args.sets:
-        bodies = [job_body(r, args) for r in request_set(args, name)]
+        requests = request_set(args, name)
+        bodies = [job_body(r, args) for r in requests]
         run_clients("pipeline", bodies[: args.warmup], args)
         jobs, load = run_clients("pipeline", bodies, args)
         makespan = pipeline_bench.makespan_s(jobs)
         result = {
-            **row([job_outcome(j) for j in jobs], makespan),
+            **row([job_outcome(j, r.schema) for j, r in zip(jobs, requests, strict=True)], makespan),
+            "bounded": sum(bool(j.get("bounded")) for j in jobs),
             "makespan_from": "the first job's created_at to the last one's finished_at (the store's clock)",
             "load_generator": load,
             "window": load["window"],
@@ -372,8 +388,8 @@ def report(args: argparse.Namespace) -> None:
         if isinstance(data, dict) and data.get("path") in PATHS:
             results[(data.get("layout", "shared"), data["path"], data["set"])] = data
     layouts = sorted({k[0] for k in results}, key=lambda name: (name != "shared", name))
-    head = ["path", "layout", "set", "requests", "succeeded", "req/s", "output tok/s", "p50 s", "p95 s",
-            "client CPU"]  # fmt: skip
+    head = ["path", "layout", "set", "requests", "valid", "hollow", "req/s", "valid/s", "output tok/s",
+            "p50 s", "p95 s", "client CPU"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for layout in layouts:
         for name in SETS:
@@ -383,8 +399,9 @@ def report(args: argparse.Namespace) -> None:
                     continue
                 load = r.get("load_generator")
                 cpu = f"{load['cpu_share_max']:.0%} ×{load['procs']}" if load else "—"
-                cells = [PATH_TITLES[path], layout, name, r["requests"], r["succeeded"], r["requests_per_s"],
-                         r["output_tokens_per_s"], r["latency_p50_s"], r["latency_p95_s"], cpu]  # fmt: skip
+                cells = [PATH_TITLES[path], layout, name, r["requests"], r["succeeded"], r.get("hollow"),
+                         r["requests_per_s"], r.get("valid_per_s"), r["output_tokens_per_s"],
+                         r["latency_p50_s"], r["latency_p95_s"], cpu]  # fmt: skip
                 lines.append("| " + " | ".join("—" if c is None else str(c) for c in cells) + " |")
     ratios: dict[str, Any] = {}
     for layout in layouts:
@@ -402,11 +419,14 @@ def report(args: argparse.Namespace) -> None:
                     label = f"{name}: {top['path']} ({layout}) / {base['path']} ({key[0]})"
                     ratios[label] = {
                         "req/s": round(top["requests_per_s"] / base["requests_per_s"], 3),
+                        "valid/s": ratio(top.get("valid_per_s"), base.get("valid_per_s")),
                         "output tok/s": round(top["output_tokens_per_s"] / base["output_tokens_per_s"], 3),
                     }
-    lines += ["", "| ratio | req/s | output tok/s |", "| --- | --- | --- |"]
-    lines += [f"| {k} | {v['req/s']} | {v['output tok/s']} |" for k, v in ratios.items()]
-    lines += repeated(results)
+    lines += ["", "| ratio | req/s | valid/s | output tok/s |", "| --- | --- | --- | --- |"]
+    lines += [f"| {k} | {v['req/s']} | {v['valid/s']} | {v['output tok/s']} |" for k, v in ratios.items()]
+    lines += repeated(results, "requests_per_s", "req/s")
+    lines += repeated(results, "valid_per_s", "valid documents/s")
+    lines += goal(results)
     lines += cpu_table(args.out_dir, results)
     for (layout, path, name), r in results.items():
         if path == "pipeline" and r.get("breakdown"):
@@ -420,21 +440,60 @@ def report(args: argparse.Namespace) -> None:
 
 def engine_layout(layout: str) -> str:
     """The layout the service and the server share with a pipeline layout: without the pipeline's own
-    parts (`-Nw` worker processes, `-Na` API processes, `-batch`), e.g. shared-r1 for shared-4a-batch-r1."""
-    return re.sub(r"-([0-9]+[wa]|batch)(?=-|$)", "", layout)
+    parts (`-Nw` worker processes, `-Na` API processes, `-Ne` engines, `-batch`, `-plain`), e.g. shared-r1
+    for shared-4a-3e-r1."""
+    return re.sub(r"-([0-9]+[wae]|batch|plain)(?=-|$)", "", layout)
 
 
-def repeated(results: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
-    """Over the repetitions of each path (labels LAYOUT-r1 … from REPEAT=N): the runs, req/s mean, min and
-    max; then the pipeline's ratios of the means, with the lowest and highest ratio of any two runs."""
+def goal(results: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
+    """Each set's paths side by side, as means over their repetitions: req/s, valid documents/s, valid of
+    accepted, and valid/s against vLLM's server (the goal: the pipeline's at least 1.5 times)."""
+    rate, valid = repetitions(results, "requests_per_s"), repetitions(results, "valid_per_s")
+    share: dict[tuple[str, str, str], list[float]] = {}
+    for (layout, path, name), r in results.items():
+        key = (re.sub(r"-r[0-9]+$", "", layout), path, name)
+        if key in rate and r["requests"]:
+            share.setdefault(key, []).append(r["succeeded"] / r["requests"])
+    lines = ["", "Goal: valid documents per second against vLLM's server (means over the repetitions)", "",
+             "| set | path | layout | runs | req/s | valid/s | valid of requests | valid/s ÷ server |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for name in SETS:
+        for (layout, path, set_name), values in sorted(valid.items(), key=lambda kv: (kv[0][2], kv[0][1])):
+            if set_name != name:
+                continue
+            server = valid.get((engine_layout(layout), "server", name))
+            mean = statistics.mean(values)
+            against = ratio(mean, statistics.mean(server)) if server else None
+            cells = [name, path, layout, len(values), f"{statistics.mean(rate[(layout, path, name)]):.2f}",
+                     f"{mean:.2f}", f"{statistics.mean(share[(layout, path, name)]):.1%}",
+                     "—" if against is None else f"{against:.2f}"]  # fmt: skip
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines if len(lines) > 5 else []
+
+
+def ratio(top: float | None, base: float | None) -> float | None:
+    return round(top / base, 3) if top is not None and base else None
+
+
+def repetitions(
+    results: dict[tuple[str, str, str], dict[str, Any]], metric: str
+) -> dict[tuple[str, str, str], list[float]]:
+    """Each path's `metric` over its repetitions (labels LAYOUT-r1 …), by (layout less -rN, path, set)."""
     runs: dict[tuple[str, str, str], list[float]] = {}
     for (layout, path, name), r in results.items():
         base = re.sub(r"-r[0-9]+$", "", layout)
-        if base != layout:
-            runs.setdefault((base, path, name), []).append(r["requests_per_s"])
+        if base != layout and r.get(metric) is not None:
+            runs.setdefault((base, path, name), []).append(r[metric])
+    return runs
+
+
+def repeated(results: dict[tuple[str, str, str], dict[str, Any]], metric: str, title: str) -> list[str]:
+    """Over the repetitions of each path (labels LAYOUT-r1 … from REPEAT=N): the runs, the metric's mean,
+    min and max; then the pipeline's ratios of the means, with the lowest and highest of any two runs."""
+    runs = repetitions(results, metric)
     if not runs:
         return []
-    lines = ["", "Repeated runs (req/s)", "", "| path | layout | set | runs | mean | min | max |",
+    lines = ["", f"Repeated runs ({title})", "", "| path | layout | set | runs | mean | min | max |",
              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for (base, path, name), values in sorted(runs.items()):
         mean = statistics.mean(values)
@@ -449,10 +508,10 @@ def repeated(results: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
             engine = engine_layout(base)
             base_runs = runs.get((engine, other, name))
             if base_runs:
-                ratio = statistics.mean(pipe) / statistics.mean(base_runs)
+                of_means = statistics.mean(pipe) / statistics.mean(base_runs)
                 low, high = min(pipe) / max(base_runs), max(pipe) / min(base_runs)
                 label = f"pipeline ({base}) / {other} ({engine})"
-                lines.append(f"| {name}: {label} | {ratio:.3f} | {low:.3f} | {high:.3f} |")
+                lines.append(f"| {name}: {label} | {of_means:.3f} | {low:.3f} | {high:.3f} |")
     return lines
 
 
@@ -515,6 +574,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "per client process",
     )
     parser.add_argument("--served-model", default="SmolLM2-135M-Instruct", help="the model name (server)")
+    parser.add_argument(
+        "--plain", action="store_true", help="the pipeline's jobs with `retry_truncated: false` (no bounds)"
+    )
     parser.add_argument("--prompts", type=Path, default=ROOT / ".data" / "prompts.jsonl")
     parser.add_argument("--schemas", type=Path, default=ROOT / ".data" / "jsonschemabench")
     parser.add_argument("-n", type=int, default=600, help="requests per set (the set cycled)")

@@ -13,11 +13,16 @@
 #   ENGINE_CPUS, default 0-9; the API, the workers, Redis and the clients on REST_CPUS, default 10-15); with
 #   `-Nw` after it, the pipeline's N `irq worker` processes (CONCURRENCY/N threads each; 1 by default);
 #   with `-Na`, its N `irq api` processes (IRQ_API_WORKERS; 1 by default);
-#   with `-batch`, the pipeline's jobs sent as one `/v1/batches` upload per client process, not one by one.
+#   with `-Ne`, irq's service as N engines of the model on the one GPU (IRQ_INFERENCE_REPLICAS, each with 1/N
+#   of MEMORY; the pipeline's `irq worker` then runs a process per engine); 1 by default;
+#   with `-batch`, the pipeline's jobs sent as one `/v1/batches` upload per client process, not one by one;
+#   with `-plain`, the pipeline's jobs with `retry_truncated: false` (no bounded schema, no second attempt);
+#   without it, the product's defaults.
 #   E.g. `service pipeline service:pinned pipeline:pinned pipeline:pinned-2w`: irq's service starts once
 #   and is moved between layouts (taskset on every thread of it and of its engine core).
 #   Results are kept in /tmp/irq-paths between calls on the same warm machine, so the paths can be split
-#   over several calls (each under the device's 10 minutes); every call writes the report of all kept so
+#   over several calls (each under the device's 10 minutes), and a run whose results are kept is not run
+#   again: the same command, called again, goes on where the last call stopped; every call writes the report of all kept so
 #   far to $OUT: paths.md (the table, the ratios within each layout, the cores each process used during each
 #   run, sampled once a second by scripts/gpu/cpu_sample.py), paths.json, results.tgz (PATH-SET-LAYOUT.json,
 #   cpu/), logs.tgz.
@@ -53,7 +58,7 @@ for r in "${asked[@]}"; do
   p=${r%%:*} l=${r#*:}
   [ "$l" != "$r" ] || l=shared
   case $p in offline|service|server|pipeline) ;; *) echo "unknown path: $p" >&2; exit 2;; esac
-  [[ $l =~ ^(shared|pinned)(-[0-9]+w)?(-[0-9]+a)?(-batch)?(-r[0-9]+)?$ ]] || { echo "unknown layout: $l" >&2; exit 2; }
+  [[ $l =~ ^(shared|pinned)(-[0-9]+w)?(-[0-9]+a)?(-[0-9]+e)?(-batch)?(-plain)?(-r[0-9]+)?$ ]] || { echo "unknown layout: $l" >&2; exit 2; }
   paths+=("$p") checked+=("$p:$l")
 done
 # REPEAT=N: the runs asked for, in their order, N times over, each time labelled -r1 … -rN.
@@ -79,9 +84,10 @@ engine_cpus=${ENGINE_CPUS:-0-9} rest_cpus=${REST_CPUS:-10-15} all_cpus=0-$(( $(n
 # use_layout LABEL: the layout of the runs that follow: `label`, `layout`, `workers`, `apis`, and the
 # command prefixes `on_engine` and `on_rest` (the engine's cores and the others; none when shared: every core).
 use_layout() {
-  label=$1 layout=${1%%-*} workers=1 apis=1
+  label=$1 layout=${1%%-*} workers=1 apis=1 engines=1
   [[ $label =~ -([0-9]+)w(-|$) ]] && workers=${BASH_REMATCH[1]}
   [[ $label =~ -([0-9]+)a(-|$) ]] && apis=${BASH_REMATCH[1]}
+  [[ $label =~ -([0-9]+)e(-|$) ]] && engines=${BASH_REMATCH[1]}
   on_engine=() on_rest=()
   [ "$layout" = shared ] || { on_engine=(taskset -c "$engine_cpus"); on_rest=(taskset -c "$rest_cpus"); }
 }
@@ -140,22 +146,24 @@ finish() {
 }
 trap finish EXIT
 
-service_pid=""
+service_pid="" service_engines=0
+# start_irq_service: irq's service as `engines` engines (started again when it runs another number).
 start_irq_service() {
+  [ "$service_engines" = "$engines" ] || stop_irq_service
   if [ -z "$service_pid" ]; then
-    start_service $service_port "$logs/inference.log"
-    service_pid=$(pgrep -n -f "irq inference serve" || true)
+    start_service $service_port "$logs/inference.log" IRQ_INFERENCE_REPLICAS="$engines"
+    service_engines=$engines
     pids+=("$service_pid")
   fi
   # shellcheck disable=SC2046
-  place_engine "$service_pid" $(pgrep -P "$service_pid")
+  place_engine "$service_pid" $(descendants "$service_pid")
 }
 # stop_irq_service: the service and vLLM's engine core process under it. On 2026-12-01 the engine core
 # outlived `irq inference serve` (uvicorn had finished) and held 73 GB of GPU memory past 60 s, so that
 # vLLM's server, started next, could not start: it is ended by its id here.
 stop_irq_service() {
   [ -n "$service_pid" ] || return 0
-  local kids; kids=$(pgrep -P "$service_pid" | tr '\n' ' ' || true)
+  local kids; kids=$(descendants "$service_pid" | tr '\n' ' ')
   kill "$service_pid" 2>/dev/null || true
   for _ in $(seq 30); do kill -0 "$service_pid" 2>/dev/null || break; sleep 1; done
   for pid in $kids; do kill "$pid" 2>/dev/null || true; done
@@ -164,7 +172,7 @@ stop_irq_service() {
     [ -n "$alive" ] || break; sleep 1
   done
   for pid in $kids; do kill -9 "$pid" 2>/dev/null || true; done
-  service_pid=""
+  service_pid="" service_engines=0
   gpu_free
 }
 # gpu_free: wait (up to 60 s) until the GPU's memory is free again (an engine's core process can outlive its
@@ -178,9 +186,16 @@ gpu_free() {
   echo "GPU memory still in use: $(nvidia-smi --query-gpu=memory.used --format=csv,noheader | head -1)"
 }
 
+# done_before PATH: whether every set of this run has a result kept from an earlier call.
+done_before() {
+  local set
+  for set in ${SETS:-ir mixed}; do [ -f "$keep/$1-$set-$label.json" ] || return 1; done
+}
+
 for r in "${runs[@]}"; do
   path=${r%%:*}
   use_layout "${r#*:}"
+  if done_before "$path"; then echo "=== $path, $label: kept from an earlier call"; continue; fi
   echo "=== $path, $label ($(left) s left)"
   case $path in
     offline)
@@ -206,11 +221,11 @@ for r in "${runs[@]}"; do
       key=$(python3 -m irq keys create bench)
       for i in $(seq "$workers"); do
         IRQ_WORKER_CONCURRENCY=$(( ${CONCURRENCY:-256} / workers )) IRQ_WORKER_NAME=gpu-host-$i \
-          "${on_rest[@]}" python3 -m irq worker > "$logs/worker-$i.log" 2>&1 & stack+=($!); pids+=($!)
+          IRQ_INFERENCE_REPLICAS=$engines "${on_rest[@]}" python3 -m irq worker > "$logs/worker-$i.log" 2>&1 & stack+=($!); pids+=($!)
       done
-      IRQ_API_WORKERS=$apis "${on_rest[@]}" python3 -m irq api > "$logs/api.log" 2>&1 & stack+=($!); pids+=($!)
-      # Ready when the worker has said its endpoint is up.
-      until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = 1 ]; do
+      IRQ_API_WORKERS=$apis IRQ_INFERENCE_REPLICAS=$engines "${on_rest[@]}" python3 -m irq api > "$logs/api.log" 2>&1 & stack+=($!); pids+=($!)
+      # Ready when the workers have said their endpoints (one per engine) are up.
+      until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = "$engines" ]; do
         sleep 1
         for pid in "${stack[@]}"; do
           kill -0 "$pid" 2>/dev/null || { tail -n 20 "$logs"/worker-*.log "$logs/api.log"; exit 1; }
@@ -218,8 +233,9 @@ for r in "${runs[@]}"; do
         [ "$(left)" -gt 30 ] || { echo "the stack was not ready before the deadline"; exit 1; }
       done
       submit=jobs; [[ $label == *-batch* ]] && submit=batch
+      plain=(); [[ $label == *-plain* ]] && plain=(--plain)
       run "$logs/bench.log" "${on_rest[@]}" "${bench[@]}" pipeline --url http://127.0.0.1:8000 --key "$key" \
-        --submit $submit || true
+        --submit $submit "${plain[@]}" || true
       kill "${stack[@]}" 2>/dev/null || true; wait "${stack[@]}" 2>/dev/null || true
       ;;
     server)
