@@ -2,8 +2,10 @@
 ../shared/data/jsonschemabench, whose file names start with their category) and the IR prompts with the
 default schema, through REST → Redis → worker → inference service → store. Per category: jobs, accepted at
 submit, succeeded and schema-valid (each document checked here again with `jsonschema` against the schema
-it was submitted with), truncated (`output_truncated`), other failures (by code), reported successes that
-fail that check, and jobs still not terminal at the deadline. Writes schemas.md and schemas.json.
+it was submitted with), hollow successes (valid, but no content where the schema allows some:
+`irq.bounding.hollow`; not counted as schema-valid), truncated (`output_truncated`), other failures (by
+code: `hollow_output`, `grammar_error`, `prompt_too_long`, …), reported successes that fail that check, and
+jobs still not terminal at the deadline. Writes schemas.md and schemas.json.
 
     irq bench schemas [--schemas DIR] [--prompts FILE] [--limit N | --per-category N] [--max-tokens 512]
                       [--inference-url URL] [--deadline-s S] [--out DIR]
@@ -22,6 +24,7 @@ from typing import Any
 import jsonschema
 
 from bench.harness import console, machine, run_jobs, stack
+from irq.bounding import is_hollow
 from irq.ir_schema import ir_json_schema
 from irq.store.models import TERMINAL
 
@@ -75,10 +78,12 @@ def tally(jobs: list[dict[str, Any]], finished: list[dict[str, Any]]) -> dict[st
             if status not in TERMINAL:
                 row["not_terminal"] += 1
             elif status == "succeeded":
-                if _valid(done["result"], job["schema"]):
-                    row["schema_valid"] += 1
-                else:
+                if not _valid(done["result"], job["schema"]):
                     row["invalid_successes"] += 1
+                elif is_hollow(done["result"], job["schema"]):
+                    row["hollow_successes"] += 1
+                else:
+                    row["schema_valid"] += 1
             elif (done.get("error") or {}).get("code") == "output_truncated":
                 row["truncated"] += 1
             else:
@@ -91,7 +96,7 @@ def tally(jobs: list[dict[str, Any]], finished: list[dict[str, Any]]) -> dict[st
 def markdown(rows: dict[str, dict[str, Any]]) -> str:
     head = (
         "| category | jobs | accepted | schema-valid | of accepted | truncated | other failures "
-        "| invalid successes | not terminal |\n|---|---|---|---|---|---|---|---|---|\n"
+        "| hollow successes | invalid successes | not terminal |\n|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for name in sorted(rows, key=lambda n: (n == "all", n)):
@@ -100,8 +105,8 @@ def markdown(rows: dict[str, dict[str, Any]]) -> str:
         failures = ", ".join(f"{code} {n}" for code, n in sorted(r["failures"].items())) or "0"
         lines.append(
             f"| {name} | {r['jobs']} | {r.get('accepted', 0)} | {r.get('schema_valid', 0)} | {rate} "
-            f"| {r.get('truncated', 0)} | {failures} | {r.get('invalid_successes', 0)} "
-            f"| {r.get('not_terminal', 0)} |"
+            f"| {r.get('truncated', 0)} | {failures} | {r.get('hollow_successes', 0)} "
+            f"| {r.get('invalid_successes', 0)} | {r.get('not_terminal', 0)} |"
         )
     return head + "\n".join(lines) + "\n"
 

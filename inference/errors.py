@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel
 
 MAX_OUTPUT_CHARS = 16_000  # of a failed generation's text, kept for inspection
+
+GRAMMAR_ERROR = "grammar_error"
+PROMPT_TOO_LONG = "prompt_too_long"
+# Failures an engine reports in words, whatever status carries them: each happens again on another attempt.
+_MESSAGE_CODES = (
+    # llguidance refusing a token its own mask allowed (vLLM: "LLMatcher error: Parser Error: token …
+    # doesn't satisfy the grammar; forced bytes: …", "grammar rejected tokens").
+    (re.compile(r"LLMatcher error|doesn't satisfy the grammar|grammar rejected tokens"), GRAMMAR_ERROR),
+    # vLLM's words for a prompt past max_model_len ("maximum context length is 4096 tokens … your prompt
+    # contains 4433 input tokens", "The decoder prompt (length 4433) is longer than the maximum model
+    # length").
+    (
+        re.compile(r"maximum context length|longer than the maximum model length", re.IGNORECASE),
+        PROMPT_TOO_LONG,
+    ),
+)
 
 
 class PartialOutput(BaseModel):
@@ -44,12 +62,24 @@ class PermanentInferenceError(InferenceError):
     """Another attempt would fail the same way: the endpoint refused this request (4xx)."""
 
 
+def code_for_message(message: str) -> str | None:
+    """The code of a permanent engine failure its message names (`grammar_error`, `prompt_too_long`)."""
+    for pattern, code in _MESSAGE_CODES:
+        if pattern.search(message):
+            return code
+    return None
+
+
 def fault_for_status(
     status: int, code: str | None, message: str, output: PartialOutput | None = None
 ) -> InferenceError:
-    """The fault for an endpoint's error status: 429 and 5xx are worth a retry, any other 4xx is not."""
-    code = code or f"inference_http_{status}"
+    """The fault for an endpoint's error status: 429 and 5xx are worth a retry, any other 4xx is not, and
+    neither is a failure whose message says it would happen again (`code_for_message`)."""
+    named = code_for_message(message)
+    code = named or code or f"inference_http_{status}"
     message = f"HTTP {status}: {message}"
+    if named is not None:
+        return PermanentInferenceError(code, message, output)
     if status == 429 or status >= 500:
         return RetryableInferenceError(code, message, output)
     return PermanentInferenceError(code, message, output)

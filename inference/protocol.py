@@ -77,6 +77,7 @@ class HealthResponse(BaseModel):
     gpu: str
     backend: str
     running: int = 0  # generations in progress
+    max_model_len: int | None = None  # the model's context length in tokens, when known
 
 
 class ErrorBody(BaseModel):

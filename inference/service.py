@@ -19,8 +19,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from inference.engines import Engine, EngineResult, SchemaRejected, create_engine
-from inference.errors import MAX_OUTPUT_CHARS, PartialOutput
+from inference.engines import (
+    Engine,
+    EngineResult,
+    GrammarFailure,
+    PromptTooLong,
+    SchemaRejected,
+    create_engine,
+)
+from inference.errors import (
+    GRAMMAR_ERROR,
+    MAX_OUTPUT_CHARS,
+    PROMPT_TOO_LONG,
+    PartialOutput,
+    code_for_message,
+)
 from inference.protocol import ErrorBody, GenerateRequest, GenerateResponse, HealthResponse
 from inference.repetition import REPETITION
 from irq.settings import Settings, get_settings
@@ -49,16 +62,29 @@ async def _engine_call(call: Awaitable[T]) -> T:
     """Await an engine call, turning its failures into the service's typed errors."""
     try:
         return await call
+    except PromptTooLong as exc:
+        raise ServiceError(422, PROMPT_TOO_LONG, str(exc)) from exc
+    except GrammarFailure as exc:
+        raise ServiceError(422, GRAMMAR_ERROR, str(exc)) from exc
     except SchemaRejected as exc:
-        raise ServiceError(422, "schema_unsupported", str(exc)) from exc
+        # An engine's own words may say it was no schema problem (vLLM's prompt-length check at submit).
+        raise ServiceError(422, code_for_message(str(exc)) or "schema_unsupported", str(exc)) from exc
     except Exception as exc:
+        code = code_for_message(str(exc))
+        if code is not None:
+            raise ServiceError(422, code, f"{type(exc).__name__}: {exc}") from exc
         logger.exception("engine failed")
         raise ServiceError(500, "engine_error", f"{type(exc).__name__}: {exc}") from exc
 
 
 def _parse_output(result: EngineResult) -> object:
     try:
-        return json.loads(result.text)
+        # strict=False: a raw control character inside a string is read as the character it is. The
+        # grammar never lets one through (llguidance's JSON strings exclude U+0000-U+001F), but the text an
+        # engine returns is its detokenizer's, not the grammar's bytes, and vLLM's has held a raw tab or
+        # newline inside a string ("Invalid control character at: line 1 column 36"). The worker
+        # validates the document against the schema either way.
+        return json.loads(result.text, strict=False)
     except ValueError as exc:
         if result.finish_reason == "length":
             code, why = "output_truncated", "max_tokens cut the document short"
@@ -82,6 +108,7 @@ def _health(engine: Engine, running: int) -> HealthResponse:
         gpu=engine.gpu,
         backend=engine.backend,
         running=running,
+        max_model_len=engine.max_model_len,
     )
 
 

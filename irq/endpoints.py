@@ -14,6 +14,7 @@ file `IRQ_ENDPOINTS_FILE` names:
     backend = "guidance"
     max_inflight = 256
     cost_per_hour = 3.95
+    max_model_len = 8192                                    # optional: refuse what cannot fit at submit
     headers_env = { "Modal-Key" = "MODAL_KEY", "Modal-Secret" = "MODAL_SECRET" }
 
 `headers_env` names, for each extra header, the environment variable that holds its value: secrets never
@@ -80,6 +81,12 @@ class Endpoint(BaseModel):
     backend: str = Field(default="guidance", pattern=r"^[a-z][a-z0-9_-]{0,49}$")
     max_inflight: int = Field(default=128, ge=1, le=10_000)
     cost_per_hour: float = Field(default=0.0, ge=0)
+    max_model_len: int | None = Field(
+        default=None,
+        ge=1,
+        description="The model's context length in tokens (the engine's `max_model_len`): set, the API "
+        "refuses a job whose prompt and max_tokens cannot fit it.",
+    )
     headers_env: dict[str, str] = Field(default_factory=dict)
     replicas: int = Field(
         default=1, ge=1, le=16, description="Services of one host on consecutive ports from the URL's."
@@ -215,6 +222,11 @@ class Registry(BaseModel):
             asked = f"model {model!r}" + (f" with backend {backend!r}" if backend else "")
             raise NotServed(f"no endpoint serves {asked}; served: {self.describe()}")
         return Route(model, backend or backends[0])
+
+    def context_length(self, route: Route) -> int | None:
+        """The smallest context length the route's endpoints declare (a job may run on any of them)."""
+        known = [e.max_model_len for e in self.serving(route) if e.max_model_len is not None]
+        return min(known, default=None)
 
     def describe(self) -> str:
         return "; ".join(f"{m} ({', '.join(b)})" for m, b in self.models.items())

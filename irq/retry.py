@@ -51,6 +51,7 @@ class InternalFault(Exception):
 
 
 TRUNCATED = "output_truncated"
+HOLLOW = "hollow_output"  # a valid document without content (irq.bounding.hollow)
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ class RetryDecision:
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retryable faults retry with exponential backoff and full jitter until the job's attempts or its
-    deadline run out; permanent ones fail at once, but for a document cut at `max_tokens`: that job runs
-    once more, at once, under its schema bounded to the token budget, when the job allows it and the
-    bounds change anything."""
+    deadline run out; permanent ones fail at once, but for a document cut at `max_tokens` or a hollow one:
+    that job runs once more, at once, under its schema bounded to the token budget (which keeps room for
+    content and, at the root, refuses `{}`), when the job allows it and the bounds change anything."""
 
     backoff_s: float
     backoff_max_s: float
@@ -82,7 +83,7 @@ class RetryPolicy:
 
     def decide(self, job: Job, fault: Fault, now: datetime) -> RetryDecision:
         message = str(fault)[:4000]
-        bound = fault.code == TRUNCATED and _bounds_help(job)
+        bound = fault.code in (TRUNCATED, HOLLOW) and _bounds_help(job)
         if not (fault.retryable or bound):
             return RetryDecision(False, 0.0, fault.code, message)
         past_deadline = job.deadline_at is not None and now >= job.deadline_at

@@ -39,6 +39,9 @@ REPLIES: dict[str, object] = {
     "deep": "[" * 100_000 + "]" * 100_000,  # JSON text nested deeper than a recursive decoder goes
     "five": 5,
     "object": {"a": "x"},
+    "empty": {},  # a hollow document: valid for an open object, but no content
+    "two_branches": {"number": "4111", "iban": "DE89"},  # matches both branches of tests' card-or-bank oneOf
+    "one_branch": {"number": "4111"},
 }
 CLAMP: dict[str, Any] = {"function": "clamp", "low": 0, "high": 10}
 # Documents for the schemas clients send: a function's arguments, or plain text (a JSON string).

@@ -7,9 +7,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bench.schemas import markdown, tally
 from irq.procs import ROOT
 
 pytestmark = pytest.mark.timeout(300)
@@ -147,11 +149,43 @@ def test_real_world_schemas_through_the_pipeline(tmp_path: Path, inference_url: 
     assert set(rows) == {"Glaiveai2K", "Github_easy", "IR (default schema)", "all"}
     everything = rows["all"]
     assert everything["jobs"] == 3
-    outcomes = ("refused", "schema_valid", "truncated", "invalid_successes", "not_terminal")
+    outcomes = (
+        "refused",
+        "schema_valid",
+        "hollow_successes",
+        "truncated",
+        "invalid_successes",
+        "not_terminal",
+    )
     ended = sum(everything.get(k, 0) for k in outcomes) + sum(everything["failures"].values())
     assert ended == 3  # every job is in exactly one column
     assert everything.get("invalid_successes", 0) == 0 and everything.get("not_terminal", 0) == 0
     assert "| all | 3 |" in (tmp_path / "schemas.md").read_text()
+
+
+def test_the_schemas_tally_sets_hollow_successes_and_each_failure_code_apart() -> None:
+    """A success whose document is an empty shell is no schema-valid success; failures are counted by code,
+    per category and over all."""
+    open_object = {"type": "object"}
+    jobs = [{"category": c, "schema": open_object, "body": {}} for c in ("A", "A", "A", "B", "B")]
+    finished: list[dict[str, Any]] = [
+        {"status": "succeeded", "result": {}},
+        {"status": "succeeded", "result": {"name": "Ada"}},
+        {"status": "failed", "error": {"code": "grammar_error"}},
+        {"status": "failed", "error": {"code": "hollow_output"}, "bounded": True},
+        {"status": "failed", "error": {"code": "prompt_too_long"}},
+    ]
+    rows = tally(jobs, finished)
+    assert rows["A"]["hollow_successes"] == 1 and rows["A"]["schema_valid"] == 1
+    assert rows["A"]["failures"] == {"grammar_error": 1}
+    assert (
+        rows["B"]["failures"] == {"hollow_output": 1, "prompt_too_long": 1}
+        and rows["B"]["bounded_retries"] == 1
+    )
+    assert rows["all"]["hollow_successes"] == 1 and sum(rows["all"]["failures"].values()) == 3
+    table = markdown(rows)
+    assert "hollow successes" in table.splitlines()[0]
+    assert "| A | 3 | 3 | 1 | 33.3% | 0 | grammar_error 1 | 1 | 0 | 0 |" in table
 
 
 def test_the_store_benchmark_times_every_read_and_a_prune_keeps_the_counts(tmp_path: Path) -> None:

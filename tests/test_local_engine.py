@@ -130,6 +130,7 @@ def test_service_health_is_cold_until_the_first_generate(service_url: str) -> No
         "gpu": "none (cpu)",
         "backend": "guidance",
         "running": 0,
+        "max_model_len": None,  # known once the model is loaded
     }
 
 
@@ -143,7 +144,17 @@ def test_service_generates_schema_valid_json(service_url: str) -> None:
     assert answer["finish_reason"] == "stop"
     assert answer["tokens_used"] == answer["completion_tokens"] > 0
     assert answer["backend"] == "guidance"
-    assert httpx.get(f"{service_url}/health", timeout=5.0).json()["status"] == "ok"
+    health = httpx.get(f"{service_url}/health", timeout=5.0).json()
+    assert health["status"] == "ok" and health["max_model_len"] == 8192
+
+
+def test_service_refuses_a_prompt_that_cannot_fit_the_context(service_url: str) -> None:
+    body = {"prompt": "What is 2 + 3?", "schema": ANSWER_SCHEMA, "max_tokens": 8192}
+    response = httpx.post(f"{service_url}/generate", json=body, timeout=120.0)
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "prompt_too_long"
+    assert "max_tokens is 8192" in response.json()["message"] and "8192" in response.json()["message"]
 
 
 def test_service_reports_a_document_cut_short_by_max_tokens(service_url: str) -> None:

@@ -21,7 +21,7 @@ import httpx
 import jsonschema
 import pytest
 
-from inference.engines.base import SchemaRejected
+from inference.engines.base import GrammarFailure, PromptTooLong, SchemaRejected
 from inference.engines.vllm import (
     WARMUP_SCHEMA,
     Collected,
@@ -121,6 +121,32 @@ def test_a_grammar_the_engine_could_not_compile_is_a_rejected_schema() -> None:
 def test_an_aborted_request_is_a_fault_not_a_document() -> None:
     with pytest.raises(EngineRequestFailed, match="abort"):
         to_engine_result(collect(delta("{", [1], "abort")), 1.0, "guidance")
+
+
+def test_a_token_the_grammar_refused_mid_generation_is_a_grammar_failure() -> None:
+    """vLLM ends a request in "error" after tokens when llguidance refused a token its own mask allowed
+    ("LLMatcher error: Parser Error: token … doesn't satisfy the grammar"): no transient fault."""
+    with pytest.raises(GrammarFailure, match="after 30 tokens"):
+        to_engine_result(collect(delta('{"name": "a", "data', list(range(30)), "error")), 1.0, "guidance")
+
+
+def test_a_prompt_past_the_models_context_is_refused_with_its_sizes() -> None:
+    class FakeLLM:
+        model_config = SimpleNamespace(max_model_len=64)
+
+        async def generate(self, prompt: Any, params: Any, request_id: str) -> Any:
+            raise AssertionError("a prompt that cannot fit is never sent")
+            yield  # an async generator, as vLLM's
+
+    tokenizer = SimpleNamespace(apply_chat_template=lambda *a, **k: "p", encode=lambda *a, **k: [1] * 60)
+    engine = VLLMEngine(Settings(vllm_model="m", structured_output_backend="guidance"))
+    fake: Any = FakeLLM()
+    engine._llm, engine._tokenizer = fake, tokenizer
+    assert engine.max_model_len == 64
+    with pytest.raises(
+        PromptTooLong, match="prompt is 60 tokens and max_tokens is 16: 76 tokens, over .* 64"
+    ):
+        asyncio.run(engine.generate(request("p", SCHEMA, 16, 0.0, 1.0)))
 
 
 def test_the_backend_is_the_one_vllm_resolved_else_the_configured_one() -> None:

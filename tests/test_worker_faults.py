@@ -172,3 +172,78 @@ def test_a_truncated_job_runs_once_more_bounded_unless_told_not_to(
         assert third["output_text"] is None
     finally:
         stop_stack(stack)
+
+
+def test_a_hollow_document_is_no_success(
+    sqlite_url: str, redis_url: str, inference: FaultService, tmp_path: Path
+) -> None:
+    """An open object (`{"type": "object"}`, OpenAI's `json_object`) answered with `{}`: the job runs again
+    under its bounded schema, which keeps room for properties and refuses `{}` at the root; a bounded
+    attempt that still answers an empty shell fails `hollow_output`, with what it generated."""
+    stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path, env=FAST)
+    try:
+        with stack.client() as http:
+            recovered = "Describe a person as JSON [faults: empty, object]"
+            hollow = "Describe a person as JSON, cut [faults: truncated, empty]"
+            ids = []
+            for prompt in (recovered, hollow):
+                body = {"prompt": prompt, "schema": {"type": "object"}, "max_tokens": 12}
+                response = http.post("/v1/jobs", json=body)
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["id"])
+            first, second = (stack.wait_for(http, job_id, 60) for job_id in ids)
+        assert first["status"] == "succeeded" and first["result"] == {"a": "x"}
+        assert first["attempts"] == 2 and first["bounded"] is True
+        bounded = inference.schemas()[recovered][1]
+        assert bounded["minProperties"] == 1 and bounded["additionalProperties"] is False
+        assert bounded["patternProperties"] and bounded["maxProperties"] >= 1
+
+        assert second["status"] == "failed" and second["error"]["code"] == "hollow_output"
+        assert second["attempts"] == 2 and second["bounded"] is True
+        assert second["result"] is None and second["output_text"] == "{}"
+    finally:
+        stop_stack(stack)
+
+
+CARD_OR_BANK = {
+    "$defs": {
+        "card": {"type": "object", "properties": {"number": {"type": "string"}}, "required": ["number"]},
+        "bank": {
+            "type": "object",
+            "properties": {"iban": {"type": "string"}, "number": {"type": "string"}},
+            "required": ["iban"],
+        },
+    },
+    "oneOf": [{"$ref": "#/$defs/card"}, {"$ref": "#/$defs/bank"}],
+}
+
+
+def test_a_document_the_lenient_grammar_let_through_runs_again_under_one_branch(
+    sqlite_url: str, redis_url: str, inference: FaultService, tmp_path: Path
+) -> None:
+    """The lenient grammar reads `oneOf` as `anyOf`: a document that matches both branches is generated once
+    more, in the same attempt, under the schema narrowed to the branch that excludes the other, and the job
+    succeeds; where the second document fails too, the job fails `schema_mismatch` after one attempt."""
+    stack = start_stack(sqlite_url, redis_url, inference.url, tmp_path, env=FAST)
+    try:
+        with stack.client() as http:
+            recovered = "Pay by card or bank [faults: two_branches, one_branch]"
+            stubborn = "Pay by card or bank, again [faults: two_branches, two_branches]"
+            ids = []
+            for prompt in (recovered, stubborn):
+                response = http.post("/v1/jobs", json={"prompt": prompt, "schema": CARD_OR_BANK})
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["id"])
+            first, second = (stack.wait_for(http, job_id, 60) for job_id in ids)
+        assert first["status"] == "succeeded" and first["result"] == {"number": "4111"}
+        assert first["attempts"] == 1
+        sent = inference.schemas()[recovered]
+        assert "oneOf" in sent[0] and "oneOf" not in sent[1]
+        assert sent[1]["allOf"][0]["additionalProperties"] is False and sent[1]["allOf"][0]["required"] == [
+            "number"
+        ]
+
+        assert second["status"] == "failed" and second["error"]["code"] == "schema_mismatch"
+        assert second["attempts"] == 1 and inference.calls()[stubborn] == 2
+    finally:
+        stop_stack(stack)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
 import socket
@@ -11,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime
 from typing import Any, TypeVar
 
 from celery.exceptions import Terminated
@@ -20,7 +22,8 @@ from inference.abort import Abort, Aborted
 from inference.client import InferenceClient, connect
 from inference.errors import EndpointDown, InferenceError, PartialOutput
 from inference.protocol import GenerateRequest, GenerateResponse
-from irq.bounding import cached_bounded_schema
+from irq.bounding import cached_bounded_schema, is_hollow
+from irq.bounding.narrowing import mentions_one_of, one_of_narrowed
 from irq.broker import TASK_RUN_JOB, Broker
 from irq.clock import utcnow
 from irq.endpoints import Endpoint, Registry, RegistryError
@@ -34,7 +37,7 @@ from worker.app import celery_app
 from worker.cancels import CancelWatch
 from worker.gate import EndpointGate
 from worker.upkeep import Upkeep
-from worker.validation import Uncheckable, checked_document
+from worker.validation import HollowDocument, Uncheckable, checked_document
 
 log = logging.getLogger("irq.worker")
 T = TypeVar("T")
@@ -220,13 +223,13 @@ def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, j
     if remaining <= 0:
         _store(jobs.fail, job, "timeout", f"the job's {job.timeout_s:g} s ran out over its attempts")
         return Attempt.failed
-    schema = job.document_schema
+    schema = (
+        cached_bounded_schema(job.document_schema, job.max_tokens) if job.bounded else job.document_schema
+    )
     request = GenerateRequest(
         prompt=job.prompt,
         # Validated below against the user's own schema, whatever the engine was given.
-        schema=engine_schema(
-            cached_bounded_schema(schema, job.max_tokens) if job.bounded else schema, _Process.guidance
-        ),
+        schema=engine_schema(schema, _Process.guidance),
         max_tokens=job.max_tokens,
         temperature=job.temperature,
         top_p=job.top_p,
@@ -252,7 +255,32 @@ def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, j
         )
         failed = _store(jobs.fail, job, "model_mismatch", message, endpoint=endpoint.name)
         return Attempt.failed if failed else Attempt.discarded
+    if mentions_one_of(schema):
+        reply = _one_branch_again(inference, request, schema, reply, job.deadline_at)
     return _store_reply(jobs, job, reply, endpoint.name)
+
+
+def _one_branch_again(
+    inference: InferenceClient,
+    request: GenerateRequest,
+    schema: dict[str, Any],
+    reply: GenerateResponse,
+    deadline: datetime,
+) -> GenerateResponse:
+    """A document that matches several branches of a `oneOf` (the lenient grammar reads it as `anyOf`):
+    generated once more, at once, under the schema narrowed to one branch that excludes the others
+    (`irq.bounding.narrowing`); the first reply stands when nothing can be narrowed or the second fails."""
+    document, error = checked_document(reply.text, schema)
+    narrowed = None if error is None else one_of_narrowed(schema, document)
+    remaining = (deadline - utcnow()).total_seconds()
+    if narrowed is None or remaining <= 0:
+        return reply
+    again = request.model_copy(update={"schema_": engine_schema(narrowed, _Process.guidance)})
+    try:
+        return inference.generate(again, timeout_s=remaining)
+    except InferenceError as exc:
+        log.warning("narrowed to one oneOf branch, the generation failed: %s (%s)", exc.code, exc)
+        return reply
 
 
 def _after_fault(jobs: JobManager, job: Job, fault: Fault, endpoint: str | None = None) -> Attempt:
@@ -284,6 +312,14 @@ def _store_reply(jobs: JobManager, job: Job, reply: GenerateResponse, endpoint: 
             ),
         )
         return Attempt.failed if failed else Attempt.discarded
+    if is_hollow(document, job.document_schema):
+        output = PartialOutput(
+            text=json.dumps(document),
+            finish_reason=reply.finish_reason,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens or reply.tokens_used,
+        )
+        return _after_fault(jobs, job, HollowDocument(document, output), endpoint)
     outcome = Outcome(
         result=document,
         finish_reason=reply.finish_reason,

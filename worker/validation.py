@@ -14,6 +14,9 @@ from jsonschema.exceptions import _WrappedReferencingError
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
+from inference.errors import PartialOutput
+from irq.retry import HOLLOW
+
 _NO_RETRIEVAL: Registry[Any] = Registry()
 
 
@@ -24,6 +27,21 @@ class Uncheckable(Exception):
     code = "schema_unsupported"
     retryable = False
     output = None
+
+
+class HollowDocument(Exception):
+    """A valid document with no content where the schema has room for some (`irq.bounding.hollow`): `{}`,
+    `[]`, only empty containers. Not a success; the retry policy runs the job once more under its bounded
+    schema (whose root cannot be empty) when it may, and fails it with this code otherwise."""
+
+    code = HOLLOW
+    retryable = False
+
+    def __init__(self, document: Any, output: PartialOutput) -> None:
+        super().__init__(
+            f"the document is an empty shell ({json.dumps(document)[:100]}) where the schema allows content"
+        )
+        self.output = output
 
 
 def validation_error(document: Any, schema: dict[str, Any]) -> str | None:

@@ -11,8 +11,9 @@ from api.bodies import StrictJSONRoute
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse, not_found
 from api.schemas import JobPage, JobRequest, JobView
+from inference.prompting import least_prompt_tokens, prompt_chars
 from irq.clock import is_id
-from irq.endpoints import NotServed, Registry
+from irq.endpoints import NotServed, Registry, Route
 from irq.ir_schema import ir_json_schema
 from irq.schema_check import GuidanceOptions, SchemaProblem, check_schema
 from irq.settings import Settings
@@ -76,6 +77,7 @@ def to_new_job(
             retry = {"Retry-After": f"{math.ceil(exc.retry_after_s)}"} if exc.retry_after_s else None
             status = _SCHEMA_PROBLEM_STATUS.get(exc.code, 422)
             raise ApiError(status, exc.code, str(exc), headers=retry) from None
+    check_context(body.prompt, schema, max_tokens, route, registry)
     return NewJob(
         prompt=body.prompt,
         schema=schema,
@@ -90,6 +92,25 @@ def to_new_job(
         retry_truncated=settings.retry_truncated if body.retry_truncated is None else body.retry_truncated,
         idempotency_key=idempotency_key,
     )
+
+
+def check_context(
+    prompt: str, schema: dict[str, Any], max_tokens: int, route: Route, registry: Registry
+) -> None:
+    """422 `prompt_too_long` when the prompt as the engine builds it (instructions, the schema's outline,
+    the prompt) and `max_tokens` surely exceed the context length the route's endpoints declare."""
+    context = registry.context_length(route)
+    if context is None:
+        return
+    least = least_prompt_tokens(prompt, schema)
+    if least + max_tokens > context:
+        raise ApiError(
+            422,
+            "prompt_too_long",
+            f"the prompt as the model gets it (instructions, the schema's field outline and the prompt: "
+            f"{prompt_chars(prompt, schema)} characters, at least {least} tokens) and max_tokens {max_tokens}"
+            f" exceed the context length of {route.model}, {context} tokens",
+        )
 
 
 def check_quota(svc: Services, owner_id: int, adding: int) -> None:

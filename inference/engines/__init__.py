@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from inference.engines.base import Engine, EngineResult, SchemaRejected
+from inference.engines.base import Engine, EngineResult, GrammarFailure, PromptTooLong, SchemaRejected
 from irq.settings import Settings
 
 
@@ -24,4 +24,4 @@ def create_engine(settings: Settings) -> Engine:
     raise ValueError(f"unknown engine {settings.engine!r} (known: local, vllm, simulated)")
 
 
-__all__ = ["Engine", "EngineResult", "SchemaRejected", "create_engine"]
+__all__ = ["Engine", "EngineResult", "GrammarFailure", "PromptTooLong", "SchemaRejected", "create_engine"]

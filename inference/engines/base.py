@@ -12,6 +12,24 @@ class SchemaRejected(ValueError):
     """The engine's structured-output backend cannot compile this schema (a permanent error)."""
 
 
+class GrammarFailure(RuntimeError):
+    """The structured-output backend refused, mid-generation, a token its own mask had let through
+    (llguidance's `Parser Error: token … doesn't satisfy the grammar`, which vLLM logs as `LLMatcher
+    error` and ends the request with `finish_reason="error"`). The same schema and prompt meet it again:
+    a permanent error, not a transient one."""
+
+
+class PromptTooLong(ValueError):
+    """The prompt as the engine builds it (instructions, the schema's outline, the user's text) and
+    `max_tokens` do not fit the model's context (a permanent error)."""
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, context: int) -> None:
+        super().__init__(
+            f"the prompt is {prompt_tokens} tokens and max_tokens is {max_tokens}: "
+            f"{prompt_tokens + max_tokens} tokens, over the model's context length of {context}"
+        )
+
+
 @dataclass
 class EngineResult:
     text: str  # the generated JSON text
@@ -34,6 +52,11 @@ class Engine(abc.ABC):
     @property
     @abc.abstractmethod
     def loaded(self) -> bool: ...
+
+    @property
+    def max_model_len(self) -> int | None:
+        """The model's context length in tokens (prompt and completion), when known."""
+        return None
 
     @abc.abstractmethod
     async def load(self) -> None:

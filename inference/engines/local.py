@@ -35,7 +35,7 @@ from transformers import (
 from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
 from inference import prompting
-from inference.engines.base import Engine, EngineResult, SchemaRejected
+from inference.engines.base import Engine, EngineResult, PromptTooLong, SchemaRejected
 from inference.protocol import GenerateRequest
 from inference.repetition import REPETITION, LoopWatch
 from irq.schema_check import llguidance_grammar
@@ -206,6 +206,13 @@ class LocalEngine(Engine):
         return self._loaded is not None
 
     @property
+    def max_model_len(self) -> int | None:
+        """The model's context length (`max_position_embeddings`), known once it is loaded."""
+        if self._loaded is None:
+            return None
+        return int(self._loaded.model.config.max_position_embeddings)
+
+    @property
     def gguf_path(self) -> Path:
         configured = self._settings.local_model_gguf
         return Path(configured) if configured else default_gguf_path()
@@ -286,6 +293,9 @@ class LocalEngine(Engine):
         started = time.perf_counter()
         matcher = self._new_matcher(grammar)
         prompt_ids = self._prompt_ids(request.prompt, request.schema_)
+        context = self.max_model_len
+        if context is not None and prompt_ids.shape[1] + request.max_tokens > context:
+            raise PromptTooLong(int(prompt_ids.shape[1]), request.max_tokens, context)
         decoded = self._decode(prompt_ids, matcher, request, started, abandoned)
         text = cast(str, self._loaded.tokenizer.decode(decoded.tokens, skip_special_tokens=True))
         return EngineResult(

@@ -81,7 +81,7 @@ class SimulatedEngine(Engine):
             text = self._answers["ir"]
         else:
             raise SchemaRejected(
-                "the simulated engine answers only the default IR schema (or one its document fits) and plain text"
+                "the simulated engine answers only the IR schema (or one its document fits) and plain text"
             )
         accepted = time.perf_counter()
         async with self._slots:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inference import prompting
-from inference.engines.base import Engine, EngineResult, SchemaRejected
+from inference.engines.base import Engine, EngineResult, GrammarFailure, PromptTooLong, SchemaRejected
 from inference.protocol import GenerateRequest
 from inference.repetition import REPETITION, LoopWatch
 from irq.settings import Settings, get_settings
@@ -166,6 +166,14 @@ def to_engine_result(collected: Collected, elapsed_ms: float, backend: str) -> E
         raise SchemaRejected(
             f"vLLM's {backend} backend stopped before any output: the schema's grammar is past its limits"
         )
+    if collected.finish_reason == "error":
+        # After tokens, vLLM ends a request in "error" when its grammar refused a token the grammar's own
+        # mask let through ("grammar rejected tokens … Terminating request", logged with llguidance's
+        # "LLMatcher error: Parser Error: …"): the same schema and prompt meet it again.
+        raise GrammarFailure(
+            f"vLLM's {backend} backend refused a generated token after {len(collected.token_ids)} tokens "
+            "(its log says why: LLMatcher error)"
+        )
     if collected.finish_reason not in FINISHED:
         raise EngineRequestFailed(
             f"vLLM ended the request with finish_reason={collected.finish_reason!r} "
@@ -209,6 +217,13 @@ class VLLMEngine(Engine):
     @property
     def loaded(self) -> bool:
         return self._llm is not None
+
+    @property
+    def max_model_len(self) -> int | None:
+        """The context length in tokens: vLLM's once loaded, else `IRQ_VLLM_MAX_MODEL_LEN`."""
+        config = getattr(self._llm, "model_config", None)
+        length = getattr(config, "max_model_len", None) or self._settings.vllm_max_model_len
+        return int(length) if length else None
 
     async def load(self) -> None:
         async with self._load_lock:
@@ -269,8 +284,11 @@ class VLLMEngine(Engine):
         await self.load()
         assert self._llm is not None
         accepted = time.monotonic()
-        params = build_sampling_params(request)
         ids = prompt_token_ids(self._tokenizer, request.prompt, request.schema_)
+        context = self.max_model_len
+        if context is not None and len(ids) + request.max_tokens > context:
+            raise PromptTooLong(len(ids), request.max_tokens, context)
+        params = build_sampling_params(request)
         collected = Collected(accepted=accepted)
         request_id = uuid.uuid4().hex
         stream = self._llm.generate({"prompt_token_ids": ids}, params, request_id=request_id)

@@ -14,6 +14,8 @@ from irq.bounding.rules import (
     MIN_ITEM_CHARS,
     MIN_STRING_CHARS,
     NUMBER_CHARS,
+    OPEN_KEY_PATTERN,
+    OPEN_VALUE_TYPES,
 )
 from irq.bounding.schema import (
     _ASSERTING,
@@ -27,6 +29,7 @@ from irq.bounding.schema import (
     _positions,
     _rest_keyword,
     _subschemas,
+    _types,
 )
 from irq.bounding.sizing import _Sizer
 
@@ -36,19 +39,21 @@ _KEEP_BRANCHES_OPEN = frozenset(
      "dependentRequired", "dependentSchemas", "allOf", "oneOf", "not", "if", "then", "else", "$ref",
      "$dynamicRef", "$recursiveRef"}
 )  # fmt: skip
+# The types whose values are content: an object whose every value can only be another container is empty.
+_SCALARS = frozenset({"string", "number", "integer", "boolean"})
 # Where a subschema can mention property names of the object it applies to.
 _MENTIONING = frozenset(
     {"allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas", "dependencies"}
 )
 
 
-def _bounded(schema: dict[str, Any], budget: int, items: int) -> dict[str, Any]:
+def _bounded(schema: dict[str, Any], budget: int, items: int, min_items: int = 0) -> dict[str, Any]:
     bounded = copy.deepcopy(schema)
     doc = _Document(bounded)
     frozen = _frozen(doc)
     if frozen is None:  # a reference we cannot follow under oneOf/not/if: anything might be behind it
         return bounded
-    planner = _Planner(doc, frozen, items)
+    planner = _Planner(doc, frozen, items, min_items)
     planner.visit(bounded, budget, closable=True)
     for node, visit in planner.visits.values():
         _apply(node, visit)
@@ -91,6 +96,7 @@ class _Visit:
     closable: bool
     max_items: int | None = None
     max_properties: int | None = None
+    min_properties: int | None = None
 
 
 class _Planner:
@@ -101,11 +107,12 @@ class _Planner:
     missing or `true`, so that the second pass has a node to cap.
     """
 
-    def __init__(self, doc: _Document, frozen: set[int], items: int) -> None:
+    def __init__(self, doc: _Document, frozen: set[int], items: int, min_items: int) -> None:
         self.visits: dict[int, tuple[dict[str, Any], _Visit]] = {}
         self._doc = doc
         self._frozen = frozen
         self._items = items  # the most items an array, or entries a map, is planned for
+        self._min_items = min_items  # the fewest an array is planned for, whatever its budget
         self._sizer = _Sizer(doc, NUMBER_CHARS)
         self._active: set[int] = set()
         self._steps = 0
@@ -157,6 +164,9 @@ class _Planner:
             elif undeclared := names - _map(node, "properties").keys():
                 properties = node.setdefault("properties", {})
                 properties.update((name, {}) for name in sorted(undeclared))
+            if visit.closable and _would_be_empty(node):
+                # Closed, it would hold only `{}`: it keeps room for a few scalar properties instead.
+                node.setdefault("patternProperties", {})[OPEN_KEY_PATTERN] = {"type": list(OPEN_VALUE_TYPES)}
         else:
             visit.closable = False
         properties = _map(node, "properties")
@@ -181,6 +191,8 @@ class _Planner:
             visit.max_properties = _clamp(
                 len(properties) + extra, _int(node.get("minProperties")), _int(node.get("maxProperties"))
             )
+        if node is self._doc.root:
+            visit.min_properties = _root_min_properties(node, visit, bool(map_values), required)
 
     def _plan_array(self, node: dict[str, Any], budget: int, visit: _Visit) -> None:
         prefix, rest = _positions(node)
@@ -192,9 +204,8 @@ class _Planner:
             count = 0
         else:
             item = self._sizer.size(rest)
-            count = min(
-                self._items, max(budget - 1, 0) // ((item if item is not None else MIN_ITEM_CHARS) + 1)
-            )
+            fitting = max(budget - 1, 0) // ((item if item is not None else MIN_ITEM_CHARS) + 1)
+            count = min(self._items, max(fitting, self._min_items))
         count = visit.max_items = _clamp(count, _int(node.get("minItems")), _int(node.get("maxItems")))
         if count > len(prefix) and rest is True:
             rest = node[_rest_keyword(node)] = {}  # the same as no keyword, but a node to cap
@@ -244,6 +255,33 @@ def _apply(node: dict[str, Any], visit: _Visit) -> None:
             node["additionalProperties"] = False
         if visit.max_properties is not None:
             node["maxProperties"] = visit.max_properties
+        if visit.min_properties is not None and visit.closable:
+            node["minProperties"] = visit.min_properties
+
+
+def _would_be_empty(node: dict[str, Any]) -> bool:
+    """Whether closing `node` would leave it no content: it declares no property, has no map, and may not
+    be a scalar either (`{"type": "object"}`, OpenAI's `json_object`)."""
+    return (
+        not _map(node, "properties")
+        and not _map(node, "patternProperties")
+        and not _types(node) & _SCALARS
+        and _int(node.get("maxProperties")) != 0
+    )
+
+
+def _root_min_properties(
+    node: dict[str, Any], visit: _Visit, has_map: bool, required: set[str]
+) -> int | None:
+    """`minProperties: 1` for the document's root object where it has none of its own and llguidance can
+    hold it to it, so that the bounded attempt cannot answer `{}`: a map without declared properties, or
+    a closed object whose properties are all optional."""
+    if not visit.closable or "minProperties" in node or "maxProperties" in node and not has_map:
+        return None
+    properties = _map(node, "properties")
+    if has_map:
+        return 1 if not properties and (visit.max_properties or 0) >= 1 else None
+    return 1 if properties and not required & properties.keys() else None
 
 
 def _string_cap(node: dict[str, Any], budget: int) -> int | None:

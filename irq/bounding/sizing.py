@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from irq.bounding.rules import FLOAT_CHARS
+from irq.bounding.rules import FLOAT_CHARS, MAP_KEY_CHARS, OPEN_KEY_PATTERN
 from irq.bounding.schema import _Document, _int, _list, _map, _numbers, _positions, _possible_types
 
 
@@ -111,7 +111,8 @@ class _Sizer:
         limit = _int(node.get("maxProperties"))
         if limit == 0:
             return 2
-        if node.get("additionalProperties", True) is not False or _map(node, "patternProperties"):
+        patterns = _map(node, "patternProperties")
+        if node.get("additionalProperties", True) is not False or set(patterns) - {OPEN_KEY_PATTERN}:
             return None  # the keys, if not their number, are unbounded
         entries = []
         for name, sub in _map(node, "properties").items():
@@ -120,6 +121,11 @@ class _Sizer:
                 if size is None:
                     return None
                 entries.append(len(name) + 3 + size)
+        for sub in patterns.values():  # the bounding's room of an open object: keys of MAP_KEY_CHARS at most
+            size = self.size(sub)
+            if size is None or limit is None:
+                return None
+            entries.extend([MAP_KEY_CHARS + 3 + size] * limit)
         if limit is not None:
             entries = sorted(entries, reverse=True)[:limit]
         return 2 + sum(entries) + max(len(entries) - 1, 0)

@@ -7,10 +7,12 @@ from datetime import timedelta
 
 import pytest
 
+from inference.errors import PartialOutput, fault_for_status
 from irq.clock import utcnow
 from irq.retry import InternalFault, RetryPolicy, WorkerLost
 from irq.settings import Settings
 from tests.unit.support import busy, refused, running_job, truncated
+from worker.validation import HollowDocument
 
 POLICY = RetryPolicy(backoff_s=2.0, backoff_max_s=60.0)
 NOW = utcnow()
@@ -124,3 +126,27 @@ def test_the_backoff_is_spread_over_its_whole_range() -> None:
 def test_the_policy_reads_its_backoff_from_the_settings() -> None:
     policy = RetryPolicy.from_settings(Settings(retry_backoff_s=0.5, retry_backoff_max_s=3.0))
     assert (policy.backoff_s, policy.backoff_max_s) == (0.5, 3.0)
+
+
+def hollow() -> HollowDocument:
+    return HollowDocument({}, PartialOutput(text="{}", finish_reason="stop", completion_tokens=1))
+
+
+def test_a_hollow_document_runs_once_more_at_once_bounded_then_fails() -> None:
+    decision = POLICY.decide(running_job(schema_=OPEN_OBJECT), hollow(), NOW)
+    assert (decision.retry, decision.delay_s, decision.bounded, decision.code) == (
+        True,
+        0.0,
+        True,
+        "hollow_output",
+    )
+    last = POLICY.decide(running_job(schema_=OPEN_OBJECT, bounded=True), hollow(), NOW)
+    assert (last.retry, last.code) == (False, "hollow_output")
+
+
+def test_a_failure_that_would_happen_again_is_never_retried_whatever_its_status() -> None:
+    logged = 'LLMatcher error: Parser Error: token "\u0120data" doesn\'t satisfy the grammar; forced bytes'
+    decision = POLICY.decide(
+        running_job(attempts=1, max_attempts=3), fault_for_status(500, None, logged), NOW
+    )
+    assert (decision.retry, decision.code) == (False, "grammar_error")
