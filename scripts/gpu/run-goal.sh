@@ -74,14 +74,16 @@ start_server() {
 start_irq() {
   local n=$1 port=$2 t0 p ports
   ports=$(seq "$port" $(( port + n - 1 )))
-  # shellcheck disable=SC2086
-  up $ports && return 0
   t0=$(date +%s)
-  IRQ_INFERENCE_REPLICAS=$n IRQ_INFERENCE_PORT=$port setsid python3 -m irq inference serve \
-    > "$logs/inference-$n.log" 2>&1 < /dev/null &
+  # shellcheck disable=SC2086
+  if ! up $ports; then
+    IRQ_INFERENCE_REPLICAS=$n IRQ_INFERENCE_PORT=$port setsid python3 -m irq inference serve \
+      >> "$logs/inference-$n.log" 2>&1 < /dev/null &
+  fi
+  # Every engine warmed up, also one a cut call left answering /health but cold (a warm one answers at once).
   for p in $ports; do
     wait_up "$p"
-    curl -sf -X POST "localhost:$p/warmup" > /dev/null
+    curl -sf -m "$(left)" -X POST "localhost:$p/warmup" > /dev/null || { echo "engine on :$p not warm"; exit 1; }
   done
   echo "irq's service of $n engine(s) up and warm after $(( $(date +%s) - t0 )) s"
 }
