@@ -5,14 +5,12 @@ slow or dead endpoint never holds back the jobs of another."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 
 from irq.broker import worker_argv
 from irq.endpoints import Endpoint, RegistryError, load_registry
+from irq.procs import supervise
 from irq.settings import Settings, get_settings
 
 STOP_S = 30  # how long the processes may take to finish their jobs after a stop
@@ -46,32 +44,5 @@ def _serve(endpoint: Endpoint) -> int:
 def _supervise(endpoints: Sequence[Endpoint]) -> int:
     """One `irq worker --endpoint NAME` child per endpoint; a stop signal stops them all, and so does the
     exit of any one of them (then with its exit status)."""
-    stopping: list[int] = []
-
-    def stop(signum: int, _frame: object) -> None:
-        stopping.append(signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    children = [
-        subprocess.Popen([sys.executable, "-m", "irq", "worker", "--endpoint", e.name]) for e in endpoints
-    ]
-    status = 0
-    while not stopping:
-        exited = [c for c in children if c.poll() is not None]
-        if exited:
-            status = exited[0].returncode or 1
-            print(f"irq worker: the process of an endpoint exited ({status}); stopping", file=sys.stderr)
-            break
-        time.sleep(0.5)
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_S
-    for child in children:
-        try:
-            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    return status
+    argv = [sys.executable, "-m", "irq", "worker", "--endpoint"]
+    return supervise([([*argv, e.name], {}) for e in endpoints], "irq worker", STOP_S)
