@@ -9,7 +9,8 @@
 #
 # The three engines (vLLM's server, irq's service of one engine, irq's service of ENGINES engines) start once
 # per machine, one after the other, each with MEMORY of the GPU (ENGINES engines share theirs), and stay up
-# between calls (setsid): a later call, while the machine is warm, reuses them. Results are kept in
+# between calls (setsid): a later call, while the machine is warm, reuses them; they stop once every run has
+# its results (in a dry run, at its end). Results are kept in
 # /tmp/irq-goal; a run whose results are kept is not run again, so the same command, called again, goes on
 # where the last call stopped (each call stops its runs at DEADLINE_S).
 # Carries: .whl, .fi (installed once) and .data.
@@ -67,6 +68,7 @@ start_server() {
     --enable-chunked-prefill --attention-backend $ATTENTION --generation-config vllm \
     --structured-outputs-config "{\"backend\": \"$BACKEND\", \"disable_any_whitespace\": true}" \
     > "$logs/vllm-server.log" 2>&1 < /dev/null &
+  echo $! >> "$keep/engines.pids"
   wait_up $SERVER_PORT
   echo "vLLM's server up after $(( $(date +%s) - t0 )) s"
 }
@@ -79,6 +81,7 @@ start_irq() {
   if ! up $ports; then
     IRQ_INFERENCE_REPLICAS=$n IRQ_INFERENCE_PORT=$port setsid python3 -m irq inference serve \
       >> "$logs/inference-$n.log" 2>&1 < /dev/null &
+    echo $! >> "$keep/engines.pids"
   fi
   # Every engine warmed up, also one a cut call left answering /health but cold (a warm one answers at once).
   for p in $ports; do
@@ -142,7 +145,17 @@ pipeline() {
   unset IRQ_INFERENCE_REPLICAS IRQ_DATABASE_URL IRQ_INFERENCE_URL
 }
 
+# stop_engines: the engines' sessions ended, once every run is done (or after a dry run): a call that stopped
+# at its deadline leaves them for the next.
+stop_engines() {
+  local pid
+  if [ "$engine" = vllm ] && ! all_done; then return 0; fi
+  for pid in $(cat "$keep/engines.pids" 2>/dev/null); do kill -- "-$pid" 2>/dev/null || true; done
+  rm -f "$keep/engines.pids"
+}
+
 report() {
+  stop_engines
   python3 -m scripts.gpu.paths_bench report --out-dir "$keep" > /dev/null 2>&1 || true
   cp "$keep/paths.md" "$keep/paths.json" "$out/" 2>/dev/null || true
   (cd "$keep" && tar -czf "$out/results.tgz" ./*-*.json ./cpu 2>/dev/null) || true
@@ -151,6 +164,17 @@ report() {
   sed -n '/^Goal/,$p' "$out/paths.md" 2>/dev/null | sed '/^Cores used/,$d' || true
 }
 trap report EXIT
+
+# all_done: whether every run of the goal has its results.
+all_done() {
+  local k label
+  for k in $(seq "${REPEAT:-2}"); do
+    for label in "service shared-r$k" "pipeline shared-4a-r$k" "pipeline shared-4a-${ENGINES}e-r$k"; do
+      kept $label > /dev/null || return 1
+    done
+    [ "$engine" != vllm ] || kept server "shared-r$k" > /dev/null || return 1
+  done
+}
 
 start_irq 1 $ONE_PORT
 start_irq "$ENGINES" $MANY_PORT
