@@ -256,7 +256,8 @@ def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, j
         failed = _store(jobs.fail, job, "model_mismatch", message, endpoint=endpoint.name)
         return Attempt.failed if failed else Attempt.discarded
     if mentions_one_of(schema):
-        reply = _one_branch_again(inference, request, schema, reply, job.deadline_at)
+        with _Process.watching(job.id) as abort:
+            reply = _one_branch_again(inference, request, schema, reply, job.deadline_at, abort)
     return _store_reply(jobs, job, reply, endpoint.name)
 
 
@@ -266,10 +267,12 @@ def _one_branch_again(
     schema: dict[str, Any],
     reply: GenerateResponse,
     deadline: datetime,
+    abort: Abort,
 ) -> GenerateResponse:
     """A document that matches several branches of a `oneOf` (the lenient grammar reads it as `anyOf`):
     generated once more, at once, under the schema narrowed to one branch that excludes the others
-    (`irq.bounding.narrowing`); the first reply stands when nothing can be narrowed or the second fails."""
+    (`irq.bounding.narrowing`); the first reply stands when nothing can be narrowed or the second fails (or
+    is dropped: the job was cancelled meanwhile, and its request stops with it, as the first one's would)."""
     document, error = checked_document(reply.text, schema)
     narrowed = None if error is None else one_of_narrowed(schema, document)
     remaining = (deadline - utcnow()).total_seconds()
@@ -277,7 +280,9 @@ def _one_branch_again(
         return reply
     again = request.model_copy(update={"schema_": engine_schema(narrowed, _Process.guidance)})
     try:
-        return inference.generate(again, timeout_s=remaining)
+        return inference.generate(again, timeout_s=remaining, abort=abort)
+    except Aborted:  # the job ended meanwhile: the lifecycle drops whatever is stored for it now
+        return reply
     except InferenceError as exc:
         log.warning("narrowed to one oneOf branch, the generation failed: %s (%s)", exc.code, exc)
         return reply
