@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from inference.protocol import TEMPERATURE_MAX, TEMPERATURE_MIN, TOP_P_MAX, TOP_P_MIN
+from irq.clock import ms_between
 from irq.store.models import Job
 
 
@@ -100,6 +101,11 @@ class Timings(BaseModel):
     enqueued_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    earlier_attempts_ms: float | None = Field(
+        description="Created → the last enqueue: a retried job's earlier attempts and the waits between "
+        "them (for a job run once, only the store write and the enqueue). With queue_wait_ms, "
+        "engine_wait_ms and generation_ms it makes up total_ms."
+    )
     queue_wait_ms: float | None = Field(description="Last enqueue → a worker started the job.")
     engine_wait_ms: float | None = Field(
         description="Accepted by the inference service → the engine's first step on the job (waiting "
@@ -177,6 +183,7 @@ class JobView(BaseModel):
                 enqueued_at=job.enqueued_at,
                 started_at=job.started_at,
                 finished_at=job.finished_at,
+                earlier_attempts_ms=ms_between(job.enqueued_at, job.created_at),
                 queue_wait_ms=job.queue_wait_ms,
                 engine_wait_ms=job.engine_wait_ms,
                 ttft_ms=job.ttft_ms,

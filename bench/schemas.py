@@ -66,6 +66,7 @@ def tally(jobs: list[dict[str, Any]], finished: list[dict[str, Any]]) -> dict[st
     """Per category (and "all"), what became of its jobs."""
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     failures: dict[str, Counter[str]] = defaultdict(Counter)
+    cuts: dict[str, Counter[str]] = defaultdict(Counter)
     for job, done in zip(jobs, finished, strict=True):
         for name in (job["category"], "all"):
             row = counts[name]
@@ -85,28 +86,36 @@ def tally(jobs: list[dict[str, Any]], finished: list[dict[str, Any]]) -> dict[st
                 else:
                     row["schema_valid"] += 1
             elif (done.get("error") or {}).get("code") == "output_truncated":
-                row["truncated"] += 1
+                row["truncated"] += 1  # cut at max_tokens (`length`) or stopped in a loop (`repetition`)
+                cuts[name][done.get("finish_reason") or "unknown"] += 1
             else:
                 failures[name][(done.get("error") or {}).get("code") or status] += 1
             if done.get("bounded"):
                 row["bounded_retries"] += 1
-    return {name: {**row, "failures": dict(failures[name])} for name, row in counts.items()}
+    return {
+        name: {**row, "failures": dict(failures[name]), "truncated_by": dict(cuts[name])}
+        for name, row in counts.items()
+    }
 
 
 def markdown(rows: dict[str, dict[str, Any]]) -> str:
     head = (
         "| category | jobs | accepted | schema-valid | of accepted | truncated | other failures "
-        "| hollow successes | invalid successes | not terminal |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        "| hollow successes | invalid successes | not terminal | took a bounded retry |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for name in sorted(rows, key=lambda n: (n == "all", n)):
         r = rows[name]
         rate = f"{r.get('schema_valid', 0) / r['accepted']:.1%}" if r.get("accepted") else "—"
         failures = ", ".join(f"{code} {n}" for code, n in sorted(r["failures"].items())) or "0"
+        by = ", ".join(f"{reason} {n}" for reason, n in sorted(r.get("truncated_by", {}).items()))
+        truncated = f"{r.get('truncated', 0)}" + (f" ({by})" if by else "")
         lines.append(
             f"| {name} | {r['jobs']} | {r.get('accepted', 0)} | {r.get('schema_valid', 0)} | {rate} "
-            f"| {r.get('truncated', 0)} | {failures} | {r.get('hollow_successes', 0)} "
-            f"| {r.get('invalid_successes', 0)} | {r.get('not_terminal', 0)} |"
+            f"| {truncated} | {failures} | {r.get('hollow_successes', 0)} "
+            f"| {r.get('invalid_successes', 0)} | {r.get('not_terminal', 0)} "
+            f"| {r.get('bounded_retries', 0)} |"
         )
     return head + "\n".join(lines) + "\n"
 

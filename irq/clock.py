@@ -12,6 +12,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def ms_between(later: datetime | None, earlier: datetime | None) -> float | None:
+    """Milliseconds from `earlier` to `later`; None where either is unknown."""
+    return None if later is None or earlier is None else (later - earlier).total_seconds() * 1000.0
+
+
 def new_id() -> str:
     """A time-ordered UUID (version 7 layout): 48 bits of Unix milliseconds, then random bits."""
     ms = time.time_ns() // 1_000_000

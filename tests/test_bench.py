@@ -165,15 +165,17 @@ def test_real_world_schemas_through_the_pipeline(tmp_path: Path, inference_url: 
 
 def test_the_schemas_tally_sets_hollow_successes_and_each_failure_code_apart() -> None:
     """A success whose document is an empty shell is no schema-valid success; failures are counted by code,
-    per category and over all."""
+    per category and over all; truncations by what cut them (max_tokens, or a loop stopped early)."""
     open_object = {"type": "object"}
-    jobs = [{"category": c, "schema": open_object, "body": {}} for c in ("A", "A", "A", "B", "B")]
+    jobs = [{"category": c, "schema": open_object, "body": {}} for c in ("A", "A", "A", "B", "B", "C", "C")]
     finished: list[dict[str, Any]] = [
         {"status": "succeeded", "result": {}},
         {"status": "succeeded", "result": {"name": "Ada"}},
         {"status": "failed", "error": {"code": "grammar_error"}},
         {"status": "failed", "error": {"code": "hollow_output"}, "bounded": True},
         {"status": "failed", "error": {"code": "prompt_too_long"}},
+        {"status": "failed", "error": {"code": "output_truncated"}, "finish_reason": "length", "bounded": 1},
+        {"status": "failed", "error": {"code": "output_truncated"}, "finish_reason": "repetition"},
     ]
     rows = tally(jobs, finished)
     assert rows["A"]["hollow_successes"] == 1 and rows["A"]["schema_valid"] == 1
@@ -185,7 +187,9 @@ def test_the_schemas_tally_sets_hollow_successes_and_each_failure_code_apart() -
     assert rows["all"]["hollow_successes"] == 1 and sum(rows["all"]["failures"].values()) == 3
     table = markdown(rows)
     assert "hollow successes" in table.splitlines()[0]
-    assert "| A | 3 | 3 | 1 | 33.3% | 0 | grammar_error 1 | 1 | 0 | 0 |" in table
+    assert "| A | 3 | 3 | 1 | 33.3% | 0 | grammar_error 1 | 1 | 0 | 0 | 0 |" in table
+    assert rows["C"]["truncated"] == 2 and rows["C"]["truncated_by"] == {"length": 1, "repetition": 1}
+    assert "| C | 2 | 2 | 0 | 0.0% | 2 (length 1, repetition 1) | 0 | 0 | 0 | 0 | 1 |" in table
 
 
 def test_the_store_benchmark_times_every_read_and_a_prune_keeps_the_counts(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ PROMPTS = [
 # own, a dry run would meet whatever else listens there (another run's service answering its /health).
 FIXED_PORTS = (6399, 8000, 8001, 8101, 8102, 8201)
 # The dry run's knobs, small enough for a CPU machine; each script reads those it has.
-DRY_RUN = {"ENGINE": "simulated", "N": "8", "CONCURRENCY": "4", "PROCS": "1", "LIMIT": "3"}
+DRY_RUN = {"ENGINE": "simulated", "N": "8", "CONCURRENCY": "4", "PROCS": "1", "LIMIT": "3", "REPEAT": "1"}
 
 
 def pinned(section: str) -> list[tuple[str, str]]:

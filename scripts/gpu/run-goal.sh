@@ -5,7 +5,9 @@
 # and on ENGINES engines of the model sharing the GPU (IRQ_INFERENCE_REPLICAS), on the IR set and the mixed
 # set (scripts/gpu/paths_bench.py), interleaved (the order turned around every other repetition) and REPEAT
 # times. The report ($OUT/paths.md, its last sections) gives req/s and valid documents/s of every run, the
-# means over the repetitions and their ratios to vLLM's server.
+# means over the repetitions and their ratios to vLLM's server. After the first repetition, on the one-engine service,
+# `irq bench schemas` (the jsonschemabench schemas, one job each, and the IR prompts through the pipeline):
+# schema-valid, hollow, truncated and failed by code per category ($OUT/schemas.md).
 #
 # The three engines (vLLM's server, irq's service of one engine, irq's service of ENGINES engines) start once
 # per machine, one after the other, each with MEMORY of the GPU (ENGINES engines share theirs), and stay up
@@ -16,14 +18,17 @@
 # Carries: .whl, .fi (installed once) and .data.
 # Usage: bash scripts/gpu/run-goal.sh
 # Environment: ENGINES (3), REPEAT (2), N (600 a set), CONCURRENCY (512 in flight, every path), SETS
-#   ("ir mixed"), DEADLINE_S (570), MEMORY (0.3). A dry run on a CPU machine: ENGINE=simulated
+#   ("ir mixed"), DEADLINE_S (570), MEMORY (0.25), LIMIT (all: `irq bench schemas`' schemas). A dry run on a
+#   CPU machine: ENGINE=simulated
 #   SITE=DIR (a dist-info of each carried wheel in DIR, so that none is installed), .venv/bin first on PATH;
 #   vLLM's server is then left out.
 set -euo pipefail
 
 # The engine's settings, the same for every engine (as run-paths.sh's).
 MODEL=/tmp/hf SERVED_MODEL=SmolLM2-135M-Instruct BACKEND=guidance ATTENTION=FLASHINFER
-MAX_NUM_SEQS=256 MAX_MODEL_LEN=4096 MAX_NUM_BATCHED_TOKENS=8192 MEMORY=${MEMORY:-0.3}
+# MEMORY: each of the three engines' share of the GPU's memory. An engine takes about 1.7 GiB beyond its share
+# (the CUDA context, its graphs): at 0.3, vLLM's server could not start on an 80 GiB H100 beside the others.
+MAX_NUM_SEQS=256 MAX_MODEL_LEN=4096 MAX_NUM_BATCHED_TOKENS=8192 MEMORY=${MEMORY:-0.25}
 MAX_TOKENS=512 TEMPERATURE=0.3 TOP_P=0.95 WARMUP=8
 ENGINES=${ENGINES:-3}
 SERVER_PORT=8201 ONE_PORT=8101 MANY_PORT=8111
@@ -50,10 +55,12 @@ left() { echo $(( deadline - $(date +%s) )); }
 
 # up PORT…: whether a service answers /health on every port.
 up() { local p; for p in "$@"; do curl -sf "localhost:$p/health" > /dev/null || return 1; done; }
-# wait_up PORT… : until they answer (or the deadline).
+# wait_up PID PORT… : until they answer (or the deadline, or the process PID, when given, has ended).
 wait_up() {
+  local pid=$1; shift
   until up "$@"; do
     sleep 2; [ "$(left)" -gt 30 ] || { echo "not up before the deadline: $*"; exit 1; }
+    [ -z "$pid" ] || kill -0 "$pid" 2>/dev/null || { echo "the engine on $* exited (its log: $logs)"; exit 1; }
   done
 }
 
@@ -69,23 +76,24 @@ start_server() {
     --structured-outputs-config "{\"backend\": \"$BACKEND\", \"disable_any_whitespace\": true}" \
     > "$logs/vllm-server.log" 2>&1 < /dev/null &
   echo $! >> "$keep/engines.pids"
-  wait_up $SERVER_PORT
+  wait_up $! $SERVER_PORT
   echo "vLLM's server up after $(( $(date +%s) - t0 )) s"
 }
 # start_irq ENGINES PORT: irq's service of that many engines (ports PORT …), each warmed up.
 start_irq() {
-  local n=$1 port=$2 t0 p ports
+  local n=$1 port=$2 t0 p ports pid=""
   ports=$(seq "$port" $(( port + n - 1 )))
   t0=$(date +%s)
   # shellcheck disable=SC2086
   if ! up $ports; then
     IRQ_INFERENCE_REPLICAS=$n IRQ_INFERENCE_PORT=$port setsid python3 -m irq inference serve \
       >> "$logs/inference-$n.log" 2>&1 < /dev/null &
-    echo $! >> "$keep/engines.pids"
+    pid=$!
+    echo $pid >> "$keep/engines.pids"
   fi
   # Every engine warmed up, also one a cut call left answering /health but cold (a warm one answers at once).
   for p in $ports; do
-    wait_up "$p"
+    wait_up "$pid" "$p"
     curl -sf -m "$(left)" -X POST "localhost:$p/warmup" > /dev/null || { echo "engine on :$p not warm"; exit 1; }
   done
   echo "irq's service of $n engine(s) up and warm after $(( $(date +%s) - t0 )) s"
@@ -154,10 +162,22 @@ stop_engines() {
   rm -f "$keep/engines.pids"
 }
 
+# schemas: `irq bench schemas` through a pipeline of its own in front of the one-engine service, once.
+schemas() {
+  [ ! -f "$keep/schemas/schemas.json" ] || { echo "=== schemas: kept from an earlier call"; return 0; }
+  [ "$(left)" -gt 120 ] || { echo "=== schemas: skipped (deadline)"; return 0; }
+  echo "=== schemas ($(left) s left)"
+  local limit=(); [ -z "${LIMIT:-}" ] || limit=(--limit "$LIMIT")
+  timeout --kill-after=10 $(( $(left) - 20 )) python3 -m irq bench schemas --schemas .data/jsonschemabench \
+    --prompts .data/prompts.jsonl "${limit[@]}" --max-tokens $MAX_TOKENS --inference-url "http://127.0.0.1:$ONE_PORT/generate" \
+    --deadline-s $(( $(left) - 40 )) --out "$keep/schemas" 2>&1 | tail -n 40 | tee -a "$logs/bench.log" || true
+}
+
 report() {
   stop_engines
   python3 -m scripts.gpu.paths_bench report --out-dir "$keep" > /dev/null 2>&1 || true
   cp "$keep/paths.md" "$keep/paths.json" "$out/" 2>/dev/null || true
+  cp "$keep/schemas/schemas.md" "$keep/schemas/schemas.json" "$out/" 2>/dev/null || true
   (cd "$keep" && tar -czf "$out/results.tgz" ./*-*.json ./cpu 2>/dev/null) || true
   (cd "$logs" && tar -czf "$out/logs.tgz" ./*.log 2>/dev/null) || true
   echo "--- $(( $(date +%s) - started_at )) s"
@@ -174,6 +194,7 @@ all_done() {
     done
     [ "$engine" != vllm ] || kept server "shared-r$k" > /dev/null || return 1
   done
+  [ -f "$keep/schemas/schemas.json" ]
 }
 
 start_irq 1 $ONE_PORT
@@ -190,4 +211,5 @@ for k in $(seq "${REPEAT:-2}"); do
       many) pipeline "$ENGINES" $MANY_PORT "shared-4a-${ENGINES}e-r$k" ;;
     esac
   done
+  [ "$k" != 1 ] || schemas
 done

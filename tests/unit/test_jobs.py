@@ -500,3 +500,25 @@ def test_queued_jobs_fail_when_every_endpoint_of_their_model_stays_down_past_the
     assert (failed.status, failed.error_code) == (JobStatus.failed, "endpoint_unavailable")
     assert stored(jobs, patient.id).status == stored(jobs, fresh.id).status == JobStatus.queued
     assert notices.notices == [hurried.id]
+
+
+# --- the record's timings ---------------------------------------------------------------------------
+
+
+def test_a_retried_jobs_timings_account_for_its_earlier_attempts(jobs: JobManager, owner: int) -> None:
+    """The record's parts add up to its total also after a retry: the earlier attempts, and the waits
+    between them, are `earlier_attempts_ms` (created → the last enqueue); the rest is the last attempt's."""
+    from api.schemas import JobView
+
+    once, retried = submitted(jobs, owner), submitted(jobs, owner)
+    assert jobs.succeed(claimed(jobs, once.id), outcome()) is True
+    first = claimed(jobs, retried.id)
+    time.sleep(0.05)  # the first attempt's generation, cut at max_tokens
+    assert jobs.retry_or_fail(first, truncated()).retry
+    assert jobs.succeed(claimed(jobs, retried.id), outcome()) is True
+    views = [JobView.of(stored(jobs, job.id)).timings for job in (once, retried)]
+    assert views[0].earlier_attempts_ms is not None and views[0].earlier_attempts_ms < 50
+    t = views[1]
+    assert t.earlier_attempts_ms is not None and t.queue_wait_ms is not None and t.total_ms is not None
+    assert t.earlier_attempts_ms >= 50 > t.queue_wait_ms
+    assert t.earlier_attempts_ms + t.queue_wait_ms <= t.total_ms
