@@ -10,7 +10,8 @@ from pydantic import BaseModel
 
 from api.schemas import JobView
 
-ROOT = Path(__file__).resolve().parent.parent
+SELF = Path(__file__).resolve()
+ROOT = SELF.parent.parent
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "scripts").rglob("README.md")])
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 UP = re.compile(r"(?<![\w.])((?:\.\./)+[\w.-][\w./-]*)")
@@ -74,6 +75,26 @@ def test_every_link_of_a_page_leads_to_a_file_of_the_repository() -> None:
 
 def test_every_repository_path_a_page_names_is_there() -> None:
     assert {str(p.relative_to(ROOT)): m for p in PAGES if (m := missing_paths(p))} == {}
+
+
+def code_files() -> list[Path]:
+    """The repository's Python and shell scripts, its data aside, and this test aside (it names a missing page
+    on purpose)."""
+    folders = [ROOT / folder for folder in (*TOP, ".ci") if folder != "docs"]
+    found = [
+        p for folder in folders for p in folder.rglob("*") if p.is_file() and p.suffix in (".py", ".sh", "")
+    ]
+    return [p for p in found if "data" not in p.relative_to(ROOT).parts and p != SELF]
+
+
+def test_every_page_the_code_points_at_is_there() -> None:
+    """Docstrings and comments name docs pages (`docs/benchmarks.md`) for their figures."""
+    named = {
+        (str(path.relative_to(ROOT)), page)
+        for path in code_files()
+        for page in re.findall(r"docs/[\w./-]*\.md", path.read_text(errors="replace"))
+    }
+    assert {(where, page) for where, page in named if not (ROOT / page).exists()} == set()
 
 
 def test_the_checks_catch_what_they_look_for(tmp_path: Path) -> None:
