@@ -1,8 +1,10 @@
-"""The docs hold together: no link or path in README.md, docs/ or a scripts/ README leaves the repository or
-names a file that is not there, and the job record's table on docs/api.md lists every field of a job."""
+"""The docs hold together: a short README that points on; no link or path in README.md, docs/ or a scripts/
+README leaves the repository or names a file that is not there, nor does a docs page the code names; and the
+job record's table on docs/api.md lists every field of a job."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -63,6 +65,13 @@ def missing_paths(page: Path, root: Path = ROOT) -> list[str]:
     text = page.read_text()
     named = {p.rstrip(".") for p in ROOTED.findall(text) if not PLACEHOLDER.search(p)}
     return sorted(p for p in named if not (root / p).exists())
+
+
+def test_the_readme_is_short_and_its_two_commands_are_there() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 200, "the README points on to docs/ rather than holding it"
+    for command in ("./scripts/dev", "./scripts/test"):
+        assert f"\n{command} " in readme and os.access(ROOT / command, os.X_OK)
 
 
 def test_no_page_points_outside_the_repository() -> None:
