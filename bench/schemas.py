@@ -1,11 +1,11 @@
-"""Real-world schemas through the whole pipeline: a generic prompt per JSON Schema of a folder (by default
-../shared/data/jsonschemabench, whose file names start with their category) and the IR prompts with the
-default schema, through REST → Redis → worker → inference service → store. Per category: jobs, accepted at
-submit, succeeded and schema-valid (each document checked here again with `jsonschema` against the schema
-it was submitted with), hollow successes (valid, but no content where the schema allows some:
-`irq.bounding.hollow`; not counted as schema-valid), truncated (`output_truncated`), other failures (by
-code: `hollow_output`, `grammar_error`, `prompt_too_long`, …), reported successes that fail that check, and
-jobs still not terminal at the deadline. Writes schemas.md and schemas.json.
+"""Real-world schemas through the whole pipeline: a generic prompt per JSON Schema of a folder (`--schemas`:
+the `jsonschemabench/` of a folder holding prompts.jsonl and jsonschemabench/, whose file names start with
+their category) and the IR prompts with the default schema, through REST → Redis → worker → inference service
+→ store. Per category: jobs, accepted at submit, succeeded and schema-valid (each document checked here again
+with `jsonschema` against the schema it was submitted with), hollow successes (valid, but no content where the
+schema allows some: `irq.bounding.hollow`; not counted as schema-valid), truncated (`output_truncated`), other
+failures (by code: `hollow_output`, `grammar_error`, `prompt_too_long`, …), reported successes that fail that
+check, and jobs still not terminal at the deadline. Writes schemas.md and schemas.json.
 
     irq bench schemas [--schemas DIR] [--prompts FILE] [--limit N | --per-category N] [--max-tokens 512]
                       [--inference-url URL] [--deadline-s S] [--out DIR]

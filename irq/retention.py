@@ -3,10 +3,10 @@ it finished (30 by default: OpenAI keeps a batch's output files 30 days, and cli
 API fetch results on that schedule), then deleted. The rollups (`irq/store/rollups.py`) count every job
 before it goes, so `/v1/stats`, `/dashboard` and `/metrics` still answer about the pruned past.
 
-The sweeper prunes a few chunks at each sweep; `irq prune` does it at once, optionally exporting every
-deleted job as a JSON line first. Each chunk is its own short transaction on primary keys. At each sweep it
-also deletes the bytes in the files folder that no `files` row names (an upload cut short by a crash)
-once they are `LEFTOVER_S` old.
+The records keeper (`worker/upkeep.py`) prunes a few chunks at each pass; `irq db prune` does it at once,
+optionally exporting every deleted job as a JSON line first. Each chunk is its own short transaction on
+primary keys. At each pass it also deletes the bytes in the files folder that no `files` row names (an
+upload cut short by a crash) once they are `LEFTOVER_S` old.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sample files under examples/, sent the way the README shows: each is accepted whole, as the jobs it
+"""The sample files under examples/, sent the way docs/api.md shows: each is accepted whole, as the jobs it
 says, with its schema checked as any submit's is (an API with no worker, so the jobs stay queued)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The code's layout holds as the README describes it: producer and consumer apart, SQL only in the store,
-small modules, and no import cycle between irq's own modules."""
+"""The code's layout holds as docs/internals.md describes it: producer and consumer apart, SQL only in the
+store, small modules, and no import cycle between irq's own modules."""
 
 from __future__ import annotations
 

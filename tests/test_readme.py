@@ -1,5 +1,5 @@
-"""The README's sessions show what the API answers today: every job record they print has exactly the
-fields (and nested fields) a job has now."""
+"""The console sessions of the README and docs/api.md show what the API answers today: every job record they
+print has exactly the fields (and nested fields) a job has now."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from irq.procs import ROOT
 from tests.conftest import Stack
 
 
-def printed_jobs() -> list[dict[str, Any]]:
-    """The JSON job records in the README's console sessions: one-line answers, and pretty ones."""
-    text = (ROOT / "README.md").read_text()
+def printed_jobs(page: str) -> list[dict[str, Any]]:
+    """The JSON job records in a page's console sessions: one-line answers, and pretty ones."""
+    text = (ROOT / page).read_text()
     jobs = []
     for block in re.findall(r"```console\n(.*?)```", text, flags=re.S):
         decoder = json.JSONDecoder()
@@ -38,8 +38,11 @@ def shape(value: Any) -> Any:
 
 
 def test_the_job_records_the_readme_prints_have_the_fields_a_job_has(api_only: Stack) -> None:
-    documented = printed_jobs()
+    documented = printed_jobs("README.md")
     assert len(documented) >= 2, "the README's curl session shows the queued job and the finished one"
+    on_the_api_page = printed_jobs("docs/api.md")
+    assert len(on_the_api_page) >= 1, "docs/api.md's CLI session shows a finished job"
+    documented += on_the_api_page
     with api_only.client() as http:
         job = http.post("/v1/jobs", json={"prompt": "Create a function that returns the maximum of a list"})
         assert job.status_code == 202

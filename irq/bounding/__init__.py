@@ -17,8 +17,8 @@ Budget rule. A token is taken as 1 character of compact JSON, and a quarter of `
 as margin: the document gets `max_tokens * 3 // 4` characters. SmolLM2's tokenizer gives 2.9-3.0
 characters per token on the longest IR document (`tests/test_ir_schema.py`'s, compact and spaced), but
 a bounded schema serves a retry after a document did not fit, and those are not ordinary: on the H200
-(docs/gpu.md) the documents SmolLM2-135M had been cut in held 0.6-1.1 characters per token (runs of
-digits, escapes, one-character tokens).
+(docs/gpu-results/NOTEBOOK.md) the documents SmolLM2-135M had been cut in held 0.6-1.1 characters per
+token (runs of digits, escapes, one-character tokens).
 The budget is split top-down. An object pays for its braces, keys, colons and commas and shares
 the rest among its values: a value of known small size (a boolean, an enum, an already short string; a
 number counts as 12) takes what it needs, the others share equally. An array allows at most 5 items

@@ -1,6 +1,6 @@
 """The statements on the jobs and batches tables, as Core statements (no ORM unit of work: it cost more than
-the statements themselves, docs/benchmarks.md). Only the lifecycle (`irq/jobs.py`) moves a job between
-statuses; readers (the API) call the `get`, `page` and batch reads directly.
+the statements themselves, docs/bench-results/NOTEBOOK.md). Only the lifecycle (`irq/jobs.py`) moves a job
+between statuses; readers (the API) call the `get`, `page` and batch reads directly.
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ class Job(Base):
     # A failed generation's text (bounded), when it produced no document: truncated or not JSON.
     output_text: Mapped[str | None] = mapped_column(Text)
     # A job cut at max_tokens may run once more under its schema bounded to the token budget
-    # (`irq/bounding.py`); `bounded` says that its latest attempt did.
+    # (`irq/bounding/`); `bounded` says that its latest attempt did.
     retry_truncated: Mapped[bool] = mapped_column(default=True)
     bounded: Mapped[bool] = mapped_column(default=False)
     validation_error: Mapped[str | None] = mapped_column(Text)

@@ -3,11 +3,11 @@ interpreter lock.
 
 `/v1/stats`, `/dashboard/data` and `/metrics` read the rollups and merge their histograms in Python: run in
 the API's own process, a long-window read held its interpreter lock for hundreds of milliseconds at a time,
-and the submits in flight waited for it (p99 8 → 93 ms at 10M jobs, docs/benchmarks.md). `ReadProcess.call`
-runs such a read (a function whose first argument is the store's `Database`: a read of `irq/store`, or a
-route's whole computation over such reads) in a child process with its own small pool to the same store,
-and hands back its result; the API thread waiting for it holds no lock meanwhile. The children run at a
-lower priority than the API, are started when first needed (spawned: a fork of a threaded server is
+and the submits in flight waited for it (p99 8 → 93 ms at 10M jobs, docs/bench-results/NOTEBOOK.md).
+`ReadProcess.call` runs such a read (a function whose first argument is the store's `Database`: a read of
+`irq/store`, or a route's whole computation over such reads) in a child process with its own small pool to the
+same store, and hands back its result; the API thread waiting for it holds no lock meanwhile. The children run
+at a lower priority than the API, are started when first needed (spawned: a fork of a threaded server is
 unsafe), and one that dies is replaced at the next read.
 """
 

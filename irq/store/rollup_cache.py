@@ -1,12 +1,12 @@
 """The rollup rows a process has read, kept for its next reads (`rollups.finished_in`).
 
 The rollups of the past change rarely: the records keeper adds the minutes it rolls up, and once an hour
-merges two-hour-old minutes into their hour (once a day, hours into their day). Fetching and decoding
-every row's histograms at every read was half of what a 30-day `/v1/stats` cost in its read process (at
-10M jobs, 0.68 s of CPU a read before, 0.33 s with the rows kept: docs/benchmarks.md). So each read first
-asks the table how many rows it holds and its highest id; the rows added since the last read are fetched
-by id, and when the count then differs from the rows kept (rows were merged or deleted, or one was
-committed after a higher id), every row is fetched again.
+merges two-hour-old minutes into their hour (once a day, hours into their day). Fetching and decoding every
+row's histograms at every read was half of what a 30-day `/v1/stats` cost in its read process (at 10M jobs,
+0.68 s of CPU a read before, 0.33 s with the rows kept: docs/bench-results/NOTEBOOK.md). So each read first
+asks the table how many rows it holds and its highest id; the rows added since the last read are fetched by
+id, and when the count then differs from the rows kept (rows were merged or deleted, or one was committed
+after a higher id), every row is fetched again.
 
 Each `Database` has its own cache, kept for the life of its process: the read processes
 (irq/store/read_process.py) hold one for as long as their API runs.
