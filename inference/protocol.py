@@ -30,6 +30,12 @@ class GenerateRequest(BaseModel):
         default_factory=lambda: get_settings().default_temperature, ge=TEMPERATURE_MIN, le=TEMPERATURE_MAX
     )
     top_p: float = Field(default_factory=lambda: get_settings().default_top_p, gt=TOP_P_MIN, le=TOP_P_MAX)
+    stop_loops: bool = Field(
+        default=True,
+        description="Stop a generation caught in a loop at once, finish reason `repetition` "
+        "(inference/repetition.py). False where the schema bounds the document to the budget: it closes "
+        "within it whatever the tokens, and a loop stopped there would leave no document.",
+    )
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -5,7 +5,8 @@ cut it: the document cannot close, and every token after the loop began is GPU t
 engines stop such a generation as soon as its last tokens repeat one unit of at most `MAX_PERIOD` tokens at
 least `MIN_REPEATS` times, over at least `MIN_SPAN` tokens, and end it with finish reason `repetition`; the
 service answers it as a cut document (`output_truncated`), which the retry policy runs again under the
-bounded schema. A matrix of zeros or a list of one repeated value of 32 tokens and more is stopped too: no
+bounded schema. That bounded attempt asks for no such stop (`GenerateRequest.stop_loops`): its document
+closes within the budget whatever the tokens, and a loop stopped there would fail the job for good. A matrix of zeros or a list of one repeated value of 32 tokens and more is stopped too: no
 useful document is made of such runs.
 """
 

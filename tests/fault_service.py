@@ -61,6 +61,7 @@ def build(latency_s: float) -> FastAPI:
     app = create_app(engine, settings)
     calls: Counter[str] = Counter()
     schemas: defaultdict[str, list[object]] = defaultdict(list)  # what each call of a prompt was given
+    stop_loops: defaultdict[str, list[object]] = defaultdict(list)  # and whether it was to stop a loop
 
     @app.middleware("http")
     async def inject(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -70,6 +71,7 @@ def build(latency_s: float) -> FastAPI:
         prompt = str(body.get("prompt", ""))
         calls[prompt] += 1
         schemas[prompt].append(body.get("schema"))
+        stop_loops[prompt].append(body.get("stop_loops"))
         found = FAULTS.search(prompt)
         script = [a.strip() for a in found.group(1).split(",") if a.strip()] if found else []
         action = script[calls[prompt] - 1] if calls[prompt] <= len(script) else ""
@@ -129,6 +131,10 @@ def build(latency_s: float) -> FastAPI:
     @app.get("/schemas")
     async def get_schemas() -> dict[str, list[object]]:
         return dict(schemas)
+
+    @app.get("/stop-loops")
+    async def get_stop_loops() -> dict[str, list[object]]:
+        return dict(stop_loops)
 
     return app
 

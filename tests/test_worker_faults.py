@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from irq.broker import Broker
@@ -130,7 +131,8 @@ def test_a_truncated_job_runs_once_more_bounded_unless_told_not_to(
     sqlite_url: str, redis_url: str, inference: FaultService, tmp_path: Path
 ) -> None:
     """A document cut at max_tokens, on a schema with an unbounded string and free extra properties: the
-    job runs again under the schema bounded to its token budget, and the record says so; a job that asks
+    job runs again under the schema bounded to its token budget (where a loop is not stopped early: the
+    document closes within the budget), and the record says so; a job that asks
     for no such retry fails `output_truncated` and keeps what was generated; so does a job whose document
     does not match its schema."""
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
@@ -159,6 +161,8 @@ def test_a_truncated_job_runs_once_more_bounded_unless_told_not_to(
         assert sent[0]["properties"] == schema["properties"]  # the user's schema first
         bounded = sent[1]
         assert bounded["additionalProperties"] is False and 0 < bounded["properties"]["a"]["maxLength"] < 256
+        # A loop is stopped in the first attempt, not in the bounded one: that document closes in its budget.
+        assert httpx.get(inference.base + "/stop-loops", timeout=10).json()[retried] == [True, False]
 
         assert second["status"] == "failed" and second["error"]["code"] == "output_truncated"
         assert second["attempts"] == 1 and second["bounded"] is False and second["retry_truncated"] is False

@@ -233,6 +233,8 @@ def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, j
         max_tokens=job.max_tokens,
         temperature=job.temperature,
         top_p=job.top_p,
+        # A bounded document closes within the budget: stopping a loop there would only fail the job.
+        stop_loops=not job.bounded,
     )
     endpoint = gate.endpoint
     try:

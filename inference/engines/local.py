@@ -323,7 +323,7 @@ class LocalEngine(Engine):
         bitmask = llguidance.torch.allocate_token_bitmask(1, self._loaded.ll_tokenizer.vocab_size)
         decoded = _Decoded()
         input_ids, past = prompt_ids, None
-        watch = LoopWatch()
+        watch = LoopWatch() if request.stop_loops else None
         with torch.inference_mode():
             # The prompt but its last chunk, which the first step below reads with the logits it needs.
             while input_ids.shape[1] > PREFILL_CHUNK and not abandoned.is_set():
@@ -353,7 +353,9 @@ class LocalEngine(Engine):
                 if matcher.is_stopped():
                     decoded.finish_reason = "stop"
                     break
-                if watch.stuck(decoded.tokens):  # a loop: the rest of the budget would buy nothing
+                if watch is not None and watch.stuck(
+                    decoded.tokens
+                ):  # a loop: the rest of the budget would buy nothing
                     decoded.finish_reason = REPETITION
                     break
                 input_ids = torch.tensor([[token]])

@@ -292,11 +292,11 @@ class VLLMEngine(Engine):
         collected = Collected(accepted=accepted)
         request_id = uuid.uuid4().hex
         stream = self._llm.generate({"prompt_token_ids": ids}, params, request_id=request_id)
-        watch = LoopWatch()
+        watch = LoopWatch() if request.stop_loops else None
         try:
             async for output in stream:
                 collected.add(output, (time.monotonic() - accepted) * 1000)
-                if collected.finish_reason is None and watch.stuck(collected.token_ids):
+                if collected.finish_reason is None and watch is not None and watch.stuck(collected.token_ids):
                     # Caught in a loop: the rest of its budget would buy nothing (inference/repetition.py).
                     await self._abort(request_id)
                     collected.finish_reason = REPETITION
