@@ -19,6 +19,7 @@ from redis.commands.core import AsyncScript
 
 from api.errors import ApiError
 from irq.broker import Broker, rate_key
+from irq.error_codes import ErrorCode
 from irq.events import FinishedListener
 from irq.files import FileStorage
 from irq.jobs import JobManager
@@ -168,7 +169,7 @@ async def principal(  # async: no thread hop on the common path (a cached key)
     if credentials is None:
         raise ApiError(
             401,
-            "unauthorized",
+            ErrorCode.unauthorized,
             "missing API key: send `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
@@ -177,7 +178,7 @@ async def principal(  # async: no thread hop on the common path (a cached key)
     )
     if found is None:
         raise ApiError(
-            401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+            401, ErrorCode.unauthorized, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
         )
     await _check_rate(svc, found)
     return found
@@ -201,7 +202,7 @@ async def _check_rate(svc: Services, who: Principal) -> None:
     if count > limit:
         raise ApiError(
             429,
-            "rate_limited",
+            ErrorCode.rate_limited,
             f"this API key is limited to {limit} requests per second",
             headers={"Retry-After": "1"},
         )

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inference.errors import PartialOutput, RetryableInferenceError
+from irq.error_codes import ErrorCode
 from irq.settings import get_settings
 
 # The sampling ranges every engine accepts; the API checks a job's values against the same ones.
@@ -61,14 +62,14 @@ class GenerateResponse(BaseModel):
 def decode_response(body: object) -> GenerateResponse:
     """A `/generate` answer's decoded JSON body as a response; `RetryableInferenceError` when unreadable."""
     if not isinstance(body, dict):
-        raise RetryableInferenceError("inference_bad_response", f"unreadable response: {type(body).__name__}")
+        raise RetryableInferenceError(ErrorCode.inference_bad_response, f"unreadable response: {type(body).__name__}")
     body = dict(body)
     if "text" not in body and "ir_json" in body:
         body["text"] = body.pop("ir_json")  # the older deployments' key
     try:
         return GenerateResponse.model_validate(body)
     except ValidationError as exc:
-        raise RetryableInferenceError("inference_bad_response", f"unreadable response: {exc}") from exc
+        raise RetryableInferenceError(ErrorCode.inference_bad_response, f"unreadable response: {exc}") from exc
 
 
 class HealthResponse(BaseModel):

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from irq.broker import Broker
 from irq.clock import new_id, utcnow
 from irq.endpoints import EndpointState, NotServed, Registry
+from irq.error_codes import ErrorCode
 from irq.events import Notifier
 from irq.retry import Fault, Generated, RetryDecision, RetryPolicy, WorkerLost
 from irq.settings import Settings
@@ -187,7 +188,7 @@ class JobManager:
     def expire_batch(self, batch_id: str) -> None:
         """End the batch's queued and running jobs: its completion window is over (its finished jobs keep
         their outcome)."""
-        values = {**_cancelled("the batch's completion window ended"), "error_code": "batch_expired"}
+        values = {**_cancelled("the batch's completion window ended"), "error_code": ErrorCode.batch_expired}
         self.notifier.finished(self.store.cancel_batch(batch_id, values, mark_batch=False))
 
     # --- running ---------------------------------------------------------------------------
@@ -345,7 +346,7 @@ class JobManager:
                     f"no endpoint serving {model} with {backend} has answered for {down_s:.0f} s, "
                     f"longer than the job's timeout of {job.timeout_s:g} s"
                 )
-                values = dict(finished_at=now, error_code="endpoint_unavailable", error_message=message)
+                values = dict(finished_at=now, error_code=ErrorCode.endpoint_unavailable, error_message=message)
                 if self.store.end_queued(job.id, dict(status=JobStatus.failed, **values)):
                     self.notifier.finished([job.id])
                     failed += 1
@@ -377,7 +378,7 @@ class JobManager:
             try:
                 self._enqueue(job, job.priority)
             except NotServed as exc:  # its endpoints were taken out of the registry: nothing can run it
-                values = dict(finished_at=utcnow(), error_code="model_unavailable", error_message=str(exc))
+                values = dict(finished_at=utcnow(), error_code=ErrorCode.model_unavailable, error_message=str(exc))
                 if self.store.end_queued(job.id, dict(status=JobStatus.failed, **values)):
                     self.notifier.finished([job.id])
         return len(missing)
@@ -396,5 +397,5 @@ def _down_since(registry: Registry, states: dict[str, dict[str, object]]) -> dic
 def _cancelled(message: str) -> dict[str, Any]:
     """The values of a queued or running job being cancelled."""
     return dict(
-        status=JobStatus.cancelled, finished_at=utcnow(), error_code="cancelled", error_message=message
+        status=JobStatus.cancelled, finished_at=utcnow(), error_code=ErrorCode.cancelled, error_message=message
     )

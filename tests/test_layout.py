@@ -7,6 +7,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+from irq.error_codes import ErrorCode
 from irq.procs import ROOT
 
 PACKAGES = ("irq", "api", "worker", "inference", "bench")
@@ -16,8 +17,8 @@ MAX_LINES = 400
 OWN_SQL = {"bench/store_calls.py", "bench/minimal_submit.py", "bench/store.py"}
 
 
-def modules() -> Iterator[tuple[str, Path]]:
-    for package in PACKAGES:
+def modules(packages: tuple[str, ...] = PACKAGES) -> Iterator[tuple[str, Path]]:
+    for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
             relative = path.relative_to(ROOT)
             name = ".".join(relative.with_suffix("").parts).removesuffix(".__init__")
@@ -79,3 +80,35 @@ def test_no_import_cycle() -> None:
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+# The codes a string could spell by chance are left out: a single word ("cancelled" is also a job status,
+# "expired" an OpenAI batch status, "timeout" a field name) is told from a code only by where it stands.
+# A snake_case code's text is the code, wherever it stands.
+SPELLED_CODES = {code.value for code in ErrorCode if "_" in code.value}
+
+
+def test_error_codes_are_named_by_the_enum() -> None:
+    """No string literal in irq, the API, the worker or the inference code spells an error code, but in
+    the enum's own module (docstrings aside: they quote codes to explain them)."""
+    spelled = []
+    for name, path in modules(("irq", "api", "worker", "inference")):
+        if name == "irq.error_codes":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree) if _has_docstring(node)}
+        spelled += [
+            f"{name}:{node.lineno} {node.value!r}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in SPELLED_CODES and id(node) not in docstrings
+        ]
+    assert spelled == []
+
+
+def _has_docstring(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and bool(node.body)
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    )

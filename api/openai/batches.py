@@ -32,6 +32,7 @@ from api.openai.objects import BatchList, BatchObject, batch_object, checked_cur
 from api.routes.jobs import check_quota, to_new_job
 from api.schemas import JobRequest, Text, custom_id_problem
 from irq.clock import is_id, new_id, utcnow
+from irq.error_codes import ErrorCode
 from irq.files import is_file_id
 from irq.store.models import ACTIVE, OpenAIBatch
 from irq.submission import IdempotencyKeyReused, NewJob, schema_hash
@@ -62,28 +63,28 @@ def _line_job(svc: Services, owner_id: int, raw: bytes, seen: set[str]) -> NewJo
     try:
         item = loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "invalid_json", f"the line is not JSON: {exc}") from None
+        raise ApiError(400, ErrorCode.invalid_json, f"the line is not JSON: {exc}") from None
     if not isinstance(item, dict):
-        raise ApiError(400, "invalid_request", "a line must be a JSON object")
+        raise ApiError(400, ErrorCode.invalid_request, "a line must be a JSON object")
     custom_id = item.get("custom_id")
     if problem := custom_id_problem(custom_id):
-        raise ApiError(400, "invalid_request", problem, param="custom_id")
+        raise ApiError(400, ErrorCode.invalid_request, problem, param="custom_id")
     assert isinstance(custom_id, str)  # what custom_id_problem checked
     if custom_id in seen:
         raise ApiError(
-            400, "duplicate_custom_id", f"custom_id {custom_id!r} is used twice", param="custom_id"
+            400, ErrorCode.duplicate_custom_id, f"custom_id {custom_id!r} is used twice", param="custom_id"
         )
     seen.add(custom_id)
     if item.get("method") != "POST":
-        raise ApiError(400, "invalid_request", "`method` must be POST", param="method")
+        raise ApiError(400, ErrorCode.invalid_request, "`method` must be POST", param="method")
     if item.get("url") != ENDPOINT:
-        raise ApiError(400, "invalid_url", f"`url` must be the batch's endpoint, {ENDPOINT}", param="url")
+        raise ApiError(400, ErrorCode.invalid_url, f"`url` must be the batch's endpoint, {ENDPOINT}", param="url")
     try:
         request = JobRequest.model_validate(job_fields(item.get("body")))
     except ValidationError as exc:
         first = exc.errors()[0]
         param = "body." + ".".join(map(str, first["loc"]))
-        raise ApiError(400, "invalid_request", f"{param}: {first['msg']}", param=param) from None
+        raise ApiError(400, ErrorCode.invalid_request, f"{param}: {first['msg']}", param=param) from None
     new = to_new_job(request, svc.settings, svc.jobs.registry, None, owner=owner_id)
     return dataclasses.replace(new, custom_id=custom_id)
 
@@ -108,7 +109,7 @@ def _read_file(svc: Services, owner_id: int, file_id: str) -> tuple[list[NewJob]
             schema = schemas.setdefault(schema_hash(new.schema), new.schema)
             news.append(dataclasses.replace(new, schema=schema))
     if not news and not errors:
-        errors.append(dict(code="empty_file", line=None, message="the file has no requests", param=None))
+        errors.append(dict(code=ErrorCode.empty_file, line=None, message="the file has no requests", param=None))
     return news, errors
 
 
@@ -124,19 +125,19 @@ def _made_before(svc: Services, owner_id: int, key: str, body: BatchCreate) -> O
     if key.startswith(FILE_KEY):
         message = (f"batch {made.id} was already created from this file with other metadata; send an "
                    "Idempotency-Key to create another")  # fmt: skip
-        raise ApiError(409, "input_file_in_use", message, param="input_file_id")
+        raise ApiError(409, ErrorCode.input_file_in_use, message, param="input_file_id")
     raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
 
 
 def _create(svc: Services, owner_id: int, body: BatchCreate, key: str) -> OpenAIBatch:
     if not is_file_id(body.input_file_id):
-        raise ApiError(404, "not_found", f"No such File object: {body.input_file_id}", param="input_file_id")
+        raise ApiError(404, ErrorCode.not_found, f"No such File object: {body.input_file_id}", param="input_file_id")
     made = _made_before(svc, owner_id, key, body)
     if made is not None:
         return made
     stored = svc.files.file(owner_id, body.input_file_id)
     if stored is None or stored.purpose != "batch":
-        raise ApiError(404, "not_found", f"No such File object: {body.input_file_id}", param="input_file_id")
+        raise ApiError(404, ErrorCode.not_found, f"No such File object: {body.input_file_id}", param="input_file_id")
     news, errors = _read_file(svc, owner_id, stored.id)
     now = utcnow()
     record: dict[str, Any] = dict(
@@ -182,7 +183,7 @@ def _view(svc: Services, ob: OpenAIBatch) -> BatchObject:
 def _owned(svc: Services, owner_id: int, batch_id: str) -> OpenAIBatch:
     ob = svc.files.batch(owner_id, batch_id)
     if ob is None:
-        raise ApiError(404, "not_found", f"No such Batch object: {batch_id}", param="batch_id")
+        raise ApiError(404, ErrorCode.not_found, f"No such Batch object: {batch_id}", param="batch_id")
     return ob
 
 
@@ -201,10 +202,10 @@ async def create_batch(
     ] = None,
 ) -> BatchObject:
     if body.endpoint != ENDPOINT:
-        raise ApiError(400, "invalid_endpoint", f"`endpoint` must be {ENDPOINT}", param="endpoint")
+        raise ApiError(400, ErrorCode.invalid_endpoint, f"`endpoint` must be {ENDPOINT}", param="endpoint")
     if body.completion_window not in WINDOWS:
         message = "`completion_window` must be 24h"
-        raise ApiError(400, "invalid_completion_window", message, param="completion_window")
+        raise ApiError(400, ErrorCode.invalid_completion_window, message, param="completion_window")
     # Apart from the keys of irq's own /v1/batches, whose batches have no OpenAI record.
     key = f"openai:{idempotency_key}" if idempotency_key is not None else FILE_KEY + body.input_file_id
     # In a thread: reading the file and checking its schemas block.
@@ -235,9 +236,9 @@ def cancel_batch(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> BatchObj
     ob = _owned(svc, who.key_id, batch_id)
     batch = svc.store.get_batch(ob.id, who.key_id) if ob.failed_at is None else None
     if batch is None or ob.expired_at is not None:
-        raise ApiError(409, "batch_not_cancellable", f"batch {batch_id} has already ended", param="batch_id")
+        raise ApiError(409, ErrorCode.batch_not_cancellable, f"batch {batch_id} has already ended", param="batch_id")
     if batch.cancelled_at is None:
         if not any(svc.store.batch_counts(ob.id).get(s) for s in ACTIVE):
-            raise ApiError(409, "batch_not_cancellable", f"batch {batch_id} has completed", param="batch_id")
+            raise ApiError(409, ErrorCode.batch_not_cancellable, f"batch {batch_id} has completed", param="batch_id")
         svc.jobs.cancel_batch(batch)
     return _view(svc, ob)

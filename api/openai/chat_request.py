@@ -25,6 +25,7 @@ import re
 from typing import Any
 
 from api.errors import ApiError
+from irq.error_codes import ErrorCode
 from irq.replies import TEXT_SCHEMA, ReplyKind, call_schema
 
 _CARRIED = {"max_completion_tokens": "max_tokens", "max_tokens": "max_tokens", "temperature": "temperature",
@@ -49,11 +50,11 @@ _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additiona
 
 
 def _refuse(param: str, message: str) -> ApiError:
-    return ApiError(400, "unsupported_parameter", message, param=param)
+    return ApiError(400, ErrorCode.unsupported_parameter, message, param=param)
 
 
 def _invalid(param: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_request", message, param=param)
+    return ApiError(400, ErrorCode.invalid_request, message, param=param)
 
 
 def _text(content: object) -> str:
@@ -205,7 +206,7 @@ def job_fields(body: object, *, stream_ok: bool = False, plain_text: bool = True
                 raise _refuse(key, f"`{key}` = {value!r} is not supported by this service")
         elif key not in _CARRIED and key not in _HARMLESS:
             message = f"Unrecognized request argument supplied: {key}"
-            raise ApiError(400, "unknown_parameter", message, param=key)
+            raise ApiError(400, ErrorCode.unknown_parameter, message, param=key)
     fields: dict[str, Any] = {"prompt": _prompt(body.get("messages"))}
     schema = _schema(body.get("response_format"), plain_text)
     schema = _forced_call(body) or schema

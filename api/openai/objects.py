@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, StrictBool
 
 from api.errors import ApiError
 from api.schemas import storable_text
+from irq.error_codes import ErrorCode
 from irq.replies import Reply, ReplyKind, reply_of
 from irq.store.models import Batch, Job, JobStatus, OpenAIBatch, StoredFile
 
@@ -32,14 +33,14 @@ def checked_text(value: str | None, param: str) -> str | None:
     try:
         return storable_text(value)
     except ValueError as exc:
-        raise ApiError(400, "invalid_request", f"`{param}` {exc}", param=param) from None
+        raise ApiError(400, ErrorCode.invalid_request, f"`{param}` {exc}", param=param) from None
 
 
 def checked_cursor(after: str | None, is_valid: Callable[[str], bool]) -> str | None:
     """A list's `after`: None, or an id of the list's kind; else 400 (a NUL would reach the database)."""
     if after is not None and not is_valid(after):
         message = "`after` is not an id of this list: pass the last id of the previous page as given"
-        raise ApiError(400, "invalid_request", message, param="after")
+        raise ApiError(400, ErrorCode.invalid_request, message, param="after")
     return after
 
 

@@ -21,6 +21,7 @@ from api.openai.chat_request import job_fields
 from api.routes.jobs import check_quota, to_new_job
 from api.schemas import JobRequest, JobView, custom_id_problem
 from irq.endpoints import Registry
+from irq.error_codes import ErrorCode
 from irq.settings import Settings
 from irq.store.models import TERMINAL, Batch, JobStatus
 from irq.submission import NewJob
@@ -81,12 +82,12 @@ def _items(body: bytes) -> list[Any]:
     try:
         text = body.decode()
     except UnicodeDecodeError:
-        raise ApiError(400, "invalid_json", "the batch is not UTF-8 text") from None
+        raise ApiError(400, ErrorCode.invalid_json, "the batch is not UTF-8 text") from None
     if text.lstrip().startswith("["):
         try:
             items = loads(text)
         except (ValueError, RecursionError) as exc:
-            raise ApiError(422, "invalid_request", f"the batch is not a JSON array: {exc}") from None
+            raise ApiError(422, ErrorCode.invalid_request, f"the batch is not a JSON array: {exc}") from None
         return list(items)
     items = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -94,7 +95,7 @@ def _items(body: bytes) -> list[Any]:
             try:
                 items.append(loads(line))
             except (ValueError, RecursionError) as exc:
-                raise ApiError(422, "invalid_request", f"line {number} is not JSON: {exc}") from None
+                raise ApiError(422, ErrorCode.invalid_request, f"line {number} is not JSON: {exc}") from None
     return items
 
 
@@ -109,9 +110,9 @@ def parse_batch(
     (`model`, `backend`) replaces every item's own."""
     items = _items(body)
     if not items:
-        raise ApiError(422, "invalid_request", "the batch has no jobs")
+        raise ApiError(422, ErrorCode.invalid_request, "the batch has no jobs")
     if len(items) > settings.max_batch_jobs:
-        raise ApiError(413, "batch_too_large", f"{len(items)} jobs; the limit is {settings.max_batch_jobs}")
+        raise ApiError(413, ErrorCode.batch_too_large, f"{len(items)} jobs; the limit is {settings.max_batch_jobs}")
     news = []
     for number, item in enumerate(items, start=1):
         try:
@@ -131,9 +132,9 @@ def parse_batch(
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
             )
-            raise ApiError(422, "invalid_request", f"job {number}: {problems}") from None
+            raise ApiError(422, ErrorCode.invalid_request, f"job {number}: {problems}") from None
         except ValueError as exc:
-            raise ApiError(422, "invalid_request", f"job {number}: {exc}") from None
+            raise ApiError(422, ErrorCode.invalid_request, f"job {number}: {exc}") from None
         except ApiError as exc:
             raise ApiError(
                 exc.status, exc.code, f"job {number}: {exc.message}", headers=exc.headers

@@ -14,6 +14,7 @@ from api.schemas import JobPage, JobRequest, JobView
 from inference.prompting import least_prompt_tokens, prompt_chars
 from irq.clock import is_id
 from irq.endpoints import NotServed, Registry, Route
+from irq.error_codes import ErrorCode
 from irq.ir_schema import ir_json_schema
 from irq.schema_check import GuidanceOptions, SchemaProblem, check_schema
 from irq.settings import Settings
@@ -32,7 +33,7 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 
 # The status of each schema problem that is no 422; `retry_after_s` comes with the 503s.
-_SCHEMA_PROBLEM_STATUS = {"schema_too_large": 413, "checks_busy": 503, "checks_unavailable": 503}
+_SCHEMA_PROBLEM_STATUS = {ErrorCode.schema_too_large: 413, ErrorCode.checks_busy: 503, ErrorCode.checks_unavailable: 503}
 
 
 def to_new_job(
@@ -47,19 +48,19 @@ def to_new_job(
     try:
         route = registry.route(body.model, body.backend)
     except NotServed as exc:
-        raise ApiError(422, "model_not_served", str(exc)) from None
+        raise ApiError(422, ErrorCode.model_not_served, str(exc)) from None
     if len(body.prompt) > settings.max_prompt_chars:
         raise ApiError(
             413,
-            "prompt_too_large",
+            ErrorCode.prompt_too_large,
             f"prompt is {len(body.prompt)} characters; the limit is {settings.max_prompt_chars}",
         )
     max_tokens = body.max_tokens or settings.default_max_tokens
     if max_tokens > settings.max_max_tokens:
-        raise ApiError(422, "invalid_request", f"max_tokens must be at most {settings.max_max_tokens}")
+        raise ApiError(422, ErrorCode.invalid_request, f"max_tokens must be at most {settings.max_max_tokens}")
     timeout = body.timeout or settings.default_timeout_s
     if timeout > settings.max_timeout_s:
-        raise ApiError(422, "invalid_request", f"timeout must be at most {settings.max_timeout_s:g} s")
+        raise ApiError(422, ErrorCode.invalid_request, f"timeout must be at most {settings.max_timeout_s:g} s")
     schema = body.schema_ if body.schema_ is not None else ir_json_schema()
     if body.schema_ is not None:
         try:
@@ -106,7 +107,7 @@ def check_context(
     if least + max_tokens > context:
         raise ApiError(
             422,
-            "prompt_too_long",
+            ErrorCode.prompt_too_long,
             f"the prompt as the model gets it (instructions, the schema's field outline and the prompt: "
             f"{prompt_chars(prompt, schema)} characters, at least {least} tokens) and max_tokens {max_tokens}"
             f" exceed the context length of {route.model}, {context} tokens",
@@ -119,7 +120,7 @@ def check_quota(svc: Services, owner_id: int, adding: int) -> None:
     if quota and svc.active.would_exceed(owner_id, adding, quota):
         raise ApiError(
             429,
-            "quota_exceeded",
+            ErrorCode.quota_exceeded,
             f"this API key may have {quota} jobs queued or running; submit more as they finish",
             headers={"Retry-After": "5"},
         )
@@ -174,7 +175,7 @@ def list_jobs(
     for name, value in (("cursor", cursor), ("batch_id", batch_id)):
         if value is not None and not is_id(value):
             raise ApiError(
-                422, "invalid_request", f"{name} is not an id (pass a job's `next_cursor` as given)"
+                422, ErrorCode.invalid_request, f"{name} is not an id (pass a job's `next_cursor` as given)"
             )
     jobs = svc.store.page(who.key_id, status=status, batch_id=batch_id, before=cursor, limit=limit + 1)
     page = jobs[:limit]
