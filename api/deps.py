@@ -132,6 +132,17 @@ class Services:
             storage=FileStorage(settings.files_dir),
         )
 
+    def check_quota(self, owner_id: int, adding: int) -> None:
+        """429 when `adding` more jobs would take the key over its queued + running quota."""
+        quota = self.settings.max_inflight_jobs
+        if quota and self.active.would_exceed(owner_id, adding, quota):
+            raise ApiError(
+                429,
+                ErrorCode.quota_exceeded,
+                f"this API key may have {quota} jobs queued or running; submit more as they finish",
+                headers={"Retry-After": "5"},
+            )
+
     async def wait_finished(self, job_id: str, owner_id: int, wait_s: float) -> Job | None:
         """The owner's job once it has finished, or as it is after `wait_s`; None if it is not theirs.
         Woken by the job's finished notice, and re-reading the store every `long_poll_recheck_s` in case

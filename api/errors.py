@@ -1,10 +1,12 @@
 """HTTP errors with a machine-readable code and a human message: `{"error": {"code", "message"}}`; under
 the OpenAI-compatible prefix, OpenAI's shape `{"error": {"message", "type", "param", "code"}}`, with 400 for
-an invalid request as OpenAI answers it (its SDK maps each status to an exception class)."""
+an invalid request as OpenAI answers it (its SDK maps each status to an exception class). The one place
+where the domain's refusals (`irq/submission/errors.py`) and outages become HTTP statuses."""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,14 +16,20 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.bodies import StrictJSONError
 from irq import retention
 from irq.error_codes import ErrorCode
 from irq.jobs import BrokerUnavailable
 from irq.settings import Settings
 from irq.store.db import STORE_UNAVAILABLE
 from irq.store.read_process import StoreReadFailed
-from irq.submission import IdempotencyKeyReused
+from irq.strict_json import StrictJSONError
+from irq.submission.errors import (
+    ChecksUnavailable,
+    InvalidRequest,
+    MalformedRequest,
+    RequestTooLarge,
+    SubmissionError,
+)
 
 OPENAI_PREFIX = "/openai/v1"
 
@@ -77,6 +85,28 @@ def not_found(kind: str, resource_id: str, settings: Settings) -> ApiError:
             410, ErrorCode.expired, f"{kind} {resource_id} finished more than {days} days ago and was deleted"
         )
     return ApiError(404, ErrorCode.not_found, f"no {kind} {resource_id}")
+
+
+# The status of each kind of refusal a submission meets (an idempotency key reused is an invalid request).
+_SUBMISSION_STATUS: tuple[tuple[type[SubmissionError], int], ...] = (
+    (MalformedRequest, 400),
+    (RequestTooLarge, 413),
+    (ChecksUnavailable, 503),
+    (InvalidRequest, 422),
+    (SubmissionError, 422),
+)
+
+
+def submission_status(refusal: SubmissionError) -> int:
+    """The HTTP status of a refused job request (irq's: `openai_status` turns 422 into OpenAI's 400)."""
+    return next(status for kind, status in _SUBMISSION_STATUS if isinstance(refusal, kind))
+
+
+def submission_headers(refusal: SubmissionError) -> dict[str, str] | None:
+    """`Retry-After` for a refusal that may pass later: no schema-check process was free."""
+    if isinstance(refusal, ChecksUnavailable) and refusal.retry_after_s:
+        return {"Retry-After": f"{math.ceil(refusal.retry_after_s)}"}
+    return None
 
 
 def documented(description: str) -> dict[str, Any]:
@@ -205,9 +235,10 @@ def install(app: FastAPI) -> None:
         # Nothing of the submit was kept: the client should send it again.
         return respond(request, 503, ErrorCode.broker_unavailable, str(exc), {"Retry-After": "5"})
 
-    @app.exception_handler(IdempotencyKeyReused)
-    async def _key_reused(request: Request, exc: IdempotencyKeyReused) -> JSONResponse:
-        return respond(request, 422, ErrorCode.idempotency_key_reused, str(exc))
+    @app.exception_handler(SubmissionError)
+    async def _refused(request: Request, exc: SubmissionError) -> JSONResponse:
+        status = submission_status(exc)
+        return respond(request, status, exc.code, exc.message, submission_headers(exc), exc.param)
 
     async def _store_down(request: Request, exc: Exception) -> JSONResponse:
         message = "the job store is unavailable; retry later"

@@ -127,7 +127,8 @@ class HttpInferenceClient:
         try:
             body = response.json()
         except ValueError as exc:
-            raise RetryableInferenceError(ErrorCode.inference_bad_response, f"unreadable response: {exc}") from exc
+            message = f"unreadable response: {exc}"
+            raise RetryableInferenceError(ErrorCode.inference_bad_response, message) from exc
         return decode_response(body)
 
     def close(self) -> None:

@@ -88,7 +88,8 @@ def _parse_output(result: EngineResult) -> object:
         if result.finish_reason == "length":
             code, why = ErrorCode.output_truncated, "max_tokens cut the document short"
         elif result.finish_reason == REPETITION:
-            code, why = ErrorCode.output_truncated, "the output repeated itself, so the engine stopped it early"
+            code = ErrorCode.output_truncated
+            why = "the output repeated itself, so the engine stopped it early"
         else:
             code, why = ErrorCode.invalid_output, "the output is not JSON"
         output = PartialOutput(

@@ -28,8 +28,10 @@ class Fault(Protocol):
     succeed, and what the engine generated if anything (`str()` of it is the message). Inference errors
     and the sweeper's `WorkerLost` are faults."""
 
-    code: str
     retryable: bool
+
+    @property
+    def code(self) -> str: ...
 
     @property
     def output(self) -> Generated | None: ...
@@ -49,8 +51,6 @@ class InternalFault(Exception):
     code = ErrorCode.internal_error
     retryable = True
     output = None
-
-
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeGuard
 
 from irq.error_codes import ErrorCode
 from irq.procs import ROOT
@@ -82,10 +83,14 @@ def test_no_import_cycle() -> None:
     assert cycles == []
 
 
-# The codes a string could spell by chance are left out: a single word ("cancelled" is also a job status,
-# "expired" an OpenAI batch status, "timeout" a field name) is told from a code only by where it stands.
-# A snake_case code's text is the code, wherever it stands.
-SPELLED_CODES = {code.value for code in ErrorCode if "_" in code.value}
+# Where a code is spelled, two rules find it. A snake_case code is found wherever it stands: its text is
+# the code. A single word ("cancelled" is also a job status, "expired" an OpenAI batch status, "timeout" a
+# field name) is found only where a code goes: a `code=` or `error_code=` argument or assignment, a
+# comparison with a `.code` or `.error_code`, the code argument of `ApiError(status, code, …)`.
+CODES = {code.value for code in ErrorCode}
+SPELLED_CODES = {code for code in CODES if "_" in code}
+CODE_NAMES = {"code", "error_code"}
+CODE_ARGUMENT = {"ApiError": 1, "respond": 2, "SchemaProblem": 0, "ServiceError": 1}
 
 
 def test_error_codes_are_named_by_the_enum() -> None:
@@ -96,19 +101,43 @@ def test_error_codes_are_named_by_the_enum() -> None:
         if name == "irq.error_codes":
             continue
         tree = ast.parse(path.read_text())
-        docstrings = {id(node.body[0].value) for node in ast.walk(tree) if _has_docstring(node)}
-        spelled += [
-            f"{name}:{node.lineno} {node.value!r}"
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and node.value in SPELLED_CODES and id(node) not in docstrings
-        ]
+        docstrings = _docstrings(tree)
+        found = [n for n in ast.walk(tree) if _constant(n, SPELLED_CODES) and id(n) not in docstrings]
+        found += [n for n in _where_codes_go(tree) if _constant(n, CODES)]
+        spelled += sorted({f"{name}:{node.lineno} {node.value!r}" for node in found})
     assert spelled == []
 
 
-def _has_docstring(node: ast.AST) -> bool:
-    return (
-        isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and bool(node.body)
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
-    )
+def _constant(node: ast.AST, values: set[str]) -> TypeGuard[ast.Constant]:
+    return isinstance(node, ast.Constant) and node.value in values
+
+
+def _names_a_code(node: ast.AST) -> bool:
+    named = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+    return named in CODE_NAMES
+
+
+def _where_codes_go(tree: ast.AST) -> Iterator[ast.AST]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg in CODE_NAMES:
+            yield node.value
+        elif isinstance(node, ast.Assign) and any(_names_a_code(t) for t in node.targets):
+            yield node.value
+        elif isinstance(node, ast.Compare) and any(_names_a_code(n) for n in [node.left, *node.comparators]):
+            for side in [node.left, *node.comparators]:  # `code in ("a", "b")` too
+                yield from side.elts if isinstance(side, ast.Tuple | ast.Set | ast.List) else [side]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            position = CODE_ARGUMENT.get(node.func.id)
+            if position is not None and len(node.args) > position:
+                yield node.args[position]
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstrings' nodes."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found

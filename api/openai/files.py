@@ -61,7 +61,8 @@ async def upload_file(
 ) -> FileObject:
     unknown = sorted(set((await request.form()).keys()) - {"file", "purpose"})
     if unknown:
-        raise ApiError(400, ErrorCode.unknown_parameter, f"unknown form field(s): {unknown}", param=unknown[0])
+        message = f"unknown form field(s): {unknown}"
+        raise ApiError(400, ErrorCode.unknown_parameter, message, param=unknown[0])
     filename = checked_text((file.filename or "upload.jsonl")[:255], "filename")
     file_id = new_file_id()
     try:
@@ -73,9 +74,8 @@ async def upload_file(
     try:
         if lines > svc.settings.max_file_lines:
             limit = svc.settings.max_file_lines
-            raise ApiError(
-                400, ErrorCode.too_many_lines, f"the file has {lines} lines; the limit is {limit}", param="file"
-            )
+            message = f"the file has {lines} lines; the limit is {limit}"
+            raise ApiError(400, ErrorCode.too_many_lines, message, param="file")
         values = dict(id=file_id, owner_id=who.key_id, filename=filename, purpose=purpose, bytes=size,
                       lines=lines, created_at=utcnow())  # fmt: skip
         return FileObject.of(await run_in_threadpool(svc.files.add_file, values))

@@ -13,10 +13,10 @@ from typing import Any, Literal, overload
 from pydantic import BaseModel, Field, StrictBool
 
 from api.errors import ApiError
-from api.schemas import storable_text
 from irq.error_codes import ErrorCode
 from irq.replies import Reply, ReplyKind, reply_of
 from irq.store.models import Batch, Job, JobStatus, OpenAIBatch, StoredFile
+from irq.submission.rules import storable_text
 
 OUTPUT_FILE = "file-batch-output-"  # + the batch id: the output file, made from the batch's jobs
 ERROR_FILE = "file-batch-errors-"
@@ -319,7 +319,7 @@ def output_line(job: Job) -> str:
 
 class ChatCompletionRequest(BaseModel):
     """`POST /chat/completions`, as the OpenAPI document shows it; the body is checked by
-    `api.openai.chat_request.job_fields`, which names what it refuses."""
+    `irq.submission.chat.job_fields`, which names what it refuses."""
 
     model: str | None = None
     messages: list[dict[str, Any]] = Field(min_length=1)

@@ -128,7 +128,8 @@ def stats(
     scope: Annotated[str, Query(pattern="^(own|all)$", description="`all`: every key (admin only).")] = "own",
 ) -> Stats:
     if scope == "all" and not who.is_admin:
-        raise ApiError(403, ErrorCode.forbidden, "scope=all needs an admin key (`irq keys create NAME --admin`)")
+        message = "scope=all needs an admin key (`irq keys create NAME --admin`)"
+        raise ApiError(403, ErrorCode.forbidden, message)
     since = utcnow() - timedelta(seconds=window)
     owner = None if scope == "all" else who.key_id
     prices = {e.name: e.cost_per_hour for e in svc.jobs.registry.endpoints}

@@ -43,7 +43,7 @@ class SchemaProblem(ValueError):
 
     def __init__(self, code: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = ErrorCode(code)  # a check process's verdict names it as text
         self.retry_after_s = retry_after_s
 
 
@@ -109,7 +109,9 @@ def check_schema(
         raise SchemaProblem(ErrorCode.invalid_schema, "schema must be a JSON object")
     depth = nesting_depth(schema)
     if depth > max_depth:
-        raise SchemaProblem(ErrorCode.schema_too_deep, f"schema nests {depth} levels deep; the limit is {max_depth}")
+        raise SchemaProblem(
+            ErrorCode.schema_too_deep, f"schema nests {depth} levels deep; the limit is {max_depth}"
+        )
     size = len(canonical_json(schema).encode())
     if size > max_bytes:
         raise SchemaProblem(ErrorCode.schema_too_large, f"schema is {size} bytes; the limit is {max_bytes}")
@@ -140,7 +142,8 @@ def _checked_in_pool(
         raise SchemaProblem(ErrorCode.checks_unavailable, str(exc), retry_after_s) from None
     except Overran:
         raise SchemaProblem(
-            ErrorCode.schema_too_complex, f"the schema could not be checked and compiled within {timeout_s:g} s"
+            ErrorCode.schema_too_complex,
+            f"the schema could not be checked and compiled within {timeout_s:g} s",
         ) from None
     except Crashed:
         raise SchemaProblem(

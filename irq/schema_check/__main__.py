@@ -33,7 +33,8 @@ def answer(canonical: str) -> Problem | None:
     try:
         return problem(canonical, overlap=True)
     except Exception as exc:  # a fault of llguidance or jsonschema on this schema: refuse it, keep serving
-        return ErrorCode.schema_unsupported, capped(f"checking the schema failed: {type(exc).__name__}: {exc}")
+        message = f"checking the schema failed: {type(exc).__name__}: {exc}"
+        return ErrorCode.schema_unsupported, capped(message)
 
 
 def main() -> None:

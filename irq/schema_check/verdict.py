@@ -128,7 +128,8 @@ def validator_problem(schema: dict[str, Any]) -> Problem | None:
         for instance in TRIAL_INSTANCES:
             jsonschema.exceptions.best_match(validator.iter_errors(instance))
     except RecursionError:
-        return ErrorCode.schema_unsupported, "the schema's $ref references loop without end: no output can be checked"
+        message = "the schema's $ref references loop without end: no output can be checked"
+        return ErrorCode.schema_unsupported, message
     except Unresolvable as exc:
         return ErrorCode.schema_unsupported, capped(f"the schema has a $ref that is not inside it: {exc}")
     return None
