@@ -18,6 +18,7 @@ from api.errors import OPENAI_PREFIX, ApiError
 from api.middleware import BodyPolicy
 from api.openai import router as openai_router
 from api.routes import batches, dashboard, endpoints, health, jobs, metrics, stats
+from irq.error_codes import ErrorCode
 from irq.settings import Settings, get_settings
 
 
@@ -107,7 +108,7 @@ def _install_docs(app: FastAPI) -> None:
     @app.get("/docs/assets/{name}", include_in_schema=False)
     async def docs_asset(name: str) -> Response:
         if name not in DOCS_ASSETS:
-            raise ApiError(404, "not_found", f"no docs asset {name}")
+            raise ApiError(404, ErrorCode.not_found, f"no docs asset {name}")
         return Response(
             _docs_asset(name),
             media_type=DOCS_ASSETS[name],

@@ -19,6 +19,7 @@ from redis.commands.core import AsyncScript
 
 from api.errors import ApiError
 from irq.broker import Broker, rate_key
+from irq.error_codes import ErrorCode
 from irq.events import FinishedListener
 from irq.files import FileStorage
 from irq.jobs import JobManager
@@ -131,6 +132,17 @@ class Services:
             storage=FileStorage(settings.files_dir),
         )
 
+    def check_quota(self, owner_id: int, adding: int) -> None:
+        """429 when `adding` more jobs would take the key over its queued + running quota."""
+        quota = self.settings.max_inflight_jobs
+        if quota and self.active.would_exceed(owner_id, adding, quota):
+            raise ApiError(
+                429,
+                ErrorCode.quota_exceeded,
+                f"this API key may have {quota} jobs queued or running; submit more as they finish",
+                headers={"Retry-After": "5"},
+            )
+
     async def wait_finished(self, job_id: str, owner_id: int, wait_s: float) -> Job | None:
         """The owner's job once it has finished, or as it is after `wait_s`; None if it is not theirs.
         Woken by the job's finished notice, and re-reading the store every `long_poll_recheck_s` in case
@@ -168,7 +180,7 @@ async def principal(  # async: no thread hop on the common path (a cached key)
     if credentials is None:
         raise ApiError(
             401,
-            "unauthorized",
+            ErrorCode.unauthorized,
             "missing API key: send `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
@@ -177,7 +189,7 @@ async def principal(  # async: no thread hop on the common path (a cached key)
     )
     if found is None:
         raise ApiError(
-            401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+            401, ErrorCode.unauthorized, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
         )
     await _check_rate(svc, found)
     return found
@@ -201,7 +213,7 @@ async def _check_rate(svc: Services, who: Principal) -> None:
     if count > limit:
         raise ApiError(
             429,
-            "rate_limited",
+            ErrorCode.rate_limited,
             f"this API key is limited to {limit} requests per second",
             headers={"Retry-After": "1"},
         )

@@ -1,10 +1,12 @@
 """HTTP errors with a machine-readable code and a human message: `{"error": {"code", "message"}}`; under
 the OpenAI-compatible prefix, OpenAI's shape `{"error": {"message", "type", "param", "code"}}`, with 400 for
-an invalid request as OpenAI answers it (its SDK maps each status to an exception class)."""
+an invalid request as OpenAI answers it (its SDK maps each status to an exception class). The one place
+where the domain's refusals (`irq/submission/errors.py`) and outages become HTTP statuses."""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,13 +16,20 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.bodies import StrictJSONError
 from irq import retention
+from irq.error_codes import ErrorCode
 from irq.jobs import BrokerUnavailable
 from irq.settings import Settings
 from irq.store.db import STORE_UNAVAILABLE
 from irq.store.read_process import StoreReadFailed
-from irq.submission import IdempotencyKeyReused
+from irq.strict_json import StrictJSONError
+from irq.submission.errors import (
+    ChecksUnavailable,
+    InvalidRequest,
+    MalformedRequest,
+    RequestTooLarge,
+    SubmissionError,
+)
 
 OPENAI_PREFIX = "/openai/v1"
 
@@ -73,9 +82,31 @@ def not_found(kind: str, resource_id: str, settings: Settings) -> ApiError:
     if retention.expired(settings, resource_id):
         days = f"{settings.retention_days:g}"
         return ApiError(
-            410, "expired", f"{kind} {resource_id} finished more than {days} days ago and was deleted"
+            410, ErrorCode.expired, f"{kind} {resource_id} finished more than {days} days ago and was deleted"
         )
-    return ApiError(404, "not_found", f"no {kind} {resource_id}")
+    return ApiError(404, ErrorCode.not_found, f"no {kind} {resource_id}")
+
+
+# The status of each kind of refusal a submission meets (an idempotency key reused is an invalid request).
+_SUBMISSION_STATUS: tuple[tuple[type[SubmissionError], int], ...] = (
+    (MalformedRequest, 400),
+    (RequestTooLarge, 413),
+    (ChecksUnavailable, 503),
+    (InvalidRequest, 422),
+    (SubmissionError, 422),
+)
+
+
+def submission_status(refusal: SubmissionError) -> int:
+    """The HTTP status of a refused job request (irq's: `openai_status` turns 422 into OpenAI's 400)."""
+    return next(status for kind, status in _SUBMISSION_STATUS if isinstance(refusal, kind))
+
+
+def submission_headers(refusal: SubmissionError) -> dict[str, str] | None:
+    """`Retry-After` for a refusal that may pass later: no schema-check process was free."""
+    if isinstance(refusal, ChecksUnavailable) and refusal.retry_after_s:
+        return {"Retry-After": f"{math.ceil(refusal.retry_after_s)}"}
+    return None
 
 
 def documented(description: str) -> dict[str, Any]:
@@ -170,22 +201,22 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         if (problem := _json_problem(exc)) is not None:
-            return respond(request, 422, "invalid_request", problem)
+            return respond(request, 422, ErrorCode.invalid_request, problem)
         problems = [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
         param = _location(tuple(exc.errors()[0]["loc"])) if exc.errors() else None
-        return respond(request, 422, "invalid_request", "; ".join(problems), param=param)
+        return respond(request, 422, ErrorCode.invalid_request, "; ".join(problems), param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, BodyTooLarge):  # a streamed body went over the limit as it was read
-            return respond(request, 413, "body_too_large", str(exc.__cause__))
+            return respond(request, 413, ErrorCode.body_too_large, str(exc.__cause__))
         if isinstance(exc.__cause__, StrictJSONError):
-            return respond(request, 400, "invalid_json", str(exc.__cause__))
+            return respond(request, 400, ErrorCode.invalid_json, str(exc.__cause__))
         if isinstance(exc.__cause__, BodyTimedOut):
-            return respond(request, 408, "body_timeout", str(exc.__cause__), {"Connection": "close"})
+            return respond(request, 408, ErrorCode.body_timeout, str(exc.__cause__), {"Connection": "close"})
         if exc.detail == _FASTAPI_BODY_PARSE_ERROR:  # e.g. JSON nested deeper than the parser recurses
             message = "could not parse the request body as JSON (invalid UTF-8, or nested too deeply)"
-            return respond(request, 400, "invalid_json", message)
+            return respond(request, 400, ErrorCode.invalid_json, message)
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:  # Starlette names only the first matching route's methods
             headers = {"Allow": ", ".join(_allowed_methods(request))}
@@ -193,24 +224,25 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return respond(request, 413, "body_too_large", str(exc))
+        return respond(request, 413, ErrorCode.body_too_large, str(exc))
 
     @app.exception_handler(BodyTimedOut)
     async def _timed_out(request: Request, exc: BodyTimedOut) -> JSONResponse:
-        return respond(request, 408, "body_timeout", str(exc), {"Connection": "close"})
+        return respond(request, 408, ErrorCode.body_timeout, str(exc), {"Connection": "close"})
 
     @app.exception_handler(BrokerUnavailable)
     async def _broker_down(request: Request, exc: BrokerUnavailable) -> JSONResponse:
         # Nothing of the submit was kept: the client should send it again.
-        return respond(request, 503, "broker_unavailable", str(exc), {"Retry-After": "5"})
+        return respond(request, 503, ErrorCode.broker_unavailable, str(exc), {"Retry-After": "5"})
 
-    @app.exception_handler(IdempotencyKeyReused)
-    async def _key_reused(request: Request, exc: IdempotencyKeyReused) -> JSONResponse:
-        return respond(request, 422, "idempotency_key_reused", str(exc))
+    @app.exception_handler(SubmissionError)
+    async def _refused(request: Request, exc: SubmissionError) -> JSONResponse:
+        status = submission_status(exc)
+        return respond(request, status, exc.code, exc.message, submission_headers(exc), exc.param)
 
     async def _store_down(request: Request, exc: Exception) -> JSONResponse:
         message = "the job store is unavailable; retry later"
-        return respond(request, 503, "store_unavailable", message, {"Retry-After": "5"})
+        return respond(request, 503, ErrorCode.store_unavailable, message, {"Retry-After": "5"})
 
     # Down, refusing, or every pooled connection busy (a frozen database holds them): the same 503.
     for unavailable in (*STORE_UNAVAILABLE, StoreReadFailed):

@@ -9,6 +9,7 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import BodyTimedOut, BodyTooLarge, error_answer
+from irq.error_codes import ErrorCode
 
 _JSON = b"application/json"
 _FORM = b"application/x-www-form-urlencoded"
@@ -93,7 +94,8 @@ async def _drain(receive: Receive) -> None:
 
 
 async def _too_large(send: Send, path: str, max_bytes: int) -> None:
-    status, answer = error_answer(path, 413, "body_too_large", f"request body is over {max_bytes} bytes")
+    message = f"request body is over {max_bytes} bytes"
+    status, answer = error_answer(path, 413, ErrorCode.body_too_large, message)
     body = json.dumps(answer).encode()
     await send(
         {

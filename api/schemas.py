@@ -1,89 +1,15 @@
-"""HTTP bodies of the jobs API, and the one conversion from a stored job to its public view."""
+"""HTTP bodies of the jobs API (a job request is the domain's `JobRequest`, `irq/submission/rules.py`), and
+the one conversion from a stored job to its public view."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from inference.protocol import TEMPERATURE_MAX, TEMPERATURE_MIN, TOP_P_MAX, TOP_P_MIN
 from irq.clock import ms_between
 from irq.store.models import Job
-
-
-def storable_text(text: str) -> str:
-    """`text` if a store can keep it (no NUL, valid Unicode); else a ValueError naming the problem."""
-    if "\x00" in text:
-        raise ValueError("must not contain a NUL character")
-    _unicode(text)
-    return text
-
-
-def custom_id_problem(custom_id: object) -> str | None:
-    """Why `custom_id` cannot name a job of a batch (None when it can): it is a string of 1 to 255
-    characters a store can keep."""
-    if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 255:
-        return "custom_id must be a string of 1 to 255 characters"
-    try:
-        storable_text(custom_id)
-    except ValueError as exc:
-        return f"custom_id {exc}"
-    return None
-
-
-def _unicode(text: str) -> None:
-    """Text that UTF-8 can store: JSON's `\\ud800` escapes decode to lone surrogates, which it cannot."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (it holds a lone surrogate, e.g. escaped \\ud800)") from None
-
-
-def _storable(schema: dict[str, Any] | None) -> dict[str, Any] | None:
-    if schema is not None:
-        _unicode(json.dumps(schema, ensure_ascii=False))
-    return schema
-
-
-Text = Annotated[str, AfterValidator(storable_text)]
-
-
-class JobRequest(BaseModel):
-    """`POST /v1/jobs`. Unset fields take the service defaults; `schema` defaults to the IR schema."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)  # `false` is no priority
-
-    prompt: Text = Field(min_length=1, description="Natural-language description of the function.")
-    schema_: Annotated[dict[str, Any] | None, AfterValidator(_storable)] = Field(
-        default=None, alias="schema", description="JSON Schema of the output."
-    )
-    model: Text | None = Field(
-        default=None, max_length=200, description="A model of `GET /v1/models`; unset: the default one."
-    )
-    backend: Text | None = Field(
-        default=None,
-        max_length=50,
-        description="A structured-output backend the model is served with; unset: its first one.",
-    )
-    # Unset: IRQ_DEFAULT_MAX_TOKENS, IRQ_DEFAULT_TEMPERATURE, IRQ_DEFAULT_TOP_P; max_tokens is bounded by
-    # IRQ_MAX_MAX_TOKENS (checked at submit), temperature and top_p by what every engine takes.
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=TEMPERATURE_MIN, le=TEMPERATURE_MAX)
-    top_p: float | None = Field(default=None, gt=TOP_P_MIN, le=TOP_P_MAX)
-    priority: int = Field(default=5, ge=0, le=9, description="0..9, higher runs first.")
-    retry_truncated: bool | None = Field(
-        default=None,
-        description="A document cut at max_tokens runs once more under the schema bounded to the token "
-        "budget (its documents still match the schema). Unset: IRQ_RETRY_TRUNCATED.",
-    )
-    timeout: float | None = Field(
-        default=None,
-        gt=0,
-        description="Seconds the job may run, over all its attempts, from its first start; then it fails "
-        "with `timeout`. Time spent queued does not count.",
-    )
 
 
 class JobError(BaseModel):

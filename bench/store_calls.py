@@ -10,6 +10,7 @@ Each call runs `--calls` times in this process; CPU from `time.process_time()`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,9 +29,10 @@ from irq.migrate import upgrade
 from irq.store.db import Database
 from irq.store.jobs import JobStore
 from irq.store.models import Job, JobStatus
+from irq.store.updates import JobUpdate
 from irq.submission import NewJob, job_row
 
-SUCCEEDED: dict[str, Any] = dict(
+SUCCEEDED = JobUpdate(
     status=JobStatus.succeeded,
     result={"intent": {"summary": "s"}},
     finish_reason="stop",
@@ -75,12 +77,12 @@ class OrmJobs(JobStore):
                 .returning(Job)
             ).one_or_none()
 
-    def update_running(self, job: Job, values: dict[str, Any]) -> bool:
+    def update_running(self, job: Job, change: JobUpdate) -> bool:
         with self.db.session() as s:
             res = s.execute(
                 update(Job)
                 .where(Job.id == job.id, Job.status == JobStatus.running, Job.attempts == job.attempts)
-                .values(**values)
+                .values(**change.columns())
             )
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
@@ -99,7 +101,7 @@ def _claimed(store: JobStore, job_id: str) -> Job:
 
 def _succeeded(store: JobStore, job: Job) -> None:
     now = utcnow()
-    assert store.update_running(job, {**SUCCEEDED, "finished_at": now, "lease_expires_at": None})
+    assert store.update_running(job, dataclasses.replace(SUCCEEDED, finished_at=now, lease_expires_at=None))
 
 
 def cpu_ms(call: Callable[[int], object], n: int) -> float:

@@ -6,21 +6,24 @@ import re
 
 from pydantic import BaseModel
 
+from irq.error_codes import ErrorCode
+
 MAX_OUTPUT_CHARS = 16_000  # of a failed generation's text, kept for inspection
 
-GRAMMAR_ERROR = "grammar_error"
-PROMPT_TOO_LONG = "prompt_too_long"
 # Failures an engine reports in words, whatever status carries them: each happens again on another attempt.
 _MESSAGE_CODES = (
     # llguidance refusing a token its own mask allowed (vLLM: "LLMatcher error: Parser Error: token …
     # doesn't satisfy the grammar; forced bytes: …", "grammar rejected tokens").
-    (re.compile(r"LLMatcher error|doesn't satisfy the grammar|grammar rejected tokens"), GRAMMAR_ERROR),
+    (
+        re.compile(r"LLMatcher error|doesn't satisfy the grammar|grammar rejected tokens"),
+        ErrorCode.grammar_error,
+    ),
     # vLLM's words for a prompt past max_model_len ("maximum context length is 4096 tokens … your prompt
     # contains 4433 input tokens", "The decoder prompt (length 4433) is longer than the maximum model
     # length").
     (
         re.compile(r"maximum context length|longer than the maximum model length", re.IGNORECASE),
-        PROMPT_TOO_LONG,
+        ErrorCode.prompt_too_long,
     ),
 )
 

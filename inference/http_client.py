@@ -14,6 +14,7 @@ from inference.abort import Abort, Aborted
 from inference.errors import EndpointDown, RetryableInferenceError, fault_from_body
 from inference.protocol import GenerateRequest, GenerateResponse, decode_response
 from irq.endpoints import Endpoint
+from irq.error_codes import ErrorCode
 from irq.settings import Settings, derive_health_url
 
 HEALTH_TIMEOUT_S = 10.0
@@ -126,7 +127,8 @@ class HttpInferenceClient:
         try:
             body = response.json()
         except ValueError as exc:
-            raise RetryableInferenceError("inference_bad_response", f"unreadable response: {exc}") from exc
+            message = f"unreadable response: {exc}"
+            raise RetryableInferenceError(ErrorCode.inference_bad_response, message) from exc
         return decode_response(body)
 
     def close(self) -> None:
@@ -139,7 +141,7 @@ class HttpInferenceClient:
 def _transport_fault(exc: httpx.TransportError, timeout_s: float) -> RetryableInferenceError:
     """A request that got no answer: `EndpointDown` when it never reached the endpoint."""
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        return EndpointDown("inference_unreachable", f"{type(exc).__name__}: {exc}")
+        return EndpointDown(ErrorCode.inference_unreachable, f"{type(exc).__name__}: {exc}")
     if isinstance(exc, httpx.TimeoutException):
-        return RetryableInferenceError("inference_timeout", f"no answer within {timeout_s:.0f} s")
-    return RetryableInferenceError("inference_unreachable", f"{type(exc).__name__}: {exc}")
+        return RetryableInferenceError(ErrorCode.inference_timeout, f"no answer within {timeout_s:.0f} s")
+    return RetryableInferenceError(ErrorCode.inference_unreachable, f"{type(exc).__name__}: {exc}")

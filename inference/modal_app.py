@@ -14,6 +14,7 @@ from typing import Any
 import modal
 
 from inference.modal_client import CLASS_NAME, modal_app_name
+from irq.error_codes import ErrorCode
 from irq.settings import Settings
 
 SETTINGS = Settings()
@@ -86,7 +87,7 @@ def method_result(status_code: int, body: Any) -> dict[str, Any]:
     """What `Inference.generate` returns for the service's answer: the body, or the error and its status."""
     if status_code == 200 and isinstance(body, dict):
         return body
-    error = body if isinstance(body, dict) else {"code": "engine_error", "message": str(body)[:500]}
+    error = body if isinstance(body, dict) else {"code": ErrorCode.engine_error, "message": str(body)[:500]}
     return {"status_code": status_code, "error": error}
 
 

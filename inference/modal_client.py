@@ -15,6 +15,7 @@ from inference.abort import Abort, Aborted
 from inference.errors import InferenceError, RetryableInferenceError, fault_from_body
 from inference.protocol import GenerateRequest, GenerateResponse, decode_response
 from irq.endpoints import Endpoint
+from irq.error_codes import ErrorCode
 
 if TYPE_CHECKING:
     import modal
@@ -52,11 +53,11 @@ def typed_fault(exc: BaseException, timeout_s: float) -> RetryableInferenceError
     from modal import exception as modal_exc
 
     if isinstance(exc, TimeoutError | modal_exc.TimeoutError):
-        return RetryableInferenceError("inference_timeout", f"no answer within {timeout_s:.0f} s")
+        return RetryableInferenceError(ErrorCode.inference_timeout, f"no answer within {timeout_s:.0f} s")
     if isinstance(exc, modal_exc.NotFoundError | modal_exc.AuthError | modal_exc.ConnectionError | OSError):
-        return RetryableInferenceError("inference_unreachable", f"{type(exc).__name__}: {exc}")
+        return RetryableInferenceError(ErrorCode.inference_unreachable, f"{type(exc).__name__}: {exc}")
     # An exception raised in the app's own code, or Modal's: the equivalent of a 5xx.
-    return RetryableInferenceError("inference_remote_error", f"{type(exc).__name__}: {exc}")
+    return RetryableInferenceError(ErrorCode.inference_remote_error, f"{type(exc).__name__}: {exc}")
 
 
 class ModalInferenceClient:

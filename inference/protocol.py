@@ -7,13 +7,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inference.errors import PartialOutput, RetryableInferenceError
+from irq.error_codes import ErrorCode
+from irq.sampling import TEMPERATURE_MAX, TEMPERATURE_MIN, TOP_P_MAX, TOP_P_MIN
 from irq.settings import get_settings
-
-# The sampling ranges every engine accepts; the API checks a job's values against the same ones.
-TEMPERATURE_MIN = 0.0
-TEMPERATURE_MAX = 2.0
-TOP_P_MIN = 0.0  # exclusive: top_p must be above it
-TOP_P_MAX = 1.0
 
 
 class GenerateRequest(BaseModel):
@@ -67,14 +63,18 @@ class GenerateResponse(BaseModel):
 def decode_response(body: object) -> GenerateResponse:
     """A `/generate` answer's decoded JSON body as a response; `RetryableInferenceError` when unreadable."""
     if not isinstance(body, dict):
-        raise RetryableInferenceError("inference_bad_response", f"unreadable response: {type(body).__name__}")
+        raise RetryableInferenceError(
+            ErrorCode.inference_bad_response, f"unreadable response: {type(body).__name__}"
+        )
     body = dict(body)
     if "text" not in body and "ir_json" in body:
         body["text"] = body.pop("ir_json")  # the older deployments' key
     try:
         return GenerateResponse.model_validate(body)
     except ValidationError as exc:
-        raise RetryableInferenceError("inference_bad_response", f"unreadable response: {exc}") from exc
+        raise RetryableInferenceError(
+            ErrorCode.inference_bad_response, f"unreadable response: {exc}"
+        ) from exc
 
 
 class HealthResponse(BaseModel):

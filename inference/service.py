@@ -28,14 +28,13 @@ from inference.engines import (
     create_engine,
 )
 from inference.errors import (
-    GRAMMAR_ERROR,
     MAX_OUTPUT_CHARS,
-    PROMPT_TOO_LONG,
     PartialOutput,
     code_for_message,
 )
 from inference.protocol import ErrorBody, GenerateRequest, GenerateResponse, HealthResponse
 from inference.repetition import REPETITION
+from irq.error_codes import ErrorCode
 from irq.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -63,18 +62,18 @@ async def _engine_call(call: Awaitable[T]) -> T:
     try:
         return await call
     except PromptTooLong as exc:
-        raise ServiceError(422, PROMPT_TOO_LONG, str(exc)) from exc
+        raise ServiceError(422, ErrorCode.prompt_too_long, str(exc)) from exc
     except GrammarFailure as exc:
-        raise ServiceError(422, GRAMMAR_ERROR, str(exc)) from exc
+        raise ServiceError(422, ErrorCode.grammar_error, str(exc)) from exc
     except SchemaRejected as exc:
         # An engine's own words may say it was no schema problem (vLLM's prompt-length check at submit).
-        raise ServiceError(422, code_for_message(str(exc)) or "schema_unsupported", str(exc)) from exc
+        raise ServiceError(422, code_for_message(str(exc)) or ErrorCode.schema_unsupported, str(exc)) from exc
     except Exception as exc:
         code = code_for_message(str(exc))
         if code is not None:
             raise ServiceError(422, code, f"{type(exc).__name__}: {exc}") from exc
         logger.exception("engine failed")
-        raise ServiceError(500, "engine_error", f"{type(exc).__name__}: {exc}") from exc
+        raise ServiceError(500, ErrorCode.engine_error, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _parse_output(result: EngineResult) -> object:
@@ -87,11 +86,12 @@ def _parse_output(result: EngineResult) -> object:
         return json.loads(result.text, strict=False)
     except ValueError as exc:
         if result.finish_reason == "length":
-            code, why = "output_truncated", "max_tokens cut the document short"
+            code, why = ErrorCode.output_truncated, "max_tokens cut the document short"
         elif result.finish_reason == REPETITION:
-            code, why = "output_truncated", "the output repeated itself, so the engine stopped it early"
+            code = ErrorCode.output_truncated
+            why = "the output repeated itself, so the engine stopped it early"
         else:
-            code, why = "invalid_output", "the output is not JSON"
+            code, why = ErrorCode.invalid_output, "the output is not JSON"
         output = PartialOutput(
             text=result.text[:MAX_OUTPUT_CHARS],
             finish_reason=result.finish_reason,
@@ -131,7 +131,7 @@ async def _unless_abandoned(call: Awaitable[T], http: Request) -> T:
         await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             return task.result()
-        raise ServiceError(499, "client_closed", "the client went away; the generation was stopped")
+        raise ServiceError(499, ErrorCode.client_closed, "the client went away; the generation was stopped")
     finally:
         for pending in (gone, task):
             if not pending.done():
@@ -150,7 +150,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         message = "; ".join(
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
         )
-        return _error_response(422, ErrorBody(code="invalid_request", message=message))
+        return _error_response(422, ErrorBody(code=ErrorCode.invalid_request, message=message))
 
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_invalid_request)

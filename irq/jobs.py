@@ -14,6 +14,7 @@ the submit is accepted, and a message that could not follow is sent by the sweep
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +26,14 @@ from sqlalchemy.exc import IntegrityError
 from irq.broker import Broker
 from irq.clock import new_id, utcnow
 from irq.endpoints import EndpointState, NotServed, Registry
+from irq.error_codes import ErrorCode
 from irq.events import Notifier
 from irq.retry import Fault, Generated, RetryDecision, RetryPolicy, WorkerLost
 from irq.settings import Settings
 from irq.store.db import Database
 from irq.store.jobs import Also, JobStore
 from irq.store.models import Batch, Job, JobStatus
+from irq.store.updates import JobUpdate
 from irq.submission import NewJob, job_row, request_hash, same_request
 
 log = logging.getLogger("irq.jobs")
@@ -176,19 +179,22 @@ class JobManager:
 
     def cancel(self, job_id: str, owner_id: int) -> Job | None:
         """Cancel a queued or running job; a finished job stays as it is. None if not the owner's."""
-        if self.store.cancel(job_id, owner_id, _cancelled("cancelled by the client")):
+        cancelled = JobUpdate.ended(JobStatus.cancelled, ErrorCode.cancelled, "cancelled by the client")
+        if self.store.cancel(job_id, owner_id, cancelled):
             self.notifier.finished([job_id])
         return self.store.get(job_id, owner_id)
 
     def cancel_batch(self, batch: Batch) -> None:
         """Cancel every queued or running job of the batch; finished ones keep their outcome."""
-        self.notifier.finished(self.store.cancel_batch(batch.id, _cancelled("the batch was cancelled")))
+        cancelled = JobUpdate.ended(JobStatus.cancelled, ErrorCode.cancelled, "the batch was cancelled")
+        self.notifier.finished(self.store.cancel_batch(batch.id, cancelled))
 
     def expire_batch(self, batch_id: str) -> None:
         """End the batch's queued and running jobs: its completion window is over (its finished jobs keep
         their outcome)."""
-        values = {**_cancelled("the batch's completion window ended"), "error_code": "batch_expired"}
-        self.notifier.finished(self.store.cancel_batch(batch_id, values, mark_batch=False))
+        message = "the batch's completion window ended"
+        expired = JobUpdate.ended(JobStatus.cancelled, ErrorCode.batch_expired, message)
+        self.notifier.finished(self.store.cancel_batch(batch_id, expired, mark_batch=False))
 
     # --- running ---------------------------------------------------------------------------
 
@@ -206,18 +212,11 @@ class JobManager:
         """Give a running job back to its queue as if this attempt had never started: its endpoint was
         down before the request reached it, so neither an attempt nor time of the job's deadline is spent.
         False if the job was no longer this running attempt."""
-        first = job.attempts == 1
-        released = self.store.update_running(
-            job,
-            dict(
-                status=JobStatus.queued,
-                attempts=job.attempts - 1,
-                enqueued_at=utcnow(),
-                lease_expires_at=None,
-                worker=None,
-                **({"started_at": None, "first_started_at": None} if first else {}),
-            ),
-        )
+        back = JobUpdate(status=JobStatus.queued, attempts=job.attempts - 1, enqueued_at=utcnow(),
+                         lease_expires_at=None, worker=None)  # fmt: skip
+        if job.attempts == 1:
+            back = dataclasses.replace(back, started_at=None, first_started_at=None)
+        released = self.store.update_running(job, back)
         if released:
             self._requeue(job)
         return released
@@ -225,7 +224,7 @@ class JobManager:
     def succeed(self, job: Job, outcome: Outcome) -> bool:
         """Store the result of a running job; False if the job was cancelled or finished meanwhile."""
         generation_s = outcome.generation_ms / 1000.0
-        values: dict[str, Any] = dict(
+        succeeded = JobUpdate(
             status=JobStatus.succeeded,
             result=outcome.result,
             validation_error=outcome.validation_error,
@@ -241,12 +240,12 @@ class JobManager:
             error_code=None,
             error_message=None,
         )
-        return self._finish(job, values)
+        return self._finish(job, succeeded)
 
     def fail(
         self,
         job: Job,
-        code: str,
+        code: ErrorCode | str,
         message: str,
         *,
         endpoint: str | None = None,
@@ -257,21 +256,14 @@ class JobManager:
         """Fail a running job for good with a machine-readable code, keeping what it produced (a document
         that did not validate, or the text of a generation that made none); False if it was no longer
         running."""
-        values: dict[str, Any] = dict(status=JobStatus.failed, error_code=code, error_message=message[:4000])
+        failed = JobUpdate(status=JobStatus.failed, error_code=code, error_message=message[:4000])
         if endpoint is not None:
-            values["endpoint"] = endpoint
+            failed = dataclasses.replace(failed, endpoint=endpoint)
         if result is not None:
-            values["result"] = result
-            values["validation_error"] = validation_error
+            failed = dataclasses.replace(failed, result=result, validation_error=validation_error)
         if output is not None:
-            values.update(
-                finish_reason=output.finish_reason,
-                prompt_tokens=output.prompt_tokens,
-                completion_tokens=output.completion_tokens,
-            )
-            if output.text:  # a document that did not validate is kept as `result` instead
-                values["output_text"] = output.text[:MAX_OUTPUT_CHARS]
-        return self._finish(job, values)
+            failed = _with_output(failed, output)
+        return self._finish(job, failed)
 
     def retry_or_fail(self, job: Job, fault: Fault, endpoint: str | None = None) -> RetryDecision:
         """After a fault: the retry policy's decision, applied (back to the queue after its delay, or
@@ -282,7 +274,7 @@ class JobManager:
             return decision
         requeued = self.store.update_running(
             job,
-            dict(
+            JobUpdate(
                 status=JobStatus.queued,
                 enqueued_at=utcnow(),
                 lease_expires_at=None,
@@ -304,15 +296,16 @@ class JobManager:
         except Exception as exc:
             log.warning("job %s: could not enqueue it again: %s", job.id, exc)
 
-    def _finish(self, job: Job, values: dict[str, Any]) -> bool:
+    def _finish(self, job: Job, change: JobUpdate) -> bool:
         now = utcnow()
-        values.update(
+        change = dataclasses.replace(
+            change,
             finished_at=now,
             lease_expires_at=None,
             queue_wait_ms=_ms(job.started_at, job.enqueued_at) if job.started_at else None,
             total_ms=_ms(now, job.created_at),
         )
-        finished = self.store.update_running(job, values)
+        finished = self.store.update_running(job, change)
         if finished:
             self.notifier.finished([job.id])
         return finished
@@ -345,8 +338,8 @@ class JobManager:
                     f"no endpoint serving {model} with {backend} has answered for {down_s:.0f} s, "
                     f"longer than the job's timeout of {job.timeout_s:g} s"
                 )
-                values = dict(finished_at=now, error_code="endpoint_unavailable", error_message=message)
-                if self.store.end_queued(job.id, dict(status=JobStatus.failed, **values)):
+                ended = JobUpdate.ended(JobStatus.failed, ErrorCode.endpoint_unavailable, message)
+                if self.store.end_queued(job.id, ended):
                     self.notifier.finished([job.id])
                     failed += 1
         return failed
@@ -377,8 +370,8 @@ class JobManager:
             try:
                 self._enqueue(job, job.priority)
             except NotServed as exc:  # its endpoints were taken out of the registry: nothing can run it
-                values = dict(finished_at=utcnow(), error_code="model_unavailable", error_message=str(exc))
-                if self.store.end_queued(job.id, dict(status=JobStatus.failed, **values)):
+                ended = JobUpdate.ended(JobStatus.failed, ErrorCode.model_unavailable, str(exc))
+                if self.store.end_queued(job.id, ended):
                     self.notifier.finished([job.id])
         return len(missing)
 
@@ -393,8 +386,13 @@ def _down_since(registry: Registry, states: dict[str, dict[str, object]]) -> dic
     return down
 
 
-def _cancelled(message: str) -> dict[str, Any]:
-    """The values of a queued or running job being cancelled."""
-    return dict(
-        status=JobStatus.cancelled, finished_at=utcnow(), error_code="cancelled", error_message=message
+def _with_output(failed: JobUpdate, output: Generated) -> JobUpdate:
+    """A failure's values with what its generation left behind: its text (a document that did not validate
+    is kept as `result` instead), why it stopped, and its tokens."""
+    failed = dataclasses.replace(
+        failed,
+        finish_reason=output.finish_reason,
+        prompt_tokens=output.prompt_tokens,
+        completion_tokens=output.completion_tokens,
     )
+    return dataclasses.replace(failed, output_text=output.text[:MAX_OUTPUT_CHARS]) if output.text else failed

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Protocol
 
 from irq.bounding import needs_bounds
+from irq.error_codes import ErrorCode
 from irq.settings import Settings
 from irq.store.models import Job
 
@@ -27,8 +28,10 @@ class Fault(Protocol):
     succeed, and what the engine generated if anything (`str()` of it is the message). Inference errors
     and the sweeper's `WorkerLost` are faults."""
 
-    code: str
     retryable: bool
+
+    @property
+    def code(self) -> str: ...
 
     @property
     def output(self) -> Generated | None: ...
@@ -37,7 +40,7 @@ class Fault(Protocol):
 class WorkerLost(Exception):
     """The worker running the job stopped renewing its lease (it died or lost the store)."""
 
-    code = "worker_lost"
+    code = ErrorCode.worker_lost
     retryable = True
     output = None
 
@@ -45,13 +48,9 @@ class WorkerLost(Exception):
 class InternalFault(Exception):
     """An unexpected exception on the worker's path; another attempt may not meet it."""
 
-    code = "internal_error"
+    code = ErrorCode.internal_error
     retryable = True
     output = None
-
-
-TRUNCATED = "output_truncated"
-HOLLOW = "hollow_output"  # a valid document without content (irq.bounding.hollow)
 
 
 @dataclass(frozen=True)
@@ -83,13 +82,13 @@ class RetryPolicy:
 
     def decide(self, job: Job, fault: Fault, now: datetime) -> RetryDecision:
         message = str(fault)[:4000]
-        bound = fault.code in (TRUNCATED, HOLLOW) and _bounds_help(job)
+        bound = fault.code in (ErrorCode.output_truncated, ErrorCode.hollow_output) and _bounds_help(job)
         if not (fault.retryable or bound):
             return RetryDecision(False, 0.0, fault.code, message)
         past_deadline = job.deadline_at is not None and now >= job.deadline_at
         if past_deadline or job.attempts >= job.max_attempts:
             given_up = f"gave up after {job.attempts} attempt(s): {message}"[:4000]
-            return RetryDecision(False, 0.0, "timeout" if past_deadline else fault.code, given_up)
+            return RetryDecision(False, 0.0, ErrorCode.timeout if past_deadline else fault.code, given_up)
         if bound:
             return RetryDecision(True, 0.0, fault.code, message, bounded=True)
         return RetryDecision(True, self.delay_s(job.attempts), fault.code, message)

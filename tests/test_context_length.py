@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from api.errors import ApiError
-from api.routes.jobs import to_new_job
-from api.schemas import JobRequest
-from inference.prompting import least_prompt_tokens
+from api.errors import submission_status
 from irq.endpoints import Endpoint, Registry
+from irq.prompting import least_prompt_tokens
 from irq.settings import Settings
+from irq.submission.errors import SubmissionError
+from irq.submission.rules import JobRequest, to_new_job
 from tests.conftest import start_stack, stop_stack, write_registry
 
 pytestmark = pytest.mark.timeout(300)
@@ -39,9 +39,9 @@ def registry(max_model_len: int | None) -> Registry:
 
 def test_the_refusal_names_the_prompt_the_budget_and_the_context() -> None:
     body = JobRequest.model_validate({"prompt": "Describe a pod", "schema": WIDE, "max_tokens": 512})
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(SubmissionError) as refused:
         to_new_job(body, Settings(), registry(CONTEXT), None)
-    assert refused.value.status == 422 and refused.value.code == "prompt_too_long"
+    assert submission_status(refused.value) == 422 and refused.value.code == "prompt_too_long"
     least = least_prompt_tokens("Describe a pod", WIDE)
     assert least + 512 > CONTEXT
     assert f"at least {least} tokens" in str(refused.value) and "max_tokens 512" in str(refused.value)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeGuard
 
+from irq.error_codes import ErrorCode
 from irq.procs import ROOT
 
 PACKAGES = ("irq", "api", "worker", "inference", "bench")
@@ -16,8 +18,8 @@ MAX_LINES = 400
 OWN_SQL = {"bench/store_calls.py", "bench/minimal_submit.py", "bench/store.py"}
 
 
-def modules() -> Iterator[tuple[str, Path]]:
-    for package in PACKAGES:
+def modules(packages: tuple[str, ...] = PACKAGES) -> Iterator[tuple[str, Path]]:
+    for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
             relative = path.relative_to(ROOT)
             name = ".".join(relative.with_suffix("").parts).removesuffix(".__init__")
@@ -79,3 +81,63 @@ def test_no_import_cycle() -> None:
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+# Where a code is spelled, two rules find it. A snake_case code is found wherever it stands: its text is
+# the code. A single word ("cancelled" is also a job status, "expired" an OpenAI batch status, "timeout" a
+# field name) is found only where a code goes: a `code=` or `error_code=` argument or assignment, a
+# comparison with a `.code` or `.error_code`, the code argument of `ApiError(status, code, …)`.
+CODES = {code.value for code in ErrorCode}
+SPELLED_CODES = {code for code in CODES if "_" in code}
+CODE_NAMES = {"code", "error_code"}
+CODE_ARGUMENT = {"ApiError": 1, "respond": 2, "SchemaProblem": 0, "ServiceError": 1}
+
+
+def test_error_codes_are_named_by_the_enum() -> None:
+    """No string literal in irq, the API, the worker or the inference code spells an error code, but in
+    the enum's own module (docstrings aside: they quote codes to explain them)."""
+    spelled = []
+    for name, path in modules(("irq", "api", "worker", "inference")):
+        if name == "irq.error_codes":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = _docstrings(tree)
+        found = [n for n in ast.walk(tree) if _constant(n, SPELLED_CODES) and id(n) not in docstrings]
+        found += [n for n in _where_codes_go(tree) if _constant(n, CODES)]
+        spelled += sorted({f"{name}:{node.lineno} {node.value!r}" for node in found})
+    assert spelled == []
+
+
+def _constant(node: ast.AST, values: set[str]) -> TypeGuard[ast.Constant]:
+    return isinstance(node, ast.Constant) and node.value in values
+
+
+def _names_a_code(node: ast.AST) -> bool:
+    named = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+    return named in CODE_NAMES
+
+
+def _where_codes_go(tree: ast.AST) -> Iterator[ast.AST]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg in CODE_NAMES:
+            yield node.value
+        elif isinstance(node, ast.Assign) and any(_names_a_code(t) for t in node.targets):
+            yield node.value
+        elif isinstance(node, ast.Compare) and any(_names_a_code(n) for n in [node.left, *node.comparators]):
+            for side in [node.left, *node.comparators]:  # `code in ("a", "b")` too
+                yield from side.elts if isinstance(side, ast.Tuple | ast.Set | ast.List) else [side]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            position = CODE_ARGUMENT.get(node.func.id)
+            if position is not None and len(node.args) > position:
+                yield node.args[position]
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstrings' nodes."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found

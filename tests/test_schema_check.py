@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from api.errors import ApiError
-from api.routes.jobs import to_new_job
-from api.schemas import JobRequest
+from api.errors import submission_headers, submission_status
 from irq.endpoints import load_registry
 from irq.schema_check import GuidanceOptions, SchemaProblem, check_pool, check_schema, engine_schema
 from irq.settings import Settings
+from irq.submission.errors import SubmissionError
+from irq.submission.rules import JobRequest, to_new_job
 
 # 2000 required properties, each with a pattern: about a second of checking on this machine.
 SLOW_SCHEMA = {
@@ -207,11 +207,11 @@ def test_when_every_check_process_is_busy_a_submit_is_told_to_retry_and_quick_sc
     settings = Settings(schema_check_processes=POOL, schema_check_wait_s=0.2, schema_compile_timeout_s=2.0)
     with Flood([1, 1, 2, 2], timeout_s=2.0, wait_s=0.3, **LIMITS):
         job = JobRequest(prompt="p", schema={"type": "string", "format": "email", "title": "flood 2"})
-        with pytest.raises(ApiError) as busy:
+        with pytest.raises(SubmissionError) as busy:
             to_new_job(job, settings, load_registry(settings), None, owner=9)
         trivial, trivial_s = timed(lambda: outcome({"type": "object", "title": "flood 2"}, owner=9))
         again, again_s = timed(lambda: outcome(cached, owner=9))
-    assert (busy.value.status, busy.value.code) == (503, "checks_busy")
-    assert busy.value.headers == {"Retry-After": "2"}
+    assert (submission_status(busy.value), busy.value.code) == (503, "checks_busy")
+    assert submission_headers(busy.value) == {"Retry-After": "2"}
     assert (trivial, again) == (None, None)
     assert max(trivial_s, again_s) < 0.2

@@ -27,6 +27,7 @@ from irq.bounding.narrowing import mentions_one_of, one_of_narrowed
 from irq.broker import TASK_RUN_JOB, Broker
 from irq.clock import utcnow
 from irq.endpoints import Endpoint, Registry, RegistryError
+from irq.error_codes import ErrorCode
 from irq.jobs import JobManager, Outcome
 from irq.retry import Fault, InternalFault
 from irq.schema_check.options import GuidanceOptions, engine_schema
@@ -221,7 +222,7 @@ def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, j
     assert job.deadline_at is not None  # set by the claim
     remaining = (job.deadline_at - utcnow()).total_seconds()
     if remaining <= 0:
-        _store(jobs.fail, job, "timeout", f"the job's {job.timeout_s:g} s ran out over its attempts")
+        _store(jobs.fail, job, ErrorCode.timeout, f"the job's {job.timeout_s:g} s ran out over its attempts")
         return Attempt.failed
     schema = (
         cached_bounded_schema(job.document_schema, job.max_tokens) if job.bounded else job.document_schema
@@ -255,7 +256,7 @@ def _attempt(jobs: JobManager, inference: InferenceClient, gate: EndpointGate, j
             f"endpoint {endpoint.name} answered with model {reply.model!r} and backend {reply.backend!r}; "
             f"the job asked for {job.model!r} with {job.backend!r} (check the registry's entry for it)"
         )
-        failed = _store(jobs.fail, job, "model_mismatch", message, endpoint=endpoint.name)
+        failed = _store(jobs.fail, job, ErrorCode.model_mismatch, message, endpoint=endpoint.name)
         return Attempt.failed if failed else Attempt.discarded
     if mentions_one_of(schema):
         with _Process.watching(job.id) as abort:
@@ -306,7 +307,7 @@ def _store_reply(jobs: JobManager, job: Job, reply: GenerateResponse, endpoint: 
         failed = _store(
             jobs.fail,
             job,
-            "schema_mismatch",
+            ErrorCode.schema_mismatch,
             message,
             endpoint=endpoint,
             result=document,

@@ -15,7 +15,7 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 
 from inference.errors import PartialOutput
-from irq.retry import HOLLOW
+from irq.error_codes import ErrorCode
 
 _NO_RETRIEVAL: Registry[Any] = Registry()
 
@@ -24,7 +24,7 @@ class Uncheckable(Exception):
     """The schema cannot be checked against any document: it refers to what is not in it, or its
     references loop without end. A permanent fault of the job's schema."""
 
-    code = "schema_unsupported"
+    code = ErrorCode.schema_unsupported
     retryable = False
     output = None
 
@@ -34,7 +34,7 @@ class HollowDocument(Exception):
     `[]`, only empty containers. Not a success; the retry policy runs the job once more under its bounded
     schema (whose root cannot be empty) when it may, and fails it with this code otherwise."""
 
-    code = HOLLOW
+    code = ErrorCode.hollow_output
     retryable = False
 
     def __init__(self, document: Any, output: PartialOutput) -> None:

@@ -1,46 +1,43 @@
 """`/openai/v1/batches`: create from an uploaded file, retrieve, list, cancel.
 
-Creating a batch validates every line of its file as a single submit is checked (the chat request's
-mapping, the model served, the limits, the schema compiled with llguidance in bounded time), reading the
-file a line at a time. A file with bad lines makes a `failed` batch whose `errors` name each line (up to
-`MAX_ERRORS`), and no job; a good one becomes an irq batch of the same id, one job per line, and the answer
-is `in_progress` (validation happens within the create request, so `validating` is never seen). The OpenAI
-batch, its irq batch and its jobs are written in one transaction: a create cut short (the API killed) left
-either all of them, listed and running, or nothing. A create is idempotent: under the same
-`Idempotency-Key`, or without one from the same input file, it finds the batch made before (a client
-retrying a create whose answer it lost never runs a file twice); to run a file again, send a new key. Statuses
-follow from the jobs: `completed` once all have ended, `cancelling` → `cancelled` after a cancel, and
-`expired` once the completion window passes with jobs still waiting (they end as `batch_expired`, the
-others keep their results).
+Creating a batch validates every line of its file as a single submit is checked (the chat request's mapping,
+the model served, the limits, the schema compiled with llguidance in bounded time), reading the file a line at
+a time (`irq/submission/lines.py`). A file with bad lines makes a `failed` batch whose `errors` name each line
+(up to `MAX_LINE_ERRORS`), and no job; a good one becomes an irq batch of the same id, one job per line, and
+the answer is `in_progress` (validation happens within the create request, so `validating` is never seen). The
+OpenAI batch, its irq batch and its jobs are written in one transaction: a create cut short (the API killed)
+left either all of them, listed and running, or nothing. A create is idempotent: under the same
+`Idempotency-Key`, or without one from the same input file, it finds the batch made before (a client retrying
+a create whose answer it lost never runs a file twice); to run a file again, send a new key. Statuses follow
+from the jobs: `completed` once all have ended, `cancelling` → `cancelled` after a cancel, and `expired` once
+the completion window passes with jobs still waiting (they end as `batch_expired`, the others keep their
+results).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from api.bodies import StrictJSONRoute, loads
+from api.bodies import StrictJSONRoute
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import ApiError
-from api.openai.chat_request import job_fields
 from api.openai.objects import BatchList, BatchObject, batch_object, checked_cursor
-from api.routes.jobs import check_quota, to_new_job
-from api.schemas import JobRequest, Text, custom_id_problem
 from irq.clock import is_id, new_id, utcnow
+from irq.error_codes import ErrorCode
 from irq.files import is_file_id
 from irq.store.models import ACTIVE, OpenAIBatch
-from irq.submission import IdempotencyKeyReused, NewJob, schema_hash
+from irq.submission.errors import IdempotencyKeyReused
+from irq.submission.lines import CHAT_COMPLETIONS, Lines, read_file
+from irq.submission.rules import Text
 
 router = APIRouter(tags=["openai"], route_class=StrictJSONRoute)
 
-ENDPOINT = "/v1/chat/completions"
 WINDOWS = {"24h": timedelta(hours=24)}
-MAX_ERRORS = 100
 FILE_KEY = "openai-file:"  # + the input file's id: the idempotency key of a create that sends none
 
 
@@ -50,66 +47,11 @@ MetadataValue = Annotated[Text, Field(max_length=512)]
 
 class BatchCreate(BaseModel):
     input_file_id: str = Field(max_length=64)
-    endpoint: str = Field(description=f"Only `{ENDPOINT}`.")
+    endpoint: str = Field(description=f"Only `{CHAT_COMPLETIONS}`.")
     completion_window: str = Field(description="Only `24h`.")
     metadata: dict[MetadataKey, MetadataValue] | None = Field(
         default=None, max_length=16, description="Up to 16 pairs: keys of 64 characters, values of 512."
     )
-
-
-def _line_job(svc: Services, owner_id: int, raw: bytes, seen: set[str]) -> NewJob:
-    """One line of a batch file as a job; `ApiError` naming what is wrong with it."""
-    try:
-        item = loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "invalid_json", f"the line is not JSON: {exc}") from None
-    if not isinstance(item, dict):
-        raise ApiError(400, "invalid_request", "a line must be a JSON object")
-    custom_id = item.get("custom_id")
-    if problem := custom_id_problem(custom_id):
-        raise ApiError(400, "invalid_request", problem, param="custom_id")
-    assert isinstance(custom_id, str)  # what custom_id_problem checked
-    if custom_id in seen:
-        raise ApiError(
-            400, "duplicate_custom_id", f"custom_id {custom_id!r} is used twice", param="custom_id"
-        )
-    seen.add(custom_id)
-    if item.get("method") != "POST":
-        raise ApiError(400, "invalid_request", "`method` must be POST", param="method")
-    if item.get("url") != ENDPOINT:
-        raise ApiError(400, "invalid_url", f"`url` must be the batch's endpoint, {ENDPOINT}", param="url")
-    try:
-        request = JobRequest.model_validate(job_fields(item.get("body")))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = "body." + ".".join(map(str, first["loc"]))
-        raise ApiError(400, "invalid_request", f"{param}: {first['msg']}", param=param) from None
-    new = to_new_job(request, svc.settings, svc.jobs.registry, None, owner=owner_id)
-    return dataclasses.replace(new, custom_id=custom_id)
-
-
-def _read_file(svc: Services, owner_id: int, file_id: str) -> tuple[list[NewJob], list[dict[str, Any]]]:
-    """Every line checked; the jobs, or the errors of the bad lines. Equal schemas are kept once."""
-    news: list[NewJob] = []
-    errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    schemas: dict[str, dict[str, Any]] = {}
-    for number, raw in enumerate(svc.storage.lines(file_id), start=1):
-        if not raw.strip():
-            continue
-        try:
-            new = _line_job(svc, owner_id, raw, seen)
-        except ApiError as exc:
-            errors.append(dict(code=exc.code, line=number, message=exc.message, param=exc.param))
-            if len(errors) >= MAX_ERRORS:
-                break
-            continue
-        if not errors:
-            schema = schemas.setdefault(schema_hash(new.schema), new.schema)
-            news.append(dataclasses.replace(new, schema=schema))
-    if not news and not errors:
-        errors.append(dict(code="empty_file", line=None, message="the file has no requests", param=None))
-    return news, errors
 
 
 def _made_before(svc: Services, owner_id: int, key: str, body: BatchCreate) -> OpenAIBatch | None:
@@ -124,20 +66,25 @@ def _made_before(svc: Services, owner_id: int, key: str, body: BatchCreate) -> O
     if key.startswith(FILE_KEY):
         message = (f"batch {made.id} was already created from this file with other metadata; send an "
                    "Idempotency-Key to create another")  # fmt: skip
-        raise ApiError(409, "input_file_in_use", message, param="input_file_id")
-    raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
+        raise ApiError(409, ErrorCode.input_file_in_use, message, param="input_file_id")
+    raise IdempotencyKeyReused()
 
 
 def _create(svc: Services, owner_id: int, body: BatchCreate, key: str) -> OpenAIBatch:
     if not is_file_id(body.input_file_id):
-        raise ApiError(404, "not_found", f"No such File object: {body.input_file_id}", param="input_file_id")
+        raise ApiError(
+            404, ErrorCode.not_found, f"No such File object: {body.input_file_id}", param="input_file_id"
+        )
     made = _made_before(svc, owner_id, key, body)
     if made is not None:
         return made
     stored = svc.files.file(owner_id, body.input_file_id)
     if stored is None or stored.purpose != "batch":
-        raise ApiError(404, "not_found", f"No such File object: {body.input_file_id}", param="input_file_id")
-    news, errors = _read_file(svc, owner_id, stored.id)
+        raise ApiError(
+            404, ErrorCode.not_found, f"No such File object: {body.input_file_id}", param="input_file_id"
+        )
+    lines = Lines(svc.settings, svc.jobs.registry, owner_id, openai_file=True)
+    news, errors = read_file(svc.storage.lines(stored.id), lines)
     now = utcnow()
     record: dict[str, Any] = dict(
         owner_id=owner_id,
@@ -153,7 +100,7 @@ def _create(svc: Services, owner_id: int, body: BatchCreate, key: str) -> OpenAI
     )
     if errors:
         return svc.files.add_batch({**record, "id": new_id(), "errors": errors, "failed_at": now})
-    check_quota(svc, owner_id, adding=len(news))
+    svc.check_quota(owner_id, adding=len(news))
     # The OpenAI batch is written with its irq batch and jobs, in their transaction.
     own_row = svc.files.batch_insert(record)
     batch, created = svc.jobs.submit_batch(owner_id, news, key, also=own_row)  # its errors: api/errors.py
@@ -182,7 +129,7 @@ def _view(svc: Services, ob: OpenAIBatch) -> BatchObject:
 def _owned(svc: Services, owner_id: int, batch_id: str) -> OpenAIBatch:
     ob = svc.files.batch(owner_id, batch_id)
     if ob is None:
-        raise ApiError(404, "not_found", f"No such Batch object: {batch_id}", param="batch_id")
+        raise ApiError(404, ErrorCode.not_found, f"No such Batch object: {batch_id}", param="batch_id")
     return ob
 
 
@@ -200,11 +147,13 @@ async def create_batch(
         ),
     ] = None,
 ) -> BatchObject:
-    if body.endpoint != ENDPOINT:
-        raise ApiError(400, "invalid_endpoint", f"`endpoint` must be {ENDPOINT}", param="endpoint")
+    if body.endpoint != CHAT_COMPLETIONS:
+        raise ApiError(
+            400, ErrorCode.invalid_endpoint, f"`endpoint` must be {CHAT_COMPLETIONS}", param="endpoint"
+        )
     if body.completion_window not in WINDOWS:
         message = "`completion_window` must be 24h"
-        raise ApiError(400, "invalid_completion_window", message, param="completion_window")
+        raise ApiError(400, ErrorCode.invalid_completion_window, message, param="completion_window")
     # Apart from the keys of irq's own /v1/batches, whose batches have no OpenAI record.
     key = f"openai:{idempotency_key}" if idempotency_key is not None else FILE_KEY + body.input_file_id
     # In a thread: reading the file and checking its schemas block.
@@ -235,9 +184,13 @@ def cancel_batch(batch_id: str, svc: ServicesDep, who: PrincipalDep) -> BatchObj
     ob = _owned(svc, who.key_id, batch_id)
     batch = svc.store.get_batch(ob.id, who.key_id) if ob.failed_at is None else None
     if batch is None or ob.expired_at is not None:
-        raise ApiError(409, "batch_not_cancellable", f"batch {batch_id} has already ended", param="batch_id")
+        raise ApiError(
+            409, ErrorCode.batch_not_cancellable, f"batch {batch_id} has already ended", param="batch_id"
+        )
     if batch.cancelled_at is None:
         if not any(svc.store.batch_counts(ob.id).get(s) for s in ACTIVE):
-            raise ApiError(409, "batch_not_cancellable", f"batch {batch_id} has completed", param="batch_id")
+            raise ApiError(
+                409, ErrorCode.batch_not_cancellable, f"batch {batch_id} has completed", param="batch_id"
+            )
         svc.jobs.cancel_batch(batch)
     return _view(svc, ob)

@@ -25,12 +25,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from api.bodies import StrictJSONRoute
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import ApiError, openai_error_body
-from api.openai.chat_request import job_fields
 from api.openai.objects import ChatCompletionRequest, answer_chunks, chat_completion, chunk
-from api.routes.jobs import check_quota, to_new_job
-from api.schemas import JobRequest
+from irq.error_codes import ErrorCode
 from irq.replies import ReplyKind, reply_of
 from irq.store.models import Job, JobStatus
+from irq.submission.chat import job_fields
+from irq.submission.rules import job_request, to_new_job
 
 router = APIRouter(tags=["openai"], route_class=StrictJSONRoute)
 NO_RETRY = {"x-should-retry": "false"}
@@ -42,12 +42,8 @@ STREAMED = {
 
 
 def _submit(svc: Services, owner_id: int, fields: dict[str, Any]) -> Job:
-    try:
-        request = JobRequest.model_validate(fields)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_request", str(exc)) from None
-    new = to_new_job(request, svc.settings, svc.jobs.registry, None, owner=owner_id)
-    check_quota(svc, owner_id, adding=1)
+    new = to_new_job(job_request(fields), svc.settings, svc.jobs.registry, None, owner=owner_id)
+    svc.check_quota(owner_id, adding=1)
     job, _ = svc.jobs.submit(owner_id, new)
     svc.active.added(owner_id, 1)
     return job
@@ -55,7 +51,7 @@ def _submit(svc: Services, owner_id: int, fields: dict[str, Any]) -> Job:
 
 def _answerable(job: Job) -> bool:
     """A job whose answer is a completion: succeeded, or cut at `max_tokens` with its text kept."""
-    truncated = job.error_code == "output_truncated" and bool(job.output_text)
+    truncated = job.error_code == ErrorCode.output_truncated and bool(job.output_text)
     return job.status == JobStatus.succeeded or truncated
 
 
@@ -67,7 +63,9 @@ def _failure(job: Job, wait_s: float) -> ApiError:
             f"job {job.id} has not finished after {wait_s:g} s; it is still {job.status}: "
             f"follow it with GET /v1/jobs/{job.id}"
         )
-        return ApiError(504, "timeout", message, headers={**headers, "Location": f"/v1/jobs/{job.id}"})
+        return ApiError(
+            504, ErrorCode.timeout, message, headers={**headers, "Location": f"/v1/jobs/{job.id}"}
+        )
     status = 409 if job.status == JobStatus.cancelled else 500
     message = f"job {job.id} {job.status}: {job.error_code}: {job.error_message}"
     return ApiError(status, job.error_code or job.status, message, headers=headers)

@@ -24,6 +24,7 @@ from api.openai.objects import (
     output_line,
 )
 from irq.clock import is_id, utcnow
+from irq.error_codes import ErrorCode
 from irq.files import FileTooLarge, is_file_id, new_file_id
 from irq.store.models import Batch, JobStatus
 
@@ -31,7 +32,7 @@ router = APIRouter(tags=["openai"])
 
 
 def _not_found(file_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"No such File object: {file_id}", param="id")
+    return ApiError(404, ErrorCode.not_found, f"No such File object: {file_id}", param="id")
 
 
 def _batch_file(svc: Services, owner_id: int, file_id: str) -> tuple[Batch, bool] | None:
@@ -60,7 +61,8 @@ async def upload_file(
 ) -> FileObject:
     unknown = sorted(set((await request.form()).keys()) - {"file", "purpose"})
     if unknown:
-        raise ApiError(400, "unknown_parameter", f"unknown form field(s): {unknown}", param=unknown[0])
+        message = f"unknown form field(s): {unknown}"
+        raise ApiError(400, ErrorCode.unknown_parameter, message, param=unknown[0])
     filename = checked_text((file.filename or "upload.jsonl")[:255], "filename")
     file_id = new_file_id()
     try:
@@ -68,13 +70,12 @@ async def upload_file(
             svc.storage.save, file_id, file.file, svc.settings.max_file_bytes
         )
     except FileTooLarge as exc:
-        raise ApiError(413, "file_too_large", str(exc), param="file") from None
+        raise ApiError(413, ErrorCode.file_too_large, str(exc), param="file") from None
     try:
         if lines > svc.settings.max_file_lines:
             limit = svc.settings.max_file_lines
-            raise ApiError(
-                400, "too_many_lines", f"the file has {lines} lines; the limit is {limit}", param="file"
-            )
+            message = f"the file has {lines} lines; the limit is {limit}"
+            raise ApiError(400, ErrorCode.too_many_lines, message, param="file")
         values = dict(id=file_id, owner_id=who.key_id, filename=filename, purpose=purpose, bytes=size,
                       lines=lines, created_at=utcnow())  # fmt: skip
         return FileObject.of(await run_in_threadpool(svc.files.add_file, values))

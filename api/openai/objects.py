@@ -13,9 +13,10 @@ from typing import Any, Literal, overload
 from pydantic import BaseModel, Field, StrictBool
 
 from api.errors import ApiError
-from api.schemas import storable_text
+from irq.error_codes import ErrorCode
 from irq.replies import Reply, ReplyKind, reply_of
 from irq.store.models import Batch, Job, JobStatus, OpenAIBatch, StoredFile
+from irq.submission.rules import storable_text
 
 OUTPUT_FILE = "file-batch-output-"  # + the batch id: the output file, made from the batch's jobs
 ERROR_FILE = "file-batch-errors-"
@@ -32,14 +33,14 @@ def checked_text(value: str | None, param: str) -> str | None:
     try:
         return storable_text(value)
     except ValueError as exc:
-        raise ApiError(400, "invalid_request", f"`{param}` {exc}", param=param) from None
+        raise ApiError(400, ErrorCode.invalid_request, f"`{param}` {exc}", param=param) from None
 
 
 def checked_cursor(after: str | None, is_valid: Callable[[str], bool]) -> str | None:
     """A list's `after`: None, or an id of the list's kind; else 400 (a NUL would reach the database)."""
     if after is not None and not is_valid(after):
         message = "`after` is not an id of this list: pass the last id of the previous page as given"
-        raise ApiError(400, "invalid_request", message, param="after")
+        raise ApiError(400, ErrorCode.invalid_request, message, param="after")
     return after
 
 
@@ -318,7 +319,7 @@ def output_line(job: Job) -> str:
 
 class ChatCompletionRequest(BaseModel):
     """`POST /chat/completions`, as the OpenAPI document shows it; the body is checked by
-    `api.openai.chat_request.job_fields`, which names what it refuses."""
+    `irq.submission.chat.job_fields`, which names what it refuses."""
 
     model: str | None = None
     messages: list[dict[str, Any]] = Field(min_length=1)

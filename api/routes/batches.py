@@ -3,7 +3,6 @@ API format), their counts by status, their results as JSONL, and cancel."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -12,18 +11,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from api.bodies import StrictJSONRoute, loads
+from api.bodies import StrictJSONRoute
 from api.deps import PrincipalDep, Services, ServicesDep
-from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse, not_found
-from api.openai.chat_request import job_fields
-from api.routes.jobs import check_quota, to_new_job
-from api.schemas import JobRequest, JobView, custom_id_problem
-from irq.endpoints import Registry
-from irq.settings import Settings
+from api.errors import COMMON_RESPONSES, ErrorResponse, not_found
+from api.schemas import JobView
 from irq.store.models import TERMINAL, Batch, JobStatus
 from irq.submission import NewJob
+from irq.submission.lines import Lines, read_upload
 
 router = APIRouter(
     prefix="/v1/batches", tags=["batches"], responses=COMMON_RESPONSES, route_class=StrictJSONRoute
@@ -76,72 +72,6 @@ def _view(batch: Batch, counts: dict[str, int]) -> BatchView:
     )
 
 
-def _items(body: bytes) -> list[Any]:
-    """The uploaded items: a JSON array, or one JSON value per non-empty line."""
-    try:
-        text = body.decode()
-    except UnicodeDecodeError:
-        raise ApiError(400, "invalid_json", "the batch is not UTF-8 text") from None
-    if text.lstrip().startswith("["):
-        try:
-            items = loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise ApiError(422, "invalid_request", f"the batch is not a JSON array: {exc}") from None
-        return list(items)
-    items = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                items.append(loads(line))
-            except (ValueError, RecursionError) as exc:
-                raise ApiError(422, "invalid_request", f"line {number} is not JSON: {exc}") from None
-    return items
-
-
-def parse_batch(
-    body: bytes,
-    settings: Settings,
-    registry: Registry,
-    owner: int | None = None,
-    route: dict[str, str] | None = None,
-) -> list[NewJob]:
-    """Every item checked as a single submit would be; the first bad one refuses the whole batch. `route`
-    (`model`, `backend`) replaces every item's own."""
-    items = _items(body)
-    if not items:
-        raise ApiError(422, "invalid_request", "the batch has no jobs")
-    if len(items) > settings.max_batch_jobs:
-        raise ApiError(413, "batch_too_large", f"{len(items)} jobs; the limit is {settings.max_batch_jobs}")
-    news = []
-    for number, item in enumerate(items, start=1):
-        try:
-            if not isinstance(item, dict):
-                raise ValueError("a job must be a JSON object")
-            custom_id = item.get("custom_id")
-            if custom_id is not None and (problem := custom_id_problem(custom_id)):
-                raise ValueError(problem)
-            if "body" in item and ("method" in item or "url" in item or "custom_id" in item):
-                # irq's own API: a line without `response_format` gets irq's default schema, not text.
-                fields = job_fields(item.get("body"), plain_text=False)
-            else:
-                fields = {k: v for k, v in item.items() if k != "custom_id"}
-            fields.update(route or {})
-            new = to_new_job(JobRequest.model_validate(fields), settings, registry, None, owner=owner)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
-            )
-            raise ApiError(422, "invalid_request", f"job {number}: {problems}") from None
-        except ValueError as exc:
-            raise ApiError(422, "invalid_request", f"job {number}: {exc}") from None
-        except ApiError as exc:
-            raise ApiError(
-                exc.status, exc.code, f"job {number}: {exc.message}", headers=exc.headers
-            ) from None
-        news.append(dataclasses.replace(new, custom_id=custom_id))
-    return news
-
-
 @router.post(
     "",
     status_code=202,
@@ -164,15 +94,14 @@ async def submit_batch(
     ] = None,
 ) -> JSONResponse:
     route = {k: v for k, v in (("model", model), ("backend", backend)) if v is not None}
+    lines = Lines(svc.settings, svc.jobs.registry, who.key_id, route)
     # In a thread: each job's schema check may wait for a check process.
-    news = await run_in_threadpool(
-        parse_batch, await request.body(), svc.settings, svc.jobs.registry, who.key_id, route
-    )
+    news = await run_in_threadpool(read_upload, await request.body(), lines)
     return await run_in_threadpool(_submit, svc, who.key_id, news, idempotency_key)
 
 
 def _submit(svc: Services, owner_id: int, news: list[NewJob], idempotency_key: str | None) -> JSONResponse:
-    check_quota(svc, owner_id, adding=len(news))
+    svc.check_quota(owner_id, adding=len(news))
     batch, created = svc.jobs.submit_batch(owner_id, news, idempotency_key)  # its errors: api/errors.py
     if created:
         svc.active.added(owner_id, len(news))

@@ -16,6 +16,7 @@ from api.deps import PrincipalDep, ServicesDep
 from api.errors import COMMON_RESPONSES, ApiError, ErrorResponse
 from api.routes.endpoints import EndpointStatus, endpoint_statuses
 from irq.clock import utcnow
+from irq.error_codes import ErrorCode
 from irq.store import reads, rollups
 from irq.store.db import Database
 from irq.store.models import JobStatus
@@ -71,7 +72,7 @@ class Stats(BaseModel):
 
 
 # Failures that still produced a document (or tried to): the denominator of the schema-valid rate.
-_OUTPUT_FAILURES = {"schema_mismatch", "invalid_output", "output_truncated"}
+_OUTPUT_FAILURES = {ErrorCode.schema_mismatch, ErrorCode.invalid_output, ErrorCode.output_truncated}
 _PERCENTILES = ("total_ms", "queue_wait_ms", "engine_wait_ms", "ttft_ms", "tokens_per_s")
 
 
@@ -127,7 +128,8 @@ def stats(
     scope: Annotated[str, Query(pattern="^(own|all)$", description="`all`: every key (admin only).")] = "own",
 ) -> Stats:
     if scope == "all" and not who.is_admin:
-        raise ApiError(403, "forbidden", "scope=all needs an admin key (`irq keys create NAME --admin`)")
+        message = "scope=all needs an admin key (`irq keys create NAME --admin`)"
+        raise ApiError(403, ErrorCode.forbidden, message)
     since = utcnow() - timedelta(seconds=window)
     owner = None if scope == "all" else who.key_id
     prices = {e.name: e.cost_per_hour for e in svc.jobs.registry.endpoints}

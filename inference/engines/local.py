@@ -34,10 +34,10 @@ from transformers import (
 )
 from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-from inference import prompting
 from inference.engines.base import Engine, EngineResult, PromptTooLong, SchemaRejected
 from inference.protocol import GenerateRequest
 from inference.repetition import REPETITION, LoopWatch
+from irq import prompting
 from irq.schema_check import llguidance_grammar
 from irq.settings import Settings, get_settings
 

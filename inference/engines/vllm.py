@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inference import prompting
 from inference.engines.base import Engine, EngineResult, GrammarFailure, PromptTooLong, SchemaRejected
 from inference.protocol import GenerateRequest
 from inference.repetition import REPETITION, LoopWatch
+from irq import prompting
 from irq.settings import Settings, get_settings
 
 if TYPE_CHECKING:

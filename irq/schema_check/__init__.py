@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from irq.error_codes import ErrorCode
 from irq.schema_check.options import GRAMMAR_OPTIONS, GuidanceOptions, engine_schema, llguidance_grammar
 from irq.schema_check.pool import Busy, CheckPool, Crashed, Overran, Unavailable, check_pool
 from irq.schema_check.verdict import Problem, is_quick, problem
@@ -42,7 +43,7 @@ class SchemaProblem(ValueError):
 
     def __init__(self, code: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = ErrorCode(code)  # a check process's verdict names it as text
         self.retry_after_s = retry_after_s
 
 
@@ -105,13 +106,15 @@ def check_schema(
     (`checks_busy` otherwise), then gets `timeout_s` (`schema_too_complex` after it).
     """
     if not isinstance(schema, dict):
-        raise SchemaProblem("invalid_schema", "schema must be a JSON object")
+        raise SchemaProblem(ErrorCode.invalid_schema, "schema must be a JSON object")
     depth = nesting_depth(schema)
     if depth > max_depth:
-        raise SchemaProblem("schema_too_deep", f"schema nests {depth} levels deep; the limit is {max_depth}")
+        raise SchemaProblem(
+            ErrorCode.schema_too_deep, f"schema nests {depth} levels deep; the limit is {max_depth}"
+        )
     size = len(canonical_json(schema).encode())
     if size > max_bytes:
-        raise SchemaProblem("schema_too_large", f"schema is {size} bytes; the limit is {max_bytes}")
+        raise SchemaProblem(ErrorCode.schema_too_large, f"schema is {size} bytes; the limit is {max_bytes}")
     compiled = canonical_json(engine_schema(schema, options))
     key = hashlib.sha256(compiled.encode()).digest()
     known, verdict = _verdicts.get(key)
@@ -134,16 +137,17 @@ def _checked_in_pool(
     try:
         answer = check_pool(processes).run(compiled, owner=owner, timeout_s=timeout_s, wait_s=wait_s)
     except Busy as exc:
-        raise SchemaProblem("checks_busy", str(exc), retry_after_s) from None
+        raise SchemaProblem(ErrorCode.checks_busy, str(exc), retry_after_s) from None
     except Unavailable as exc:
-        raise SchemaProblem("checks_unavailable", str(exc), retry_after_s) from None
+        raise SchemaProblem(ErrorCode.checks_unavailable, str(exc), retry_after_s) from None
     except Overran:
         raise SchemaProblem(
-            "schema_too_complex", f"the schema could not be checked and compiled within {timeout_s:g} s"
+            ErrorCode.schema_too_complex,
+            f"the schema could not be checked and compiled within {timeout_s:g} s",
         ) from None
     except Crashed:
         raise SchemaProblem(
-            "schema_unsupported", "checking this schema crashed the checker process"
+            ErrorCode.schema_unsupported, "checking this schema crashed the checker process"
         ) from None
     decoded = json.loads(answer)
     return None if decoded is None else (str(decoded[0]), str(decoded[1]))

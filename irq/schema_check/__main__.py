@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+from irq.error_codes import ErrorCode
 from irq.schema_check.verdict import Problem, byte_tokenizer, capped, problem
 
 ORPHAN_CHECK_S = 1.0
@@ -32,7 +33,8 @@ def answer(canonical: str) -> Problem | None:
     try:
         return problem(canonical, overlap=True)
     except Exception as exc:  # a fault of llguidance or jsonschema on this schema: refuse it, keep serving
-        return "schema_unsupported", capped(f"checking the schema failed: {type(exc).__name__}: {exc}")
+        message = f"checking the schema failed: {type(exc).__name__}: {exc}"
+        return ErrorCode.schema_unsupported, capped(message)
 
 
 def main() -> None:

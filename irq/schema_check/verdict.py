@@ -21,6 +21,7 @@ from llguidance import LLMatcher, LLParserLimits, LLTokenizer
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
+from irq.error_codes import ErrorCode
 from irq.schema_check.options import GRAMMAR_OPTIONS, X_GUIDANCE
 
 Problem = tuple[str, str]  # (code, message)
@@ -114,7 +115,7 @@ def json_schema_problem(schema: dict[str, Any]) -> Problem | None:
         )
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.path) or "(root)"
-        return "invalid_schema", capped(f"not a valid JSON Schema at {where}: {exc.message}")
+        return ErrorCode.invalid_schema, capped(f"not a valid JSON Schema at {where}: {exc.message}")
     return None
 
 
@@ -127,9 +128,10 @@ def validator_problem(schema: dict[str, Any]) -> Problem | None:
         for instance in TRIAL_INSTANCES:
             jsonschema.exceptions.best_match(validator.iter_errors(instance))
     except RecursionError:
-        return "schema_unsupported", "the schema's $ref references loop without end: no output can be checked"
+        message = "the schema's $ref references loop without end: no output can be checked"
+        return ErrorCode.schema_unsupported, message
     except Unresolvable as exc:
-        return "schema_unsupported", capped(f"the schema has a $ref that is not inside it: {exc}")
+        return ErrorCode.schema_unsupported, capped(f"the schema has a $ref that is not inside it: {exc}")
     return None
 
 
@@ -182,4 +184,4 @@ def _unsupported(reason: str) -> Problem:
     hint = next((h for phrase, h in HINTS if phrase in reason), None)
     if hint is not None:
         reason = hint.replace("REASON", re.split(r"[.;] ", reason, maxsplit=1)[0])
-    return "schema_unsupported", capped(f"llguidance cannot generate from this schema: {reason}")
+    return ErrorCode.schema_unsupported, capped(f"llguidance cannot generate from this schema: {reason}")

@@ -15,6 +15,7 @@ from irq.clock import is_id, utcnow
 from irq.store.db import Database
 from irq.store.models import ACTIVE, Batch, Job, JobStatus, OpenAIBatch
 from irq.store.schemas import SchemaStore
+from irq.store.updates import JobUpdate
 
 JOBS = cast(Table, Job.__table__)
 BATCHES = cast(Table, Batch.__table__)
@@ -275,37 +276,42 @@ class JobStore:
             row = conn.execute(q).one_or_none()
         return None if row is None else self._with_schemas([as_job(row)])[0]
 
-    def update_running(self, job: Job, values: dict[str, Any]) -> bool:
+    def update_running(self, job: Job, change: JobUpdate) -> bool:
         """Update the job as this attempt of it runs; False if it is no longer this running attempt."""
         q = (
             update(JOBS)
             .where(JOBS.c.id == job.id, JOBS.c.status == JobStatus.running, JOBS.c.attempts == job.attempts)
-            .values(values)
+            .values(change.columns())
         )
         with self.db.engine.begin() as conn:
             return bool(conn.execute(q).rowcount)
 
-    def end_queued(self, job_id: str, values: dict[str, Any]) -> bool:
+    def end_queued(self, job_id: str, change: JobUpdate) -> bool:
         """End a job that is still queued; False if it no longer is."""
-        q = update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.queued).values(values)
+        q = (
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.queued)
+            .values(change.columns())
+        )
         with self.db.engine.begin() as conn:
             return bool(conn.execute(q).rowcount)
 
-    def cancel(self, job_id: str, owner_id: int, values: dict[str, Any]) -> bool:
+    def cancel(self, job_id: str, owner_id: int, change: JobUpdate) -> bool:
         """Cancel one queued or running job of `owner_id`; False if it was not active (or not theirs)."""
         if not is_id(job_id):
             return False
         q = (
             update(JOBS)
             .where(JOBS.c.id == job_id, JOBS.c.owner_id == owner_id, JOBS.c.status.in_(ACTIVE))
-            .values(values)
+            .values(change.columns())
         )
         with self.db.engine.begin() as conn:
             return bool(conn.execute(q).rowcount)
 
-    def cancel_batch(self, batch_id: str, values: dict[str, Any], mark_batch: bool = True) -> list[str]:
-        """Cancel the batch's queued and running jobs (and, with `mark_batch`, mark the batch cancelled);
-        returns their ids."""
+    def cancel_batch(self, batch_id: str, change: JobUpdate, mark_batch: bool = True) -> list[str]:
+        """Cancel the batch's queued and running jobs (and, with `mark_batch`, mark the batch cancelled when
+        they finish); returns their ids."""
+        values = change.columns()
         with self.db.engine.begin() as conn:
             if mark_batch:
                 conn.execute(

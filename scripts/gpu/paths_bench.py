@@ -15,7 +15,7 @@ scripts/gpu/run-paths.sh starts the engines and the stack and calls this, one su
     python3 -m scripts.gpu.paths_bench report   --out-dir DIR
 
 What every engine gets is the worker's: the schema as `irq.schema_check.options.engine_schema` writes it
-(the deployment's llguidance options in `x-guidance`), the chat-templated prompt of `inference.prompting`,
+(the deployment's llguidance options in `x-guidance`), the chat-templated prompt of `irq.prompting`,
 `max_tokens`, `temperature`, `top_p`. The pipeline is sent the user's schema (the worker adds the same
 options) and otherwise the product's defaults (the bounded schema where the budget asks for it, a bounded
 retry after a cut), or with `--plain` `retry_truncated: false`: the user's schema alone, no job generated
@@ -114,7 +114,7 @@ async def post_service(http: httpx.AsyncClient, request: Request, args: argparse
 
 async def post_server(http: httpx.AsyncClient, request: Request, args: argparse.Namespace) -> Outcome:
     """A chat completion from vLLM's OpenAI server: irq's chat messages, the schema as `response_format`."""
-    from inference import prompting
+    from irq import prompting
 
     body = {
         "model": args.served_model,

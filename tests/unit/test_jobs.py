@@ -13,7 +13,7 @@ from irq.jobs import RETRY_PRIORITY, BrokerUnavailable, JobManager
 from irq.retry import RetryPolicy
 from irq.store.jobs import JobStore
 from irq.store.models import Job, JobStatus
-from irq.submission import IdempotencyKeyReused
+from irq.submission.errors import IdempotencyKeyReused
 from irq.testing import (
     BACKEND,
     MODEL,

@@ -1,6 +1,6 @@
-"""An OpenAI chat-completions request body as an irq job request: the one mapping, used by
-`POST /openai/v1/chat/completions`, by the lines of an OpenAI batch file, and by OpenAI Batch API lines sent
-to irq's own `POST /v1/batches`.
+"""An OpenAI chat-completions request body as an irq job request (`irq/submission/rules.py`): the one
+mapping, used by `POST /openai/v1/chat/completions`, by the lines of an OpenAI batch file, and by OpenAI
+Batch API lines sent to irq's own `POST /v1/batches` (`irq/submission/lines.py`).
 
 The messages' text becomes the prompt, and the request says what is generated (`irq/replies.py`):
 - a forced call of one function, `tools` with `tool_choice` naming it (or `"required"` with one tool), or
@@ -24,8 +24,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from api.errors import ApiError
+from irq.error_codes import ErrorCode
 from irq.replies import TEXT_SCHEMA, ReplyKind, call_schema
+from irq.submission.errors import MalformedRequest
 
 _CARRIED = {"max_completion_tokens": "max_tokens", "max_tokens": "max_tokens", "temperature": "temperature",
             "top_p": "top_p", "model": "model"}  # fmt: skip
@@ -48,12 +49,12 @@ _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
-def _refuse(param: str, message: str) -> ApiError:
-    return ApiError(400, "unsupported_parameter", message, param=param)
+def _refuse(param: str, message: str) -> MalformedRequest:
+    return MalformedRequest(ErrorCode.unsupported_parameter, message, param)
 
 
-def _invalid(param: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_request", message, param=param)
+def _invalid(param: str, message: str) -> MalformedRequest:
+    return MalformedRequest(ErrorCode.invalid_request, message, param)
 
 
 def _text(content: object) -> str:
@@ -189,7 +190,7 @@ def _forced_call(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def job_fields(body: object, *, stream_ok: bool = False, plain_text: bool = True) -> dict[str, Any]:
-    """The `JobRequest` fields of a chat-completions body; `ApiError` 400 naming what irq cannot do.
+    """The `JobRequest` fields of a chat-completions body; `MalformedRequest` naming what irq cannot do.
 
     `stream_ok`: the caller answers `stream: true` (the chat endpoint; a batch line cannot stream).
     `plain_text`: a request without `response_format` is answered in plain text (else: no schema, irq's
@@ -205,7 +206,7 @@ def job_fields(body: object, *, stream_ok: bool = False, plain_text: bool = True
                 raise _refuse(key, f"`{key}` = {value!r} is not supported by this service")
         elif key not in _CARRIED and key not in _HARMLESS:
             message = f"Unrecognized request argument supplied: {key}"
-            raise ApiError(400, "unknown_parameter", message, param=key)
+            raise MalformedRequest(ErrorCode.unknown_parameter, message, key)
     fields: dict[str, Any] = {"prompt": _prompt(body.get("messages"))}
     schema = _schema(body.get("response_format"), plain_text)
     schema = _forced_call(body) or schema

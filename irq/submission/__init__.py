@@ -1,5 +1,8 @@
-"""What a submit hands the lifecycle (`irq/jobs.py`): a validated job request, the row it becomes, and the
-fingerprint that tells a repeat of a request from a different one under the same idempotency key."""
+"""Submission, the domain's side of a submit: what it hands the lifecycle (`irq/jobs.py`), a validated job
+request (`NewJob`), the row it becomes, and the fingerprint that tells a repeat of a request from a
+different one under the same idempotency key. Its modules: `rules` turns a job request into a `NewJob`,
+`chat` reads an OpenAI chat-completions body as a job request, `lines` reads a batch (irq's lines and
+OpenAI Batch API lines alike), and `errors` names every refusal."""
 
 from __future__ import annotations
 
@@ -13,13 +16,9 @@ from typing import Any, TypeVar
 
 from irq.clock import new_id
 from irq.store.models import JobStatus
+from irq.submission.errors import IdempotencyKeyReused
 
 T = TypeVar("T")
-
-
-class IdempotencyKeyReused(Exception):
-    """An idempotency key this owner already used came with a different request (as payment APIs do, the
-    key names one request: a different one under it is refused, not answered with the first's result)."""
 
 
 def request_hash(news: Sequence[NewJob]) -> str:
@@ -31,7 +30,7 @@ def request_hash(news: Sequence[NewJob]) -> str:
 def same_request(existing: T, stored_hash: str | None, asked: str) -> T:
     """`existing` when it was made by the same request (or before fingerprints were kept)."""
     if stored_hash is not None and stored_hash != asked:
-        raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
+        raise IdempotencyKeyReused()
     return existing
 
 
