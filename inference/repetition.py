@@ -6,8 +6,9 @@ engines stop such a generation as soon as its last tokens repeat one unit of at 
 least `MIN_REPEATS` times, over at least `MIN_SPAN` tokens, and end it with finish reason `repetition`; the
 service answers it as a cut document (`output_truncated`), which the retry policy runs again under the
 bounded schema. That bounded attempt asks for no such stop (`GenerateRequest.stop_loops`): its document
-closes within the budget whatever the tokens, and a loop stopped there would fail the job for good. A matrix of zeros or a list of one repeated value of 32 tokens and more is stopped too: no
-useful document is made of such runs.
+closes within the budget whatever the tokens, and a loop stopped there would fail the job for good. A
+matrix of zeros or a list of one repeated value of 32 tokens and more is stopped too: no useful document
+is made of such runs.
 """
 
 from __future__ import annotations
