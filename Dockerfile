@@ -6,6 +6,7 @@ COPY irq ./irq
 COPY api ./api
 COPY worker ./worker
 COPY inference ./inference
+COPY cli ./cli
 COPY migrations ./migrations
 RUN pip install --no-cache-dir "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
  && pip install --no-cache-dir . \

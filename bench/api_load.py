@@ -31,7 +31,7 @@ import httpx
 
 from bench.clients import Clients
 from bench.harness import Stack, console, group_cpu_s, percentile, report, stack
-from irq.procs import answers, free_port, wait_until
+from cli.procs import answers, free_port, wait_until
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from kombu.transport import redis as kombu_redis
 from rich.console import Console
 from rich.table import Table
 
+from cli.procs import free_port
+from cli.stack import start_embedded_redis
 from irq.broker import Transport
-from irq.procs import free_port
-from irq.stack import start_embedded_redis
 
 QUEUE = Queue("bench-broker-calls", Exchange("bench-broker-calls"), routing_key="bench")
 

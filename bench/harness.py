@@ -19,16 +19,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-import irq.stack
+import cli.stack
+from cli.procs import free_port
+from cli.stack import StackEnv
 from irq.endpoints import load_registry
-from irq.procs import free_port
-from irq.stack import StackEnv
 from irq.store.models import ACTIVE
 
 console = Console()
 
 
-class Stack(irq.stack.Stack):
+class Stack(cli.stack.Stack):
     """A benchmark's stack, with its own Redis, and what a benchmark reaches it with: the API's URL, the
     store and a key."""
 

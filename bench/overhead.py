@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Stack, percentile, report, run_jobs, stack
-from irq.procs import wait_until
+from cli.procs import wait_until
 from irq.settings import Settings
 
 

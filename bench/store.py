@@ -20,11 +20,11 @@ import httpx
 from sqlalchemy import text
 
 from bench.harness import Stack, console, machine, percentile, stack
+from cli.procs import children
 from irq import retention
 from irq.clock import new_id, utcnow
 from irq.ir_schema import ir_json_schema
 from irq.keys import create_key
-from irq.procs import children
 from irq.store import rollups
 from irq.store.db import Database
 from irq.store.jobs import JobStore

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from irq.procs import supervise
 from irq.settings import Settings
+from irq.supervision import supervise
 
 
 def memory_share(settings: Settings) -> float:
@@ -31,6 +31,6 @@ def replica_env(settings: Settings, index: int) -> dict[str, str]:
 
 def serve_replicas(settings: Settings) -> int:
     """Run the replicas until stopped (or until one exits: then all stop, with its status)."""
-    argv = [sys.executable, "-m", "irq", "inference", "serve"]
+    argv = [sys.executable, "-m", "cli", "inference", "serve"]
     commands = [(argv, replica_env(settings, i)) for i in range(settings.inference_replicas)]
     return supervise(commands, "irq inference serve")

@@ -16,11 +16,12 @@ import psycopg
 import pytest
 import redis
 
-import irq.stack
+import cli.stack
+from cli.stack import StackEnv, redis_answers, start_embedded_redis
 from irq.broker import queue_keys
 from irq.endpoints import load_registry
-from irq.stack import StackEnv, redis_answers, start_embedded_redis
 from irq.store.models import TERMINAL
+from tests import ROOT
 from tests.procs import Service, free_port, wait_until
 
 PG_ADMIN_URL = os.environ.get("IRQ_TEST_PG", "postgresql://127.0.0.1:5432/postgres")
@@ -87,7 +88,7 @@ def redis_url(redis_server: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def inference_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real inference service with the local engine (SmolLM2-135M, llguidance), warmed up once."""
-    system = irq.stack.Stack(StackEnv(inference_port=free_port()), tmp_path_factory.mktemp("inference"))
+    system = cli.stack.Stack(StackEnv(inference_port=free_port()), tmp_path_factory.mktemp("inference"))
     try:
         system.start_inference()
         system.warm_up()
@@ -96,7 +97,7 @@ def inference_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         system.stop()
 
 
-class Stack(irq.stack.Stack):
+class Stack(cli.stack.Stack):
     """An API process (and optionally a worker) over one store and one Redis database, with what a test
     reaches them with: the API's URL, the store, a Redis client and two users' keys."""
 
@@ -214,7 +215,8 @@ def start_fault_service(
 ) -> FaultService:
     """`tests.fault_service` on `port` (a free one by default), with `env` (e.g. `IRQ_SERVED_MODEL`)."""
     port = port or free_port()
-    svc = Service(name, [str(port), str(latency_s)], env or {}, log_dir, module="tests.fault_service")
+    args = [str(port), str(latency_s)]
+    svc = Service(name, args, env or {}, log_dir, module="tests.fault_service", cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     svc.wait_ready(base + "/health")
     return FaultService(base=base, service=svc)

@@ -9,8 +9,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from irq.procs import Service, answers, free_port, wait_until
-from irq.stack import start_embedded_redis
+from cli.procs import Service, answers, free_port, wait_until
+from cli.stack import start_embedded_redis
 
 __all__ = ["PostgresServer", "RedisServer", "Service", "answers", "free_port", "wait_until"]
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from irq.keys import create_key
-from irq.procs import ROOT
+from tests import ROOT
 from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
 from tests.procs import Service, free_port, wait_until
 
@@ -85,7 +85,7 @@ def test_only_an_admin_key_sees_every_keys_stats(api_only: Stack) -> None:
 
 def test_flower_answers_only_with_its_credentials(redis_url: str, tmp_path: Path) -> None:
     refused = subprocess.run(
-        [sys.executable, "-m", "irq", "flower"],
+        [sys.executable, "-m", "cli", "flower"],
         env={"PATH": "/usr/bin:/bin", "IRQ_REDIS_URL": redis_url, "IRQ_FLOWER_BASIC_AUTH": ""},
         capture_output=True,
         text=True,
@@ -166,10 +166,10 @@ def test_a_revoked_key_is_refused_at_once_by_every_api_process(
         for _ in range(8):  # spread over both processes, so that each has it cached
             assert httpx.get(stack.api + "/v1/jobs", headers=headers).status_code == 200
         env = {**os.environ, **stack.env}
-        listed = subprocess.run([sys.executable, "-m", "irq", "keys", "list"], env=env, cwd=ROOT,
+        listed = subprocess.run([sys.executable, "-m", "cli", "keys", "list"], env=env, cwd=ROOT,
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
         assert "contractor" in listed.stdout and key not in listed.stdout and "active" in listed.stdout
-        revoked = subprocess.run([sys.executable, "-m", "irq", "keys", "revoke", "contractor"], env=env,
+        revoked = subprocess.run([sys.executable, "-m", "cli", "keys", "revoke", "contractor"], env=env,
                                  cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
         assert revoked.returncode == 0, revoked.stderr
         wait_until(lambda: httpx.get(stack.api + "/v1/jobs", headers=headers).status_code == 401, 1, "401")

@@ -141,7 +141,7 @@ def test_the_batch_command_follows_a_file_to_its_results_and_resumes_without_res
         "\n".join(openai_line(f"line-{i}", f"A function that doubles {i}") for i in range(6)) + "\n"
     )
     out = tmp_path / "results.jsonl"
-    command = [sys.executable, "-m", "irq", "batch", "submit", str(jobs_file), "--wait", "--out", str(out)]
+    command = [sys.executable, "-m", "cli", "batch", "submit", str(jobs_file), "--wait", "--out", str(out)]
     env = {**os.environ, "IRQ_API_KEY": batch_stack.key}
 
     def run() -> subprocess.CompletedProcess[str]:

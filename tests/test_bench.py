@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from bench.schemas import markdown, tally
-from irq.procs import ROOT
+from tests import ROOT
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def bench(tmp_path: Path, *args: str) -> dict:  # type: ignore[type-arg]
     run = subprocess.run(
-        [sys.executable, "-m", "irq", "bench", *args, "--out", str(tmp_path)],
+        [sys.executable, "-m", "cli", "bench", *args, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -139,7 +139,7 @@ def test_real_world_schemas_through_the_pipeline(tmp_path: Path, inference_url: 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "Create a function that returns the maximum of a list"}) + "\n")
     run = subprocess.run(
-        [sys.executable, "-m", "irq", "bench", "schemas", "--schemas", str(schemas),
+        [sys.executable, "-m", "cli", "bench", "schemas", "--schemas", str(schemas),
          "--prompts", str(prompts), "--max-tokens", "96", "--inference-url", inference_url,
          "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, timeout=280,
@@ -194,7 +194,7 @@ def test_the_schemas_tally_sets_hollow_successes_and_each_failure_code_apart() -
 
 def test_the_store_benchmark_times_every_read_and_a_prune_keeps_the_counts(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "irq", "bench", "store", "--rows", "3000", "--span-days", "3",
+        [sys.executable, "-m", "cli", "bench", "store", "--rows", "3000", "--span-days", "3",
          "--keep-days", "1", "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, timeout=280,
     )  # fmt: skip

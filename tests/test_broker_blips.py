@@ -202,7 +202,7 @@ def test_a_worker_that_stops_on_an_error_exits_non_zero(redis_url: str, tmp_path
         "IRQ_BROKER_URL": redis_url.rsplit("/", 1)[0] + "/not-a-number",
     }
     run = subprocess.run(
-        [sys.executable, "-m", "irq", "worker"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "cli", "worker"], env=env, capture_output=True, text=True, timeout=120
     )
     assert "Unrecoverable error" in run.stderr + run.stdout, run.stderr[-2000:]
     assert run.returncode == 1

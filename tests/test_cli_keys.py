@@ -13,7 +13,7 @@ from pathlib import Path
 def irq(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IRQ_")}  # the defaults: ./irq.db
     return subprocess.run(
-        [sys.executable, "-m", "irq", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from irq.endpoints import read_registry
-from irq.procs import ROOT
+from tests import ROOT
 
 SERVICES = {"redis", "postgres", "migrate", "api", "worker-local", "worker-modal", "flower", "inference"}
 

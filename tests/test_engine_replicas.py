@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import irq.procs
+import cli.procs
 from inference.replicas import memory_share, replica_env
 from irq.endpoints import Endpoint, Registry, RegistryError, implicit_registry, read_registry
 from irq.settings import Settings
@@ -165,7 +165,7 @@ def test_an_engine_that_dies_takes_the_host_service_down_with_a_failure_status(
     engines: tuple[Service, int],
 ) -> None:
     service, port = engines
-    children = [int(pid) for pid in irq.procs.children(service.proc.pid)]
+    children = [int(pid) for pid in cli.procs.children(service.proc.pid)]
     assert len(children) == REPLICAS
     os.kill(children[0], signal.SIGKILL)
     # A host serving fewer engines than its registry says would hold jobs for the dead one's endpoint:

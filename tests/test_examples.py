@@ -9,11 +9,11 @@ import subprocess
 import sys
 from typing import Any
 
-from irq.procs import ROOT
 from irq.settings import Settings
 from irq.store.jobs import JobStore
 from irq.store.models import Job
 from irq.submission import schema_hash
+from tests import ROOT
 from tests.conftest import Stack
 
 EXAMPLES = ROOT / "examples"
@@ -27,7 +27,7 @@ def stored(stack: Stack, batch_id: str) -> dict[str | None, Job]:
 
 def irq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "irq", *args, "--api", stack.api],
+        [sys.executable, "-m", "cli", *args, "--api", stack.api],
         env={**os.environ, "IRQ_API_KEY": stack.key},
         cwd=ROOT,
         capture_output=True,

@@ -13,14 +13,14 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-import irq.stack
+import cli.stack
+from cli.stack import StackEnv
 from inference.errors import InferenceError, PermanentInferenceError, RetryableInferenceError
 from inference.http_client import HttpInferenceClient
 from inference.protocol import GenerateRequest
 from irq.endpoints import implicit_registry
 from irq.ir_schema import ir_json_schema
 from irq.settings import Settings
-from irq.stack import StackEnv
 from tests.procs import free_port, wait_until
 
 DOCUMENT = {"name": "max_of"}
@@ -109,7 +109,7 @@ def test_a_request_its_client_abandons_stops_generating(tmp_path: Path) -> None:
     the generation instead of letting it hold an engine slot to the end."""
     port = free_port()
     env = StackEnv(inference_port=port, engine="simulated", extra={"IRQ_SIMULATED_LATENCY_S": "30"})
-    system = irq.stack.Stack(env, tmp_path)
+    system = cli.stack.Stack(env, tmp_path)
     try:
         system.start_inference()
         base = system.inference_base

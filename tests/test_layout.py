@@ -1,5 +1,6 @@
-"""The code's layout holds as docs/internals.md describes it: producer and consumer apart, SQL only in the
-store, small modules, and no import cycle between irq's own modules."""
+"""The code's layout holds as docs/internals.md describes it: the domain (`irq/`) imports nothing above it,
+the services nothing of the shell or the benchmarks, producer and consumer apart, SQL only in the store,
+small modules, error codes named by their enum, and no import cycle between irq's own modules."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 from typing import TypeGuard
 
 from irq.error_codes import ErrorCode
-from irq.procs import ROOT
+from tests import ROOT
 
-PACKAGES = ("irq", "api", "worker", "inference", "bench")
+PACKAGES = ("irq", "api", "worker", "inference", "bench", "cli")
+SERVICES = ("api", "worker", "inference")
+ABOVE_THE_SERVICES = ("bench", "cli")  # the benchmarks, and the shell: the `irq` command, `irq dev`'s stack
 MAX_LINES = 400
 # Benchmarks that time SQL statements themselves (the ORM against Core) or stand in for a bare
 # framework's submit path may spell their own; nothing of irq may.
@@ -26,16 +29,44 @@ def modules(packages: tuple[str, ...] = PACKAGES) -> Iterator[tuple[str, Path]]:
             yield name, path
 
 
-def imported(path: Path) -> set[str]:
-    """Modules imported at module level (imports inside functions are deferred on purpose)."""
+def imported(path: Path, deferred: bool = False) -> set[str]:
+    """Modules imported at module level (imports inside functions are deferred on purpose), or with
+    `deferred` anywhere in the module, inside functions too."""
+    tree = ast.parse(path.read_text())
     names: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(tree) if deferred else tree.body:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
+
+
+def imports_from(path: Path, packages: tuple[str, ...]) -> list[str]:
+    """The modules of `packages` that the module at `path` imports, at any level."""
+    return sorted(n for n in imported(path, deferred=True) if n.split(".")[0] in packages)
+
+
+def imports_across(importers: tuple[str, ...], forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    """The modules of the `importers` packages that import from the `forbidden` ones, and what they import."""
+    ours = ((name, path) for name, path in modules() if name.split(".")[0] in importers)
+    found = {name: imports_from(path, forbidden) for name, path in ours}
+    return {name: names for name, names in found.items() if names}
+
+
+def test_an_import_inside_a_function_counts() -> None:
+    # `irq worker` imports the worker only when it runs: the rules below see such imports too.
+    assert "worker.main" in imports_from(ROOT / "cli" / "app.py", SERVICES)
+    assert imports_across(("cli",), SERVICES)
+
+
+def test_the_domain_imports_nothing_above_it() -> None:
+    assert imports_across(("irq",), (*SERVICES, *ABOVE_THE_SERVICES)) == {}
+
+
+def test_the_services_import_neither_the_shell_nor_the_benchmarks() -> None:
+    assert imports_across(SERVICES, ABOVE_THE_SERVICES) == {}
 
 
 def test_the_api_imports_nothing_from_the_worker() -> None:

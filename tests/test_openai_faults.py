@@ -20,10 +20,10 @@ import pytest
 from openai.types import Batch
 from sqlalchemy import text
 
+from cli.stack import prepare_store, settings_for
 from irq import retention
 from irq.clock import utcnow
 from irq.files import FileStorage, new_file_id
-from irq.stack import prepare_store, settings_for
 from irq.store.files import FileRecords
 from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
 from tests.procs import PostgresServer, wait_until

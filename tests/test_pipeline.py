@@ -79,7 +79,7 @@ def test_the_cli_submits_waits_and_shows_status(pipeline: Stack, tmp_path: Path)
     schema_file = tmp_path / "schema.json"
     schema_file.write_text(json.dumps(SMALL_SCHEMA))
     env = {**os.environ, "IRQ_API_KEY": pipeline.key}
-    irq = [sys.executable, "-m", "irq"]
+    irq = [sys.executable, "-m", "cli"]
     submitted = subprocess.run(
         [
             *irq,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from irq.batches import format_rate, format_time_left
+from cli.batches import format_rate, format_time_left
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from irq.procs import children
+from cli.procs import children
 from tests.conftest import Stack
 from tests.procs import wait_until
 

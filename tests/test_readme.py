@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from irq.procs import ROOT
+from tests import ROOT
 from tests.conftest import Stack
 
 

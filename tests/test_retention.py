@@ -129,7 +129,7 @@ def test_irq_db_prune_exports_then_deletes_and_the_counts_stay(
                 [
                     sys.executable,
                     "-m",
-                    "irq",
+                    "cli",
                     "db",
                     "prune",
                     "--older-than-days",

@@ -15,12 +15,12 @@ from irq.broker import Broker, queue_keys
 from irq.jobs import JobManager, Outcome
 from irq.keys import authenticate, create_key, hash_key
 from irq.migrate import downgrade, upgrade
-from irq.procs import ROOT
 from irq.settings import Settings
 from irq.store.db import Database
 from irq.store.jobs import JobStore
 from irq.store.models import ApiKey, JobStatus
 from irq.submission import NewJob
+from tests import ROOT
 from worker.upkeep import sweep
 
 
@@ -55,7 +55,7 @@ def outcome() -> Outcome:
 
 def test_irq_db_upgrade_creates_the_tables_and_downgrade_removes_them(database_url: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "irq", "db", "upgrade"],
+        [sys.executable, "-m", "cli", "db", "upgrade"],
         cwd=ROOT,
         capture_output=True,
         text=True,

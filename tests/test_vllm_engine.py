@@ -21,6 +21,7 @@ import httpx
 import jsonschema
 import pytest
 
+from cli.procs import Service, free_port
 from inference.engines.base import GrammarFailure, PromptTooLong, SchemaRejected
 from inference.engines.vllm import (
     WARMUP_SCHEMA,
@@ -32,7 +33,6 @@ from inference.engines.vllm import (
 )
 from inference.protocol import GenerateRequest
 from irq.endpoints import implicit_registry
-from irq.procs import Service, free_port
 from irq.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

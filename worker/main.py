@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from irq.broker import worker_argv
 from irq.endpoints import Endpoint, RegistryError, load_registry
-from irq.procs import supervise
 from irq.settings import Settings, get_settings
+from irq.supervision import supervise
 
 STOP_S = 30  # how long the processes may take to finish their jobs after a stop
 
@@ -44,5 +44,5 @@ def _serve(endpoint: Endpoint) -> int:
 def _supervise(endpoints: Sequence[Endpoint]) -> int:
     """One `irq worker --endpoint NAME` child per endpoint; a stop signal stops them all, and so does the
     exit of any one of them (then with its exit status)."""
-    argv = [sys.executable, "-m", "irq", "worker", "--endpoint"]
+    argv = [sys.executable, "-m", "cli", "worker", "--endpoint"]
     return supervise([([*argv, e.name], {}) for e in endpoints], "irq worker", STOP_S)

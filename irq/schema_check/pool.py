@@ -15,14 +15,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# Found by the module system as the API process found irq: installed, or on the path it was started with.
 COMMAND = (sys.executable, "-m", "irq.schema_check")
 # A fresh process imports llguidance and jsonschema (about 0.2 s); its start is not charged to a check.
 STARTUP_LIMIT_S = 30.0
-_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the `irq` package
 
 
 class Busy(Exception):
@@ -60,14 +59,7 @@ class _Checker:
     """One `python -m irq.schema_check` process and its two pipes."""
 
     def __init__(self, command: tuple[str, ...]) -> None:
-        path = os.pathsep.join(p for p in (str(_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        self._popen = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            bufsize=0,
-            env={**os.environ, "PYTHONPATH": path},
-        )
+        self._popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         self._ready = False
 
     @property

@@ -23,7 +23,7 @@ start_service() {
   local port=$1 log=$2 started replicas=1 arg p
   shift 2
   for arg in "$@"; do [[ $arg == IRQ_INFERENCE_REPLICAS=* ]] && replicas=${arg#*=}; done
-  env "$@" IRQ_INFERENCE_PORT="$port" python3 -m irq inference serve > "$log" 2>&1 &
+  env "$@" IRQ_INFERENCE_PORT="$port" python3 -m cli inference serve > "$log" 2>&1 &
   service_pid=$!
   started=$(date +%s)
   for p in $(seq "$port" $(( port + replicas - 1 ))); do

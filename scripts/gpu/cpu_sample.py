@@ -21,10 +21,10 @@ from typing import Any
 TICK = os.sysconf("SC_CLK_TCK")
 ROLES = (  # (role, a piece of the command line); the first match names the process
     ("engine core", "EngineCore"),
-    ("irq service", "irq inference serve"),
+    ("irq service", "-m cli inference serve"),
     ("vLLM server", "vllm.entrypoints.openai.api_server"),
-    ("irq api", "irq api"),
-    ("irq worker", "irq worker"),
+    ("irq api", "-m cli api"),
+    ("irq worker", "-m cli worker"),
     ("irq worker", "celeryd"),  # the title Celery gives its worker process once it runs
     ("redis", "redis-server"),
     ("clients", "paths_bench"),

@@ -38,6 +38,6 @@ EOF
   port=$((port + 1))
 done
 [ "${1:-}" != warm ] || exit 0
-python3 -m irq bench compare --endpoints-file "$registry" --prompts .data/prompts.jsonl \
+python3 -m cli bench compare --endpoints-file "$registry" --prompts .data/prompts.jsonl \
   --schemas .data/compare-schemas --max-tokens "${MAX_TOKENS:-512}" --concurrency "${CONCURRENCY:-64}" \
   --out "$out" 2>&1 | tee "$out/bench.log"

@@ -86,7 +86,7 @@ start_irq() {
   t0=$(date +%s)
   # shellcheck disable=SC2086
   if ! up $ports; then
-    IRQ_INFERENCE_REPLICAS=$n IRQ_INFERENCE_PORT=$port setsid python3 -m irq inference serve \
+    IRQ_INFERENCE_REPLICAS=$n IRQ_INFERENCE_PORT=$port setsid python3 -m cli inference serve \
       >> "$logs/inference-$n.log" 2>&1 < /dev/null &
     pid=$!
     echo $pid >> "$keep/engines.pids"
@@ -136,10 +136,10 @@ pipeline() {
   # Each engine's worker process takes as many jobs at once as the engine schedules (max_num_seqs).
   export IRQ_INFERENCE_REPLICAS=$n IRQ_WORKER_CONCURRENCY=$MAX_NUM_SEQS
   rm -f /tmp/irq-goal-"$label".db*
-  python3 -m irq db upgrade > /dev/null
-  key=$(python3 -m irq keys create bench)
-  python3 -m irq worker > "$logs/worker-$label.log" 2>&1 & stack+=($!)
-  IRQ_API_WORKERS=4 python3 -m irq api > "$logs/api-$label.log" 2>&1 & stack+=($!)
+  python3 -m cli db upgrade > /dev/null
+  key=$(python3 -m cli keys create bench)
+  python3 -m cli worker > "$logs/worker-$label.log" 2>&1 & stack+=($!)
+  IRQ_API_WORKERS=4 python3 -m cli api > "$logs/api-$label.log" 2>&1 & stack+=($!)
   # Ready when a worker has said each engine's endpoint is up.
   until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = "$n" ]; do
     sleep 1

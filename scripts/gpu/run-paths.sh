@@ -217,13 +217,13 @@ for r in "${runs[@]}"; do
       "${on_rest[@]}" "$redis_bin" --port 6399 --bind 127.0.0.1 --dir "$keep" --save "" --appendonly no > "$logs/redis.log" 2>&1 &
       stack=($!); pids+=($!)
       rm -f /tmp/irq-paths.db*
-      python3 -m irq db upgrade > /dev/null
-      key=$(python3 -m irq keys create bench)
+      python3 -m cli db upgrade > /dev/null
+      key=$(python3 -m cli keys create bench)
       for i in $(seq "$workers"); do
         IRQ_WORKER_CONCURRENCY=$(( ${CONCURRENCY:-256} / workers )) IRQ_WORKER_NAME=gpu-host-$i \
-          IRQ_INFERENCE_REPLICAS=$engines "${on_rest[@]}" python3 -m irq worker > "$logs/worker-$i.log" 2>&1 & stack+=($!); pids+=($!)
+          IRQ_INFERENCE_REPLICAS=$engines "${on_rest[@]}" python3 -m cli worker > "$logs/worker-$i.log" 2>&1 & stack+=($!); pids+=($!)
       done
-      IRQ_API_WORKERS=$apis IRQ_INFERENCE_REPLICAS=$engines "${on_rest[@]}" python3 -m irq api > "$logs/api.log" 2>&1 & stack+=($!); pids+=($!)
+      IRQ_API_WORKERS=$apis IRQ_INFERENCE_REPLICAS=$engines "${on_rest[@]}" python3 -m cli api > "$logs/api.log" 2>&1 & stack+=($!); pids+=($!)
       # Ready when the workers have said their endpoints (one per engine) are up.
       until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = "$engines" ]; do
         sleep 1

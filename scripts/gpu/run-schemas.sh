@@ -44,7 +44,7 @@ if [ "$mode" = bench ]; then
 fi
 [ -z "$missing" ] || { echo "missing: $missing (carry .whl, .fi and .data; run the setup calls first)" >&2; exit 1; }
 
-python3 -m irq inference serve > "$out/inference.log" 2>&1 &
+python3 -m cli inference serve > "$out/inference.log" 2>&1 &
 service=$!
 stack_logs() {
   # The API's and the worker's logs of this run's bench stack (its work folder, /tmp/irq-bench-*, made after
@@ -71,6 +71,6 @@ echo "warmup: $(( $(date +%s) - t0 )) s ($warm); ready $(( $(date +%s) - started
 marker=$(mktemp); limit=()
 [ -z "${LIMIT:-}" ] || limit=(--limit "$LIMIT")
 set -o pipefail
-python3 -m irq bench schemas --schemas .data/jsonschemabench --prompts .data/prompts.jsonl "${limit[@]}" \
+python3 -m cli bench schemas --schemas .data/jsonschemabench --prompts .data/prompts.jsonl "${limit[@]}" \
   --max-tokens "${MAX_TOKENS:-512}" --inference-url "http://127.0.0.1:$port/generate" \
   --deadline-s "${DEADLINE_S:-240}" --out "$out" 2>&1 | tee "$out/bench.log"

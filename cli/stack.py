@@ -17,11 +17,11 @@ from urllib.parse import urlparse
 import httpx
 import redis
 
+from cli.procs import Service, wait_until
 from irq.broker import make_celery, worker_argv
 from irq.endpoints import load_registry
 from irq.keys import create_key
 from irq.migrate import upgrade
-from irq.procs import ROOT, Service, wait_until
 from irq.settings import Settings
 from irq.store.db import Database
 
@@ -117,7 +117,7 @@ class Stack:
     nothing loses a service it depends on while it stops. Without a `log_dir` the services print to this
     process's terminal; `cwd` is the folder they run in (None: this process's)."""
 
-    def __init__(self, config: StackEnv, log_dir: Path | None, cwd: Path | None = ROOT) -> None:
+    def __init__(self, config: StackEnv, log_dir: Path | None, cwd: Path | None = None) -> None:
         self.config = config
         self.env = config.env()
         self.log_dir = log_dir
@@ -147,7 +147,7 @@ class Stack:
         """`prepare_store` on the stack's store."""
         return prepare_store(self.settings.database_url, *key_names)
 
-    def start(self, name: str, args: list[str], module: str = "irq", **env: str) -> Service:
+    def start(self, name: str, args: list[str], module: str = "cli", **env: str) -> Service:
         """`python -m module *args` (an `irq …` command by default) with the stack's environment and
         `env`, stopped with the stack."""
         service = Service(name, args, {**self.env, **env}, self.log_dir, module=module, cwd=self.cwd)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import httpx
 import typer
 
-from irq.cli_bench import bench_app
+from cli.bench import bench_app
 from irq.settings import get_settings
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ app.add_typer(bench_app, name="bench")
 @app.command()
 def dev() -> None:
     """Run the whole system on one machine: store, Redis, inference service, worker, API and Flower."""
-    from irq.dev import run_dev
+    from cli.dev import run_dev
 
     raise typer.Exit(run_dev(get_settings()))
 
@@ -288,7 +288,7 @@ def batch_submit(
     """
     import hashlib
 
-    from irq.batches import follow
+    from cli.batches import follow
 
     content = file.read_bytes()
     route = _route(model, backend)

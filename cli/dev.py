@@ -8,8 +8,8 @@ import socket
 import sys
 import time
 
+from cli.stack import Stack, StackEnv, redis_answers
 from irq.settings import Settings
-from irq.stack import Stack, StackEnv, redis_answers
 
 
 def port_taken(host: str, port: int) -> bool:
@@ -48,7 +48,7 @@ def dev_stack(settings: Settings, flower_auth: str) -> Stack:
         engine=settings.engine,
         extra=extra,
     )
-    return Stack(config, log_dir=None, cwd=None)
+    return Stack(config, log_dir=None)
 
 
 def run_dev(settings: Settings) -> int:

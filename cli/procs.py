@@ -15,8 +15,6 @@ from typing import IO
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: `python -m` finds irq, tests and bench here
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -62,7 +60,8 @@ def answers(url: str) -> bool:
 
 class Service:
     """An `irq …` child process (or `python -m module …`) in a session of its own, with its output in a log
-    file a failing test can show, or (without a `log_dir`) on this process's terminal."""
+    file a failing test can show, or (without a `log_dir`) on this process's terminal; `cwd` is the folder
+    it runs in (None: this process's)."""
 
     def __init__(
         self,
@@ -70,8 +69,8 @@ class Service:
         args: list[str],
         env: dict[str, str],
         log_dir: Path | None,
-        module: str = "irq",
-        cwd: Path | None = ROOT,
+        module: str = "cli",
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log" if log_dir is not None else None
@@ -127,35 +126,3 @@ class Service:
     def _close_log(self) -> None:
         if self._log is not None:
             self._log.close()
-
-
-def supervise(commands: list[tuple[list[str], dict[str, str]]], what: str, stop_s: float = 30) -> int:
-    """Run one child per (argv, extra environment) until a stop signal, or until one of them exits: then
-    stop the others and return that child's status (1 for a child that exited 0: it was not asked to)."""
-    stopping: list[int] = []
-
-    def stop(signum: int, _frame: object) -> None:
-        stopping.append(signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    children = [subprocess.Popen(argv, env={**os.environ, **env}) for argv, env in commands]
-    status = 0
-    while not stopping:
-        exited = [c for c in children if c.poll() is not None]
-        if exited:
-            status = exited[0].returncode or 1
-            print(f"{what}: a child process exited ({exited[0].returncode}); stopping", file=sys.stderr)
-            break
-        time.sleep(0.5)
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + stop_s
-    for child in children:
-        try:
-            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    return status

@@ -1,3 +1,0 @@
-from irq.cli import app
-
-app(prog_name="irq")
