@@ -168,7 +168,7 @@ schemas() {
   [ "$(left)" -gt 120 ] || { echo "=== schemas: skipped (deadline)"; return 0; }
   echo "=== schemas ($(left) s left)"
   local limit=(); [ -z "${LIMIT:-}" ] || limit=(--limit "$LIMIT")
-  timeout --kill-after=10 $(( $(left) - 20 )) python3 -m irq bench schemas --schemas .data/jsonschemabench \
+  timeout --kill-after=10 $(( $(left) - 20 )) python3 -m cli bench schemas --schemas .data/jsonschemabench \
     --prompts .data/prompts.jsonl "${limit[@]}" --max-tokens $MAX_TOKENS --inference-url "http://127.0.0.1:$ONE_PORT/generate" \
     --deadline-s $(( $(left) - 40 )) --out "$keep/schemas" 2>&1 | tail -n 40 | tee -a "$logs/bench.log" || true
 }
