@@ -14,7 +14,7 @@ from api.schemas import JobRequest
 from inference.prompting import least_prompt_tokens
 from irq.endpoints import Endpoint, Registry
 from irq.settings import Settings
-from tests.conftest import start_stack, stop_stack, write_registry
+from tests.support import start_stack, stop_stack, write_registry
 
 pytestmark = pytest.mark.timeout(300)
 
