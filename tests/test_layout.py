@@ -1,5 +1,5 @@
 """The code's layout holds as the README describes it: producer and consumer apart, SQL only in the store,
-small modules, and no import cycle between irq's own modules."""
+small modules, no import cycle between irq's own modules, and the tests' helpers apart from their fixtures."""
 
 from __future__ import annotations
 
@@ -79,3 +79,16 @@ def test_no_import_cycle() -> None:
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+def test_tests_import_helpers_from_the_support_modules_never_from_a_conftest() -> None:
+    """A conftest holds fixtures, which pytest hands out; what a test imports lives in a support module."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            names = [getattr(node, "module", None) or "", *(alias.name for alias in node.names)]
+            if any(name.split(".")[-1] == "conftest" for name in names):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
