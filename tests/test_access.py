@@ -16,8 +16,8 @@ import pytest
 
 from irq.keys import create_key
 from tests import ROOT
-from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
 from tests.procs import Service, free_port, wait_until
+from tests.support import FaultService, Stack, start_fault_service, start_stack, stop_stack
 
 PROMPT = "Create a function that returns the maximum of a list"
 

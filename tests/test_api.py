@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from irq.store.models import Job
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.support import Stack, start_stack, stop_stack
 
 PROMPT = "Create a function that returns the maximum of a list"
 

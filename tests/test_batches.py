@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 
 from irq.ir_schema import ir_json_schema
 from irq.store.models import Batch, Job
-from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
 from tests.procs import wait_until
+from tests.support import FaultService, Stack, start_fault_service, start_stack, stop_stack
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def test_endpoint_comparison_through_one_deployment(tmp_path: Path) -> None:
     """One model served with two backends, one endpoint 10 ms and one 300 ms per request, and a third
     endpoint in the registry left out: the comparison runs the same jobs on the two named through one
     API and worker pool, tells them apart, significantly, and every document is schema-valid."""
-    from tests.conftest import FaultService, start_fault_service, write_registry
+    from tests.support import FaultService, start_fault_service, write_registry
 
     def served(backend: str, latency_s: float) -> FaultService:
         env = {"IRQ_SERVED_MODEL": "sim", "IRQ_STRUCTURED_OUTPUT_BACKEND": backend}

@@ -21,8 +21,8 @@ import pytest
 
 from irq.broker import make_celery
 from irq.settings import Settings
-from tests.conftest import Stack, start_fault_service, start_stack, stop_stack
 from tests.procs import RedisServer, wait_until
+from tests.support import Stack, start_fault_service, start_stack, stop_stack
 from tests.test_faults import FAST_RECOVERY, jobs_of, record, status_counts, submit, wait_all
 from tests.test_rabbitmq import amqp_url
 

@@ -27,8 +27,8 @@ from irq.endpoints import implicit_registry
 from irq.events import Notifier
 from irq.ir_schema import ir_json_schema
 from irq.settings import Settings
-from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
 from tests.procs import wait_until
+from tests.support import FaultService, Stack, start_fault_service, start_stack, stop_stack
 from worker.cancels import CancelWatch
 
 pytestmark = pytest.mark.timeout(300)

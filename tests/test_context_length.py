@@ -14,7 +14,7 @@ from irq.prompting import least_prompt_tokens
 from irq.settings import Settings
 from irq.submission.errors import SubmissionError
 from irq.submission.rules import JobRequest, to_new_job
-from tests.conftest import start_stack, stop_stack, write_registry
+from tests.support import start_stack, stop_stack, write_registry
 
 pytestmark = pytest.mark.timeout(300)
 

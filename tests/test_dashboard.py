@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Stack, start_fault_service, start_stack, stop_stack, write_registry
+from tests.support import Stack, start_fault_service, start_stack, stop_stack, write_registry
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MARKUP_MODEL = "<b>bold</b>"  # a client's model name, which the page must show as text, not markup

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Stack
+from tests.support import Stack
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}

@@ -16,8 +16,8 @@ from sqlalchemy import text
 
 from irq.migrate import upgrade
 from irq.store.db import Database
-from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack, write_registry
 from tests.procs import free_port, wait_until
+from tests.support import FaultService, Stack, start_fault_service, start_stack, stop_stack, write_registry
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -23,8 +23,8 @@ import cli.procs
 from inference.replicas import memory_share, replica_env
 from irq.endpoints import Endpoint, Registry, RegistryError, implicit_registry, read_registry
 from irq.settings import Settings
-from tests.conftest import Stack, start_stack, stop_stack, write_registry
 from tests.procs import Service, wait_until
+from tests.support import Stack, start_stack, stop_stack, write_registry
 
 pytestmark = pytest.mark.timeout(300)
 

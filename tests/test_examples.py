@@ -14,7 +14,7 @@ from irq.store.jobs import JobStore
 from irq.store.models import Job
 from irq.submission import schema_hash
 from tests import ROOT
-from tests.conftest import Stack
+from tests.support import Stack
 
 EXAMPLES = ROOT / "examples"
 SCHEMA: dict[str, Any] = json.loads((EXAMPLES / "schema.json").read_text())

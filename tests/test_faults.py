@@ -30,8 +30,8 @@ from irq.store.db import Database
 from irq.store.jobs import JobStore
 from irq.store.models import Job
 from irq.submission import NewJob, job_row
-from tests.conftest import FaultService, start_fault_service, start_stack, stop_stack
 from tests.procs import PostgresServer, RedisServer, wait_until
+from tests.support import FaultService, start_fault_service, start_stack, stop_stack
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import start_fault_service, start_stack, stop_stack
 from tests.procs import free_port, wait_until
+from tests.support import start_fault_service, start_stack, stop_stack
 
 AUTH = ("ops", "fl0wer-pw")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_fault_service, start_stack, stop_stack
 from tests.procs import PostgresServer, wait_until
+from tests.support import start_fault_service, start_stack, stop_stack
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from irq.store.models import Job
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.support import Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.timeout(300)
 

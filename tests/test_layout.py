@@ -1,6 +1,7 @@
 """The code's layout holds as docs/internals.md describes it: the domain (`irq/`) imports nothing above it,
 the services nothing of the shell or the benchmarks, producer and consumer apart, SQL only in the store,
-small modules, error codes named by their enum, and no import cycle between irq's own modules."""
+small modules, error codes named by their enum, no import cycle between irq's own modules, and the tests'
+helpers apart from their fixtures."""
 
 from __future__ import annotations
 
@@ -172,3 +173,16 @@ def _docstrings(tree: ast.AST) -> set[int]:
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
                 found.add(id(first.value))
     return found
+
+
+def test_tests_import_helpers_from_the_support_modules_never_from_a_conftest() -> None:
+    """A conftest holds fixtures, which pytest hands out; what a test imports lives in a support module."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            names = [getattr(node, "module", None) or "", *(alias.name for alias in node.names)]
+            if any(name.split(".")[-1] == "conftest" for name in names):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import func, select
 
 from irq.store.models import Batch, Job
-from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
 from tests.procs import RedisServer, wait_until
+from tests.support import FaultService, Stack, start_fault_service, start_stack, stop_stack
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -23,7 +23,8 @@ from irq.endpoints import implicit_registry
 from irq.settings import Settings
 from tests.procs import Service, free_port, wait_until
 
-pytestmark = pytest.mark.slow
+# One worker runs them all (`--dist loadgroup`), so that the model is loaded once, by the module's fixtures.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("local-engine")]
 
 SCHEMAS = Path(__file__).resolve().parent / "data" / "jsonschemabench"
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import start_fault_service, start_stack, stop_stack
+from tests.support import start_fault_service, start_stack, stop_stack
 
 
 def test_metrics_count_jobs_and_histogram_their_latencies(

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from inference.engines.simulated import TEXT
-from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
+from tests.support import FaultService, Stack, start_fault_service, start_stack, stop_stack
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -20,8 +20,8 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr
 
 from inference.engines.simulated import TEXT
-from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
 from tests.fault_service import CLAMP
+from tests.support import FaultService, Stack, start_fault_service, start_stack, stop_stack
 
 pytestmark = pytest.mark.timeout(300)
 MODEL = "SmolLM2-135M-Instruct"

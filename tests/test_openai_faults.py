@@ -25,8 +25,8 @@ from irq import retention
 from irq.clock import utcnow
 from irq.files import FileStorage, new_file_id
 from irq.store.files import FileRecords
-from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
 from tests.procs import PostgresServer, wait_until
+from tests.support import FaultService, Stack, start_fault_service, start_stack, stop_stack
 
 pytestmark = pytest.mark.timeout(600)
 

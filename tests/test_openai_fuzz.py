@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
+from tests.support import FaultService, Stack, start_fault_service, start_stack, stop_stack
 
 pytestmark = pytest.mark.timeout(300)
 

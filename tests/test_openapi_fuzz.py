@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.support import Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from irq.ir_schema import ir_json_schema
-from tests.conftest import Stack
+from tests.support import Stack
 
 pytestmark = pytest.mark.slow
 

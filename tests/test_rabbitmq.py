@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import start_fault_service, start_stack, stop_stack
 from tests.procs import wait_until
+from tests.support import start_fault_service, start_stack, stop_stack
 from tests.test_faults import FAST_RECOVERY, jobs_of, record, status_counts, submit, wait_all
 
 pytestmark = pytest.mark.timeout(300)

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from cli.procs import children
-from tests.conftest import Stack
 from tests.procs import wait_until
+from tests.support import Stack
 
 
 def _read_processes(parent: int) -> set[int]:

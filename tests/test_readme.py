@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from tests import ROOT
-from tests.conftest import Stack
+from tests.support import Stack
 
 
 def printed_jobs(page: str) -> list[dict[str, Any]]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack, write_registry
 from tests.procs import wait_until
+from tests.support import FaultService, Stack, start_fault_service, start_stack, stop_stack, write_registry
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -26,8 +26,8 @@ from irq.store import rollups
 from irq.store.db import Database
 from irq.store.jobs import JobStore
 from irq.submission import NewJob, job_row
-from tests.conftest import start_fault_service, start_stack, stop_stack
 from tests.procs import wait_until
+from tests.support import start_fault_service, start_stack, stop_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 RETENTION_S = 30.0

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from irq.broker import UNACKED_KEY
-from tests.conftest import start_stack, stop_stack
 from tests.procs import wait_until
+from tests.support import start_stack, stop_stack
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -17,8 +17,8 @@ from irq.keys import authenticate
 from irq.settings import Settings
 from irq.store.models import TERMINAL
 from irq.submission import NewJob
-from tests.conftest import FaultService, Stack, start_fault_service, start_stack, stop_stack
 from tests.procs import free_port, wait_until
+from tests.support import FaultService, Stack, start_fault_service, start_stack, stop_stack
 
 pytestmark = pytest.mark.timeout(300)
 
