@@ -7,6 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+# Installed beside irq (a package of the distribution), as in a checkout.
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
