@@ -1,1 +1,1 @@
-"""The Alembic migrations of irq's store, installed with irq so that `irq db upgrade` finds them wherever irq runs."""
+"""The Alembic migrations of the store, installed with irq: `irq db upgrade` finds them wherever irq runs."""
