@@ -11,8 +11,10 @@ skipped by the scripts themselves. A script that cannot dry-run exits with `NO_D
 
 The scripts listen on fixed ports and keep state under fixed `/tmp` paths, as the GPU host, a machine of
 their own, allows; so where `unshare` can, each runs in a network namespace of its own (only its loopback)
-with a private `/tmp`, and cannot meet another run on this machine; elsewhere it runs on the machine's
-loopback, and its case fails up front where one of those ports is taken.
+with a private `/tmp`, and cannot meet another run on this machine, and in a process namespace of its own,
+so that what it leaves running (the engines a script starts in a session of their own to outlive one call)
+ends with it, also when its case times out; elsewhere it runs on the machine's loopback, and its case fails
+up front where one of those ports is taken.
 """
 
 from __future__ import annotations
@@ -67,13 +69,15 @@ def wheel_name(name: str) -> str:
 
 @cache
 def isolation() -> list[str]:
-    """The `unshare` command that gives a dry run its own network and mounts, or [] where none can (or where
-    the checkout or its Python lie under the /tmp it would hide)."""
+    """The `unshare` command that gives a dry run its own network, mounts and processes (all of them killed
+    when it ends), or [] where none can (or where the checkout or its Python lie under the /tmp it would
+    hide)."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return []
     if any(Path(p).resolve().is_relative_to("/tmp") for p in (ROOT, sys.prefix, sys.base_prefix)):
         return []
-    for command in (["unshare", "--net", "--mount"], ["unshare", "--map-root-user", "--net", "--mount"]):
+    own = ["--net", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    for command in (["unshare", *own], ["unshare", "--map-root-user", *own]):
         probe = subprocess.run([*command, "ip", "link", "set", "lo", "up"], capture_output=True, timeout=30)
         if probe.returncode == 0:
             return command
