@@ -18,13 +18,13 @@ import dataclasses
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
 from irq.broker import Broker
-from irq.clock import new_id, utcnow
+from irq.clock import ms_between, new_id, utcnow
 from irq.endpoints import EndpointState, NotServed, Registry
 from irq.error_codes import ErrorCode
 from irq.events import Notifier
@@ -61,10 +61,6 @@ class Outcome:
     engine_wait_ms: float | None = None
     validation_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _ms(later: datetime, earlier: datetime | None) -> float | None:
-    return None if earlier is None else (later - earlier).total_seconds() * 1000.0
 
 
 class JobManager:
@@ -302,8 +298,8 @@ class JobManager:
             change,
             finished_at=now,
             lease_expires_at=None,
-            queue_wait_ms=_ms(job.started_at, job.enqueued_at) if job.started_at else None,
-            total_ms=_ms(now, job.created_at),
+            queue_wait_ms=ms_between(job.started_at, job.enqueued_at),
+            total_ms=ms_between(now, job.created_at),
         )
         finished = self.store.update_running(job, change)
         if finished:
